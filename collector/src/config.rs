@@ -1,0 +1,182 @@
+//! Command-line configuration, typed and checked at start-up.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "collector", version, about = "clicktrail collector: records clicks, pixel conversions and postbacks durably and writes them to the lake as Parquet")]
+pub struct Cli {
+    /// The lake: a folder, file:///abs/path, s3://bucket/prefix, gs://…, az://… or memory://
+    #[arg(long, env = "CLICKTRAIL_LAKE", default_value = lake::DEFAULT_LAKE, global = true)]
+    pub lake: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP collector
+    Serve(ServeArgs),
+    /// Manage offers in the lake's registry
+    Offers {
+        #[command(subcommand)]
+        command: OffersCommand,
+    },
+    /// Manage tracking links in the lake's registry
+    Links {
+        #[command(subcommand)]
+        command: LinksCommand,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on
+    #[arg(long, env = "CLICKTRAIL_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Folder of the local durable spool
+    #[arg(long, env = "CLICKTRAIL_SPOOL", default_value = "data/spool")]
+    pub spool: PathBuf,
+    /// Public base URL of this collector, used in link URLs and the JavaScript snippet (default: http://LISTEN)
+    #[arg(long, env = "CLICKTRAIL_PUBLIC_URL", value_parser = parse_public_url)]
+    pub public_url: Option<url::Url>,
+    /// Longest time a hit waits in the spool before it is written to the lake (e.g. 60s, 500ms, 5m)
+    #[arg(long, env = "CLICKTRAIL_FLUSH_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub flush_interval: Duration,
+    /// Spool capacity; past it hits are refused with 503 until the lake catches up (e.g. 1GiB, 500MB)
+    #[arg(long, env = "CLICKTRAIL_SPOOL_MAX_BYTES", default_value = "1GiB", value_parser = parse_bytes)]
+    pub spool_max_bytes: u64,
+    /// Bearer token for /api/links (the admin API is off without one)
+    #[arg(long, env = "CLICKTRAIL_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Key for hashing client IPs (default: a random salt generated once and kept in the spool folder)
+    #[arg(long, env = "CLICKTRAIL_IP_SALT", hide_env_values = true)]
+    pub ip_salt: Option<String>,
+    /// How often the registry (offers, links) is re-read from the lake
+    #[arg(long, env = "CLICKTRAIL_REGISTRY_REFRESH", default_value = "2s", value_parser = parse_duration)]
+    pub registry_refresh: Duration,
+    /// Take the client IP from this header (first address) instead of the connection, when behind a trusted proxy (e.g. X-Forwarded-For)
+    #[arg(long, env = "CLICKTRAIL_REAL_IP_HEADER")]
+    pub real_ip_header: Option<String>,
+    /// Longest time a request may take before it is answered 408
+    #[arg(long, env = "CLICKTRAIL_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// On SIGTERM, how long to keep trying to upload the spool before exiting (what is left stays in the spool for the next start)
+    #[arg(long, env = "CLICKTRAIL_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OffersCommand {
+    /// Add an offer
+    Add {
+        /// Offer id
+        #[arg(long)]
+        offer: String,
+        /// Where the offer's links redirect (http or https URL)
+        #[arg(long)]
+        destination: String,
+        /// Secret the brand's server sends with postbacks
+        #[arg(long, hide_env_values = true)]
+        token: String,
+        /// Currency of amounts sent without one (ISO 4217)
+        #[arg(long, default_value = lake::registry::DEFAULT_CURRENCY)]
+        currency: String,
+        /// Lifetime of the visitor and click-id cookies, in days
+        #[arg(long, default_value_t = lake::registry::DEFAULT_COOKIE_DAYS)]
+        cookie_days: u32,
+    },
+    /// List offers
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LinksCommand {
+    /// Create a tracking link; prints its code and URL
+    Add {
+        /// Offer id
+        #[arg(long)]
+        offer: String,
+        /// Member (influencer, affiliate) id
+        #[arg(long)]
+        member: String,
+        /// Destination for this link only (default: the offer's)
+        #[arg(long)]
+        destination: Option<String>,
+        /// Code to use (default: 8 random base62 characters)
+        #[arg(long)]
+        code: Option<String>,
+        /// Public base URL of the collector, for the printed link URL
+        #[arg(long, env = "CLICKTRAIL_PUBLIC_URL", default_value = "http://127.0.0.1:8080", value_parser = parse_public_url)]
+        public_url: url::Url,
+    },
+    /// List tracking links
+    List {
+        /// Only this offer's links
+        #[arg(long)]
+        offer: Option<String>,
+        /// Only this member's links
+        #[arg(long)]
+        member: Option<String>,
+        /// Public base URL of the collector, for the printed link URLs
+        #[arg(long, env = "CLICKTRAIL_PUBLIC_URL", default_value = "http://127.0.0.1:8080", value_parser = parse_public_url)]
+        public_url: url::Url,
+    },
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 60s or 500ms: {e}"))?;
+    if d.is_zero() {
+        return Err(format!("{s:?} must be more than zero"));
+    }
+    Ok(d)
+}
+
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size like 1GiB or 500MB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        _ => return Err(format!("{s:?}: unknown size unit (use B, KB, KiB, MB, MiB, GB, GiB)")),
+    };
+    n.checked_mul(mult).filter(|v| *v > 0).ok_or_else(|| format!("{s:?} is out of range"))
+}
+
+pub fn parse_public_url(s: &str) -> Result<url::Url, String> {
+    let u = url::Url::parse(s).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
+        return Err(format!("{s:?} must be an http or https URL"));
+    }
+    Ok(u)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_bytes("500MB"), Ok(500_000_000));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert!(parse_bytes("1XB").is_err());
+        assert!(parse_bytes("0").is_err());
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,169 @@
+//! The HTTP interface (SPEC §3): a pure `router(state)`, one file per endpoint family.
+
+mod click;
+mod conversion;
+mod error;
+mod links;
+mod ops;
+mod pixel;
+mod postback;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use lake::schema::HitKind;
+
+pub use error::ApiError;
+pub use links::link_url as links_url;
+
+use crate::hit::Hit;
+use crate::iphash::IpHasher;
+use crate::metrics::Metrics;
+use crate::registry::RegistryCache;
+use crate::spool::Spool;
+
+/// Largest request body accepted (SPEC: 413 past 16 KiB).
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// The visitor cookie.
+pub const VISITOR_COOKIE: &str = "ct_vid";
+/// The query parameter carrying the click id to the landing page.
+pub const CLICK_ID_PARAM: &str = "ct_click_id";
+/// The deep-link query parameter of `/l/{code}`.
+pub const DEEP_LINK_PARAM: &str = "url";
+
+/// Everything the handlers share.
+pub struct AppState {
+    pub registry: Arc<RegistryCache>,
+    pub spool: Spool,
+    pub metrics: Arc<Metrics>,
+    pub ip_hasher: IpHasher,
+    pub public_url: url::Url,
+    pub admin_token: Option<String>,
+    pub real_ip_header: Option<HeaderName>,
+}
+
+pub type SharedState = Arc<AppState>;
+
+/// The peer address of the connection, inserted by the server for every request.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+pub fn router(state: SharedState, request_timeout: Duration) -> Router {
+    Router::new()
+        .route("/l/{code}", get(click::redirect))
+        .route("/p.gif", get(pixel::pixel))
+        .route("/t.js", get(pixel::script))
+        .route("/postback", get(postback::postback).post(postback::postback))
+        .route("/api/links", get(links::list).post(links::create))
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(ops::not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), count_rejects))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
+        .with_state(state)
+}
+
+/// Counts every refused request by reason for `/metrics`.
+async fn count_rejects(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let reason = match resp.status() {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::CONFLICT => "conflict",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::SERVICE_UNAVAILABLE => "spool_full",
+        StatusCode::REQUEST_TIMEOUT => "timeout",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        s if s.is_server_error() => "internal",
+        _ => return resp,
+    };
+    state.metrics.reject(reason);
+    resp
+}
+
+impl AppState {
+    /// The client's IP: from the trusted proxy header when configured, else the peer.
+    pub fn client_ip(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<IpAddr> {
+        if let Some(name) = &self.real_ip_header {
+            if let Some(ip) = headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.trim().parse::<IpAddr>().ok())
+            {
+                return Some(ip);
+            }
+        }
+        peer.map(|p| p.ip())
+    }
+
+    /// A new hit with the request's user agent, referer and hashed IP filled in.
+    pub fn new_hit(&self, kind: HitKind, offer_id: String, headers: &HeaderMap, peer: Option<SocketAddr>) -> Hit {
+        let mut hit = Hit::new(kind, offer_id);
+        let text = |h: header::HeaderName| headers.get(h).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        hit.user_agent = text(header::USER_AGENT);
+        hit.referer = text(header::REFERER);
+        hit.ip_hash = self.client_ip(headers, peer).map(|ip| self.ip_hasher.hash(ip));
+        hit
+    }
+
+    /// Stores a hit (as durable as `durability`) and counts it.
+    pub async fn record(&self, hit: &Hit, durability: crate::spool::Durability) -> Result<(), ApiError> {
+        self.spool.append(hit, durability).await?;
+        self.metrics.hit(hit.kind);
+        Ok(())
+    }
+}
+
+/// The value of cookie `name`, if the request carries it.
+pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_string())
+}
+
+/// Parses a query string or form body into ordered pairs.
+pub fn pairs(raw: Option<&str>) -> Vec<(String, String)> {
+    raw.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
+}
+
+/// Re-encodes the pairs not consumed by the endpoint (sub-ids, utm_*) for `params`.
+pub fn encode_params(rest: &[(String, String)]) -> Option<String> {
+    if rest.is_empty() {
+        return None;
+    }
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in rest {
+        s.append_pair(k, v);
+    }
+    Some(s.finish())
+}
+
+/// Is `s` a UUID (any version, hyphenated)?
+pub fn parse_uuid(s: &str) -> Option<uuid::Uuid> {
+    (s.len() == 36).then(|| uuid::Uuid::parse_str(s).ok()).flatten()
+}
+
+/// The client's socket address, when the server supplied one.
+pub struct Peer(pub Option<SocketAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Peer(parts.extensions.get::<ClientAddr>().map(|c| c.0)))
+    }
+}

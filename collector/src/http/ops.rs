@@ -1,0 +1,41 @@
+//! `GET /healthz` and `GET /metrics`.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::{ApiError, SharedState};
+
+pub async fn healthz(State(app): State<SharedState>) -> Response {
+    let stats = app.spool.stats();
+    let used = stats.bytes.load(std::sync::atomic::Ordering::Relaxed);
+    let body = json!({
+        "status": "ok",
+        "spool_bytes": used,
+        "spool_max_bytes": app.spool.max_bytes(),
+        "registry_error": app.registry.last_error(),
+    });
+    (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+}
+
+pub async fn metrics(State(app): State<SharedState>) -> Response {
+    let used = app.spool.stats().bytes.load(std::sync::atomic::Ordering::Relaxed);
+    let lag = app
+        .spool
+        .oldest_pending_ms()
+        .map(|oldest| (chrono::Utc::now().timestamp_millis() - oldest as i64).max(0) / 1000)
+        .unwrap_or(0);
+    let text = app.metrics.render(used, app.spool.max_bytes(), lag);
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound { field: None, message: "no such endpoint".into() }
+}

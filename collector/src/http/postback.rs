@@ -1,0 +1,118 @@
+//! `GET|POST /postback`: a conversion sent by the brand's server, authenticated by the
+//! offer's token (`token=` or `Authorization: Bearer`). Fields come from the query string,
+//! a form body or a JSON body. Answered `200` only once the hit is fsync'd.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, Method};
+use axum::Json;
+use lake::schema::HitKind;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+
+use super::conversion::ConversionInput;
+use super::{pairs, ApiError, Peer, SharedState};
+use crate::spool::Durability;
+
+/// JSON body fields as text: strings as they are, numbers as their exact literal (so
+/// `12.50` is never a float), null as absent.
+fn json_pairs(body: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
+    let map: BTreeMap<String, &RawValue> =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad("body", format!("body is not a JSON object: {e}")))?;
+    let mut out = Vec::with_capacity(map.len());
+    for (k, raw) in map {
+        let text = raw.get().trim();
+        if text == "null" {
+            continue;
+        }
+        let value = if text.starts_with('"') {
+            serde_json::from_str::<String>(text).map_err(|e| ApiError::bad("body", e.to_string()))?
+        } else if text.starts_with(|c: char| c.is_ascii_digit() || c == '-') {
+            text.to_string()
+        } else {
+            let field = match k.as_str() {
+                "offer" | "offer_id" => "offer",
+                "amount" => "amount",
+                "currency" => "currency",
+                "order_id" => "order_id",
+                "event" => "event",
+                "click_id" => "click_id",
+                "token" => "token",
+                _ => "body",
+            };
+            return Err(ApiError::bad(field, format!("{k} must be a string or a number")));
+        };
+        out.push((k, value));
+    }
+    Ok(out)
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+}
+
+/// Compares secrets in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub async fn postback(
+    State(app): State<SharedState>,
+    method: Method,
+    RawQuery(query): RawQuery,
+    Peer(peer): Peer,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body.map_err(|e| match e {
+        BytesRejection::FailedToBufferBody(_) => ApiError::TooLarge,
+        other => ApiError::bad("body", other.body_text()),
+    })?;
+    let mut input = ConversionInput::default();
+    if method == Method::POST && !body.is_empty() {
+        let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        match mime.as_str() {
+            "application/json" => input.extend(json_pairs(&body)?),
+            "application/x-www-form-urlencoded" | "" => {
+                let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad("body", "form body is not UTF-8"))?;
+                input.extend(pairs(Some(text)));
+            }
+            other => {
+                return Err(ApiError::bad(
+                    "body",
+                    format!("unsupported content type {other:?}; send JSON or a form"),
+                ))
+            }
+        }
+    }
+    input.extend(pairs(query.as_deref()));
+
+    let offer_id = input.offer_id()?;
+    let registry = app.registry.get();
+    let offer = registry
+        .offer(offer_id)
+        .ok_or_else(|| ApiError::NotFound { field: Some("offer"), message: format!("unknown offer {offer_id:?}") })?;
+    let token = input.token.as_deref().or_else(|| bearer(&headers));
+    match token {
+        None => return Err(ApiError::Unauthorized("postback token is required (token= or Authorization: Bearer)".into())),
+        Some(t) if !constant_time_eq(t.as_bytes(), offer.postback_token.as_bytes()) => {
+            return Err(ApiError::Unauthorized(format!("bad postback token for offer {offer_id:?}")))
+        }
+        Some(_) => {}
+    }
+    if input.click_id.is_none() {
+        return Err(ApiError::bad("click_id", "click_id is required"));
+    }
+    let mut hit = app.new_hit(HitKind::Postback, offer.offer_id.clone(), &headers, peer);
+    input.apply(offer, &mut hit)?;
+    app.record(&hit, Durability::Synced).await?;
+    Ok(Json(json!({ "status": "accepted", "hit_id": hit.hit_id })))
+}

@@ -1,0 +1,197 @@
+//! The collector's view of the registry: offers and links from the lake, cached in
+//! memory and re-read when their e-tags change, so a link created through any collector
+//! (or the CLI) is served by every collector on the lake within seconds. Creating a link
+//! or an offer is a compare-and-swap update of the CSV, so concurrent creates lose nothing.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use lake::registry::{self, Link, Offer, Registry};
+use lake::{layout, Lake, LakeError};
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("unknown offer {0:?}")]
+    UnknownOffer(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+}
+
+/// A link to create.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewLink {
+    pub offer_id: String,
+    pub member_id: String,
+    #[serde(default)]
+    pub destination_url: Option<String>,
+    #[serde(default)]
+    pub code: Option<String>,
+}
+
+async fn load_offers(lake: &Lake) -> Result<Vec<Offer>, LakeError> {
+    match lake.get_optional(&layout::offers()).await? {
+        Some(b) => registry::parse_offers(&b),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Reads both registry files.
+pub async fn load(lake: &Lake) -> Result<Registry, LakeError> {
+    let offers = load_offers(lake).await?;
+    let links = match lake.get_optional(&layout::links()).await? {
+        Some(b) => registry::parse_links(&b)?,
+        None => Vec::new(),
+    };
+    Ok(Registry::new(offers, links))
+}
+
+/// Adds an offer; an existing offer id is a conflict.
+pub async fn add_offer(lake: &Lake, offer: Offer) -> Result<(), RegistryError> {
+    offer.validate().map_err(RegistryError::Invalid)?;
+    lake.update(&layout::offers(), move |current| {
+        let mut offers = match current {
+            Some(b) => registry::parse_offers(b)?,
+            None => Vec::new(),
+        };
+        if offers.iter().any(|o| o.offer_id == offer.offer_id) {
+            return Ok((None, Err(RegistryError::Conflict(format!("offer {:?} already exists", offer.offer_id)))));
+        }
+        offers.push(offer.clone());
+        Ok((Some(Bytes::from(registry::write_offers(&offers))), Ok(())))
+    })
+    .await?
+}
+
+/// Creates a link: checks the offer exists and the code is free, generating a code when
+/// none is given, and appends it to `links.csv` with a compare-and-swap update.
+pub async fn add_link(lake: &Lake, new: NewLink) -> Result<Link, RegistryError> {
+    let offers = load_offers(lake).await?;
+    if !offers.iter().any(|o| o.offer_id == new.offer_id) {
+        return Err(RegistryError::UnknownOffer(new.offer_id));
+    }
+    let given_code = new.code.clone();
+    let mut link = Link::new(
+        given_code.clone().unwrap_or_else(registry::generate_code),
+        new.offer_id,
+        new.member_id,
+        new.destination_url.filter(|d| !d.is_empty()),
+        chrono::Utc::now(),
+    );
+    link.validate().map_err(RegistryError::Invalid)?;
+    lake.update(&layout::links(), move |current| {
+        let mut links = match current {
+            Some(b) => registry::parse_links(b)?,
+            None => Vec::new(),
+        };
+        while links.iter().any(|l| l.code == link.code) {
+            if given_code.is_some() {
+                return Ok((None, Err(RegistryError::Conflict(format!("code {:?} is already taken", link.code)))));
+            }
+            link.code = registry::generate_code();
+        }
+        links.push(link.clone());
+        Ok((Some(Bytes::from(registry::write_links(&links))), Ok(link.clone())))
+    })
+    .await?
+}
+
+/// The in-memory registry of a running collector.
+pub struct RegistryCache {
+    lake: Lake,
+    current: RwLock<Arc<Registry>>,
+    state: tokio::sync::Mutex<Files>,
+    last_error: Mutex<Option<String>>,
+}
+
+#[derive(Default)]
+struct Files {
+    offers_tag: Option<String>,
+    links_tag: Option<String>,
+    offers: Vec<Offer>,
+    links: Vec<Link>,
+}
+
+impl RegistryCache {
+    /// Loads the registry; fails when the lake cannot be read or a file is malformed.
+    pub async fn load(lake: Lake) -> Result<Arc<RegistryCache>, LakeError> {
+        let cache = Arc::new(RegistryCache {
+            lake,
+            current: RwLock::new(Arc::new(Registry::default())),
+            state: tokio::sync::Mutex::new(Files::default()),
+            last_error: Mutex::new(None),
+        });
+        cache.refresh().await?;
+        Ok(cache)
+    }
+
+    pub fn get(&self) -> Arc<Registry> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn lake(&self) -> &Lake {
+        &self.lake
+    }
+
+    /// Re-reads whichever file changed (conditional gets); returns whether anything did.
+    /// A malformed file leaves the previous registry in place.
+    pub async fn refresh(&self) -> Result<bool, LakeError> {
+        let mut files = self.state.lock().await;
+        let mut changed = false;
+        if let Some((bytes, tag)) = self.lake.get_if_changed(&layout::offers(), files.offers_tag.as_deref()).await? {
+            files.offers = if bytes.is_empty() { Vec::new() } else { registry::parse_offers(&bytes)? };
+            files.offers_tag = Some(tag);
+            changed = true;
+        }
+        if let Some((bytes, tag)) = self.lake.get_if_changed(&layout::links(), files.links_tag.as_deref()).await? {
+            files.links = if bytes.is_empty() { Vec::new() } else { registry::parse_links(&bytes)? };
+            files.links_tag = Some(tag);
+            changed = true;
+        }
+        if changed {
+            let reg = Registry::new(files.offers.clone(), files.links.clone());
+            tracing::debug!(offers = reg.offers.len(), links = reg.links.len(), "registry loaded");
+            *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(reg);
+        }
+        Ok(changed)
+    }
+
+    /// Creates a link and makes it visible here at once.
+    pub async fn add_link(&self, new: NewLink) -> Result<Link, RegistryError> {
+        let link = add_link(&self.lake, new).await?;
+        self.refresh().await?;
+        Ok(link)
+    }
+
+    /// The last refresh error, if the last refresh failed.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Refreshes every `every` until shutdown; errors are logged and retried.
+    pub async fn run(self: Arc<Self>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => return,
+            }
+            let result = self.refresh().await;
+            let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+            match result {
+                Ok(_) => *last = None,
+                Err(e) => {
+                    if last.as_deref() != Some(&e.to_string()) {
+                        tracing::warn!(error = %e, "registry refresh failed; serving the last good registry");
+                    }
+                    *last = Some(e.to_string());
+                }
+            }
+        }
+    }
+}

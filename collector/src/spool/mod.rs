@@ -1,0 +1,197 @@
+//! The durable spool: every acknowledged hit is in an append-only local segment file
+//! before its answer leaves. One writer thread owns the active segment and commits in
+//! groups: a batch of hits is written with one `write`, clicks and pixels are answered
+//! right after it and fsync'd within [`SYNC_DELAY`] (well inside the 50 ms the contract
+//! allows), postbacks are answered only after the fsync that covers them.
+//!
+//! Segments are sealed (renamed `.open` → `.sealed`) on rotation; the sink turns sealed
+//! segments into Parquet in the lake and deletes them only after the upload is durable.
+//! On start, whatever an earlier process left, `.open` or `.sealed`, is recovered:
+//! a torn last record (a write cut by `kill -9`; never acknowledged) is cut off.
+
+mod segment;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, Sender, TrySendError};
+use tokio::sync::oneshot;
+
+use crate::hit::Hit;
+pub use segment::{read_segment, SegmentFile};
+
+/// How long a written click or pixel may wait for its fsync (the contract allows 50 ms).
+pub const SYNC_DELAY: Duration = Duration::from_millis(10);
+/// A segment is sealed when it grows past this size, or at every flush.
+pub const SEGMENT_MAX_BYTES: u64 = 64 << 20;
+/// Requests queued for the writer before appends are refused (the when-full policy:
+/// reject with 503, never buffer without bound).
+pub const QUEUE_DEPTH: usize = 65_536;
+
+const OPEN_EXT: &str = "open";
+const SEALED_EXT: &str = "sealed";
+const LOCK_FILE: &str = ".lock";
+
+/// What an append waits for before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Written to the segment file (survives `kill -9`); fsync'd within [`SYNC_DELAY`].
+    Written,
+    /// fsync'd.
+    Synced,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("spool is full ({used} of {max} bytes); hits are refused until the lake catches up")]
+    Full { used: u64, max: u64 },
+    #[error("spool write failed: {0}")]
+    Io(String),
+    #[error("spool is shut down")]
+    Closed,
+    #[error("spool folder {path} is in use by another collector (lock {lock})")]
+    Locked { path: PathBuf, lock: PathBuf },
+    #[error("spool folder {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Shared counters of the spool, read by `/metrics` and the sink.
+#[derive(Debug, Default)]
+pub struct SpoolStats {
+    /// Bytes in segment files on disk (sealed and active), reserved as appends arrive.
+    pub bytes: AtomicU64,
+    pub fsyncs: AtomicU64,
+}
+
+pub(crate) enum Request {
+    Append {
+        frame: Vec<u8>,
+        durability: Durability,
+        ack: oneshot::Sender<Result<(), SpoolError>>,
+    },
+    /// Seal the active segment (if it holds anything) and answer once it is sealed.
+    Rotate { ack: oneshot::Sender<Result<(), SpoolError>> },
+}
+
+/// A handle to the spool; cheap to clone.
+#[derive(Clone)]
+pub struct Spool {
+    tx: Sender<Request>,
+    dir: Arc<PathBuf>,
+    max_bytes: u64,
+    stats: Arc<SpoolStats>,
+}
+
+impl Spool {
+    /// Opens the spool folder (creating it), takes its lock so no other collector shares
+    /// it, recovers what an earlier process left (sealing it for upload) and starts the
+    /// writer thread.
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool, SpoolError> {
+        let open_err = |source| SpoolError::Open { path: dir.to_path_buf(), source };
+        std::fs::create_dir_all(dir).map_err(open_err)?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(open_err)?;
+        {
+            use fs2::FileExt;
+            lock.try_lock_exclusive()
+                .map_err(|_| SpoolError::Locked { path: dir.to_path_buf(), lock: lock_path.clone() })?;
+        }
+        let stats = Arc::new(SpoolStats::default());
+        let recovered = segment::recover(dir).map_err(open_err)?;
+        let bytes: u64 = recovered.iter().map(|s| s.bytes).sum();
+        stats.bytes.store(bytes, Ordering::SeqCst);
+        if !recovered.is_empty() {
+            tracing::info!(segments = recovered.len(), bytes, "recovered spool segments from an earlier process");
+        }
+        let (tx, rx) = bounded(QUEUE_DEPTH);
+        writer::start(dir.to_path_buf(), rx, stats.clone(), lock).map_err(open_err)?;
+        Ok(Spool { tx, dir: Arc::new(dir.to_path_buf()), max_bytes, stats })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn stats(&self) -> &Arc<SpoolStats> {
+        &self.stats
+    }
+
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Appends a hit and returns once it is as durable as asked. Refuses (never blocks
+    /// without bound) when the spool is over `--spool-max-bytes` or the queue is full.
+    pub async fn append(&self, hit: &Hit, durability: Durability) -> Result<(), SpoolError> {
+        let frame = segment::encode_frame(hit);
+        let len = frame.len() as u64;
+        let used = self.stats.bytes.fetch_add(len, Ordering::SeqCst);
+        if used + len > self.max_bytes {
+            self.stats.bytes.fetch_sub(len, Ordering::SeqCst);
+            return Err(SpoolError::Full { used, max: self.max_bytes });
+        }
+        let (ack, rx) = oneshot::channel();
+        let req = Request::Append { frame, durability, ack };
+        match self.tx.try_send(req) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.stats.bytes.fetch_sub(len, Ordering::SeqCst);
+                return Err(SpoolError::Full { used, max: self.max_bytes });
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.stats.bytes.fetch_sub(len, Ordering::SeqCst);
+                return Err(SpoolError::Closed);
+            }
+        }
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => Err(SpoolError::Closed),
+        }
+    }
+
+    /// Seals the active segment so the sink can upload everything written so far.
+    pub async fn rotate(&self) -> Result<(), SpoolError> {
+        let (ack, rx) = oneshot::channel();
+        // A blocking send is fine here: rotation is rare and the writer drains quickly.
+        let tx = self.tx.clone();
+        tokio::task::spawn_blocking(move || tx.send(Request::Rotate { ack }))
+            .await
+            .map_err(|e| SpoolError::Io(e.to_string()))?
+            .map_err(|_| SpoolError::Closed)?;
+        rx.await.map_err(|_| SpoolError::Closed)?
+    }
+
+    /// Sealed segments waiting for upload, oldest first.
+    pub fn sealed_segments(&self) -> std::io::Result<Vec<PathBuf>> {
+        segment::list(&self.dir, SEALED_EXT)
+    }
+
+    /// Creation time (ms since the epoch) of the oldest segment still in the spool: the
+    /// age of the oldest hit not yet in the lake is at most now minus this.
+    pub fn oldest_pending_ms(&self) -> Option<u64> {
+        let mut all = segment::list(&self.dir, SEALED_EXT).ok()?;
+        all.extend(segment::list(&self.dir, OPEN_EXT).ok()?);
+        all.iter().filter_map(|p| segment::created_ms(p)).min()
+    }
+
+    /// Deletes an uploaded segment durably and releases its bytes.
+    pub fn remove_segment(&self, path: &Path) -> std::io::Result<()> {
+        let len = std::fs::metadata(path)?.len();
+        std::fs::remove_file(path)?;
+        std::fs::File::open(self.dir.as_path())?.sync_all()?;
+        self.stats.bytes.fetch_sub(len.min(self.stats.bytes.load(Ordering::SeqCst)), Ordering::SeqCst);
+        Ok(())
+    }
+}

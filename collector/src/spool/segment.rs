@@ -1,0 +1,168 @@
+//! Segment files: a sequence of frames `[len: u32 LE][crc32: u32 LE][payload: JSON hit]`.
+//! A segment is named by a UUIDv7 (its creation time), which also names its Parquet
+//! files in the lake, so a retried upload overwrites rather than duplicates.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use crate::hit::Hit;
+
+use super::{OPEN_EXT, SEALED_EXT};
+
+const HEADER: usize = 8;
+/// No hit comes near this; a larger length means a torn or corrupt frame.
+const MAX_FRAME: usize = 1 << 20;
+
+pub fn encode_frame(hit: &Hit) -> Vec<u8> {
+    let mut frame = vec![0u8; HEADER];
+    // Serializing a struct of strings and integers cannot fail.
+    serde_json::to_writer(&mut frame, hit).expect("hit serializes");
+    let len = (frame.len() - HEADER) as u32;
+    let crc = crc32fast::hash(&frame[HEADER..]);
+    frame[0..4].copy_from_slice(&len.to_le_bytes());
+    frame[4..8].copy_from_slice(&crc.to_le_bytes());
+    frame
+}
+
+/// Decodes frames from the start of `buf`; returns the hits and the length of the valid
+/// prefix (anything after it is a torn or corrupt tail).
+pub fn decode_frames(buf: &[u8]) -> (Vec<Hit>, usize) {
+    let mut hits = Vec::new();
+    let mut pos = 0;
+    while buf.len() - pos >= HEADER {
+        let len = u32::from_le_bytes([buf[pos], buf[pos + 1], buf[pos + 2], buf[pos + 3]]) as usize;
+        let crc = u32::from_le_bytes([buf[pos + 4], buf[pos + 5], buf[pos + 6], buf[pos + 7]]);
+        if len == 0 || len > MAX_FRAME || buf.len() - pos - HEADER < len {
+            break;
+        }
+        let payload = &buf[pos + HEADER..pos + HEADER + len];
+        if crc32fast::hash(payload) != crc {
+            break;
+        }
+        match serde_json::from_slice::<Hit>(payload) {
+            Ok(hit) => hits.push(hit),
+            Err(_) => break,
+        }
+        pos += HEADER + len;
+    }
+    (hits, pos)
+}
+
+/// A segment read back from disk.
+pub struct SegmentFile {
+    pub path: PathBuf,
+    pub hits: Vec<Hit>,
+    /// Bytes after the last valid frame (0 for an intact segment).
+    pub corrupt_tail: u64,
+}
+
+impl SegmentFile {
+    /// The segment's id (the UUIDv7 in its name).
+    pub fn id(&self) -> String {
+        self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+    }
+}
+
+pub fn read_segment(path: &Path) -> io::Result<SegmentFile> {
+    let mut buf = Vec::new();
+    File::open(path)?.read_to_end(&mut buf)?;
+    let (hits, valid) = decode_frames(&buf);
+    Ok(SegmentFile { path: path.to_path_buf(), hits, corrupt_tail: (buf.len() - valid) as u64 })
+}
+
+pub fn new_segment_path(dir: &Path) -> PathBuf {
+    dir.join(format!("{}.{OPEN_EXT}", uuid::Uuid::now_v7()))
+}
+
+pub fn sealed_path(open: &Path) -> PathBuf {
+    open.with_extension(SEALED_EXT)
+}
+
+/// Segment files with extension `ext`, oldest first (UUIDv7 names sort by time).
+pub fn list(dir: &Path, ext: &str) -> io::Result<Vec<PathBuf>> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some(ext))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Creation time in ms since the epoch, from the UUIDv7 name.
+pub fn created_ms(path: &Path) -> Option<u64> {
+    let stem = path.file_stem()?.to_str()?;
+    let id = uuid::Uuid::parse_str(stem).ok()?;
+    let (secs, nanos) = id.get_timestamp()?.to_unix();
+    Some(secs * 1000 + u64::from(nanos) / 1_000_000)
+}
+
+pub struct Recovered {
+    pub bytes: u64,
+}
+
+/// Seals what an earlier process left: each `.open` segment is cut back to its last
+/// intact frame (a torn frame was never acknowledged), fsync'd and renamed `.sealed`; an
+/// empty one is removed.
+pub fn recover(dir: &Path) -> io::Result<Vec<Recovered>> {
+    let mut out = Vec::new();
+    for open in list(dir, OPEN_EXT)? {
+        let mut buf = Vec::new();
+        File::open(&open)?.read_to_end(&mut buf)?;
+        let (_, valid) = decode_frames(&buf);
+        if valid == 0 {
+            std::fs::remove_file(&open)?;
+            continue;
+        }
+        if valid < buf.len() {
+            tracing::warn!(segment = %open.display(), torn_bytes = buf.len() - valid, "cut a torn tail off a spool segment");
+            let f = OpenOptions::new().write(true).open(&open)?;
+            f.set_len(valid as u64)?;
+            f.sync_all()?;
+        } else {
+            File::open(&open)?.sync_all()?;
+        }
+        std::fs::rename(&open, sealed_path(&open))?;
+    }
+    File::open(dir)?.sync_all()?;
+    for sealed in list(dir, SEALED_EXT)? {
+        out.push(Recovered { bytes: std::fs::metadata(&sealed)?.len() });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lake::schema::HitKind;
+
+    #[test]
+    fn torn_tail_is_cut_and_intact_frames_survive() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Hit::new(HitKind::Click, "o".into());
+        let b = Hit::new(HitKind::Postback, "o".into());
+        let mut bytes = encode_frame(&a);
+        bytes.extend(encode_frame(&b));
+        let whole = bytes.len();
+        bytes.extend(&encode_frame(&a)[..10]);
+        let path = dir.path().join(format!("{}.open", uuid::Uuid::now_v7()));
+        std::fs::write(&path, &bytes).unwrap();
+        let rec = recover(dir.path()).unwrap();
+        assert_eq!(rec.len(), 1);
+        assert_eq!(rec[0].bytes, whole as u64);
+        let sealed = list(dir.path(), SEALED_EXT).unwrap();
+        let seg = read_segment(&sealed[0]).unwrap();
+        assert_eq!(seg.hits, vec![a, b]);
+        assert_eq!(seg.corrupt_tail, 0);
+        assert!(created_ms(&sealed[0]).is_some());
+    }
+
+    #[test]
+    fn flipped_byte_stops_decoding() {
+        let a = Hit::new(HitKind::Click, "o".into());
+        let mut bytes = encode_frame(&a);
+        let n = bytes.len();
+        bytes[n - 2] ^= 1;
+        assert_eq!(decode_frames(&bytes).1, 0);
+    }
+}
