@@ -122,7 +122,8 @@ impl Sink {
         let min_backoff = Duration::from_secs(1).min(interval);
         let mut backoff = min_backoff;
         let mut next_flush = tokio::time::Instant::now() + interval;
-        let mut next_try = next_flush;
+        // The first pass runs at once: it uploads whatever an earlier process left.
+        let mut next_try = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(next_try) => {}

@@ -1,0 +1,606 @@
+//! Integration tests of the collector: real HTTP on port 0, real Parquet read back from
+//! the lake, the real binary killed with SIGKILL, and (when CI provides one) a real
+//! S3-speaking server.
+
+mod util;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use lake::schema::HitKind;
+use lake::Lake;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use util::*;
+
+async fn seeded() -> (tempfile::TempDir, TestServer) {
+    let dir = tempfile::tempdir().unwrap();
+    let lake_url = dir.path().join("lake").display().to_string();
+    seed_registry(&Lake::open(&lake_url).unwrap()).await;
+    let server = TestServer::start(&lake_url, serve_args(&dir.path().join("spool"))).await;
+    (dir, server)
+}
+
+fn set_cookie(resp: &reqwest::Response) -> String {
+    resp.headers().get("set-cookie").unwrap().to_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn click_redirects_with_params_cookie_and_records_it() {
+    let (_dir, server) = seeded().await;
+    let http = client();
+    let resp = http
+        .get(server.url("/l/ann1?utm_source=ig&sub1=story%201"))
+        .header("user-agent", "Mozilla/5.0 (iPhone) Instagram 300.0")
+        .header("referer", "https://instagram.com/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.starts_with("https://shop.example.com/landing?"), "{location}");
+    let q = query_of(&location);
+    assert_eq!(q["src"], "ct", "the destination's own query is kept");
+    assert_eq!(q["utm_source"], "ig");
+    assert_eq!(q["sub1"], "story 1");
+    let click_id = q["ct_click_id"].clone();
+    assert_eq!(uuid::Uuid::parse_str(&click_id).unwrap().get_version_num(), 7);
+    let cookie = set_cookie(&resp);
+    assert!(cookie.starts_with("ct_vid="), "{cookie}");
+    assert!(cookie.contains("Max-Age=604800"), "offer shoes keeps cookies 7 days: {cookie}");
+    assert!(cookie.contains("Path=/") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
+    let vid = cookie.trim_start_matches("ct_vid=").split(';').next().unwrap().to_string();
+    uuid::Uuid::parse_str(&vid).unwrap();
+
+    // A returning visitor keeps their id.
+    let again = http.get(server.url("/l/bob1")).header("cookie", format!("ct_vid={vid}")).send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::FOUND);
+    assert!(set_cookie(&again).starts_with(&format!("ct_vid={vid};")));
+    assert!(set_cookie(&again).contains("Max-Age=2419200"));
+    assert!(again.headers()["location"].to_str().unwrap().starts_with("https://bags.example.org/sale?ct_click_id="));
+
+    server.stop().await;
+    let hits = read_hits(&_dir.path().join("lake").display().to_string()).await;
+    let clicks = by_kind(&hits, HitKind::Click);
+    assert_eq!(clicks.len(), 2);
+    let c = clicks.iter().find(|h| h.link_code.as_deref() == Some("ann1")).unwrap();
+    assert_eq!(c.offer_id, "shoes");
+    assert_eq!(c.member_id.as_deref(), Some("ann"));
+    assert_eq!(c.click_id.as_deref(), Some(click_id.as_str()));
+    assert_eq!(c.visitor_id.as_deref(), Some(vid.as_str()));
+    assert_eq!(c.user_agent.as_deref(), Some("Mozilla/5.0 (iPhone) Instagram 300.0"));
+    assert_eq!(c.referer.as_deref(), Some("https://instagram.com/"));
+    assert_eq!(c.params.as_deref(), Some("utm_source=ig&sub1=story+1"));
+    let ip_hash = c.ip_hash.clone().unwrap();
+    assert_eq!(ip_hash.len(), 32);
+    assert!(!ip_hash.contains("127"), "the raw IP is never stored");
+    let b = clicks.iter().find(|h| h.link_code.as_deref() == Some("bob1")).unwrap();
+    assert_eq!(b.visitor_id.as_deref(), Some(vid.as_str()));
+    assert_eq!(b.params, None);
+}
+
+#[tokio::test]
+async fn deep_links_only_on_the_destinations_site() {
+    let (dir, server) = seeded().await;
+    let http = client();
+    let ok = http.get(server.url("/l/ann1?url=https%3A%2F%2Fwww.example.com%2Fp%2F42%3Fcolor%3Dred&utm_source=tt")).send().await.unwrap();
+    assert_eq!(ok.status(), StatusCode::FOUND);
+    let loc = ok.headers()["location"].to_str().unwrap().to_string();
+    assert!(loc.starts_with("https://www.example.com/p/42?color=red&utm_source=tt&ct_click_id="), "{loc}");
+    for evil in ["https://evil.com/", "https://example.com.evil.com/x", "javascript:alert(1)", "//evil.com", "not a url"] {
+        let resp = http.get(server.url("/l/ann1")).query(&[("url", evil)]).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{evil}");
+        assert!(resp.headers().get("location").is_none());
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["field"], "url");
+    }
+    server.stop().await;
+    let hits = read_hits(&dir.path().join("lake").display().to_string()).await;
+    assert_eq!(hits.len(), 1, "refused deep links record nothing");
+}
+
+#[tokio::test]
+async fn head_and_unknown_links_record_nothing() {
+    let (dir, server) = seeded().await;
+    let http = client();
+    let head = http.head(server.url("/l/ann1")).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::FOUND);
+    assert!(head.headers().contains_key("location"));
+    for code in ["nope", "bad%20code", &"x".repeat(65)] {
+        let resp = http.get(server.url(&format!("/l/{code}"))).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{code}");
+        assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    }
+    server.stop().await;
+    assert!(read_hits(&dir.path().join("lake").display().to_string()).await.is_empty());
+}
+
+#[tokio::test]
+async fn pixel_records_conversion_with_cookie_and_exact_amount() {
+    let (dir, server) = seeded().await;
+    let http = client();
+    let click_id = uuid::Uuid::now_v7().to_string();
+    let vid = uuid::Uuid::new_v4().to_string();
+    let resp = http
+        .get(server.url(&format!("/p.gif?offer=shoes&amount=19.99&order_id=A-1&event=signup&click_id={click_id}&utm_campaign=bf")))
+        .header("cookie", format!("other=1; ct_vid={vid}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "image/gif");
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    assert!(resp.bytes().await.unwrap().starts_with(b"GIF89a"));
+    // No cookie, no amount: defaults.
+    let plain = http.get(server.url("/p.gif?offer=bags")).send().await.unwrap();
+    assert_eq!(plain.status(), StatusCode::OK);
+    // Amount with its own currency, any case.
+    let usd = http.get(server.url("/p.gif?offer=shoes&amount=5&currency=gbp")).send().await.unwrap();
+    assert_eq!(usd.status(), StatusCode::OK);
+
+    for (query, field, status) in [
+        ("amount=1", "offer", StatusCode::BAD_REQUEST),
+        ("offer=nope", "offer", StatusCode::NOT_FOUND),
+        ("offer=shoes&click_id=123", "click_id", StatusCode::BAD_REQUEST),
+        ("offer=shoes&event=Buy!", "event", StatusCode::BAD_REQUEST),
+        ("offer=shoes&amount=1&currency=EURO", "currency", StatusCode::BAD_REQUEST),
+        ("offer=shoes&amount=-1", "amount", StatusCode::BAD_REQUEST),
+        ("offer=shoes&token=x", "token", StatusCode::BAD_REQUEST),
+    ] {
+        let resp = http.get(server.url(&format!("/p.gif?{query}"))).send().await.unwrap();
+        assert_eq!(resp.status(), status, "{query}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["field"], field, "{query}: {body}");
+    }
+    let long = "x".repeat(129);
+    let resp = http.get(server.url(&format!("/p.gif?offer=shoes&order_id={long}"))).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+
+    server.stop().await;
+    let hits = read_hits(&dir.path().join("lake").display().to_string()).await;
+    let pixels = by_kind(&hits, HitKind::Pixel);
+    assert_eq!(pixels.len(), 3, "rejected pixels record nothing");
+    let p = pixels.iter().find(|h| h.order_id.as_deref() == Some("A-1")).unwrap();
+    assert_eq!(p.amount_micros, Some(19_990_000));
+    assert_eq!(p.currency.as_deref(), Some("EUR"), "the offer's currency");
+    assert_eq!(p.event.as_deref(), Some("signup"));
+    assert_eq!(p.click_id.as_deref(), Some(click_id.as_str()));
+    assert_eq!(p.visitor_id.as_deref(), Some(vid.as_str()));
+    assert_eq!(p.params.as_deref(), Some("utm_campaign=bf"));
+    let d = pixels.iter().find(|h| h.offer_id == "bags").unwrap();
+    assert_eq!((d.event.as_deref(), d.amount_micros, d.currency.as_deref(), d.visitor_id.as_deref()), (Some("purchase"), None, None, None));
+    let g = pixels.iter().find(|h| h.amount_micros == Some(5_000_000)).unwrap();
+    assert_eq!(g.currency.as_deref(), Some("GBP"));
+}
+
+#[tokio::test]
+async fn amounts_are_exact_and_malformed_ones_refused() {
+    let (dir, server) = seeded().await;
+    let http = client();
+    let cid = uuid::Uuid::now_v7().to_string();
+    for i in 0..10 {
+        let resp = http
+            .get(server.url(&format!("/postback?offer=shoes&click_id={cid}&amount=0.1&order_id=tenth-{i}&token={TOKEN}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    for bad in ["1e3", "-1", "NaN", "1.1234567", "99999999999999", "", "1,5", "0x1", "+2"] {
+        let resp = http
+            .get(server.url("/postback"))
+            .query(&[("offer", "shoes"), ("click_id", cid.as_str()), ("amount", bad), ("token", TOKEN)])
+            .send()
+            .await
+            .unwrap();
+        // An empty amount counts as not sent.
+        if bad.is_empty() {
+            assert_eq!(resp.status(), StatusCode::OK);
+            continue;
+        }
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{bad}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["field"], "amount", "{bad}");
+    }
+    // JSON numbers are taken by their literal text, never through a float.
+    for (amount, micros) in [(json!(0.1), 100_000i64), (json!(1000000000000u64), 1_000_000_000_000_000_000)] {
+        let resp = http
+            .post(server.url("/postback"))
+            .json(&json!({"offer": "shoes", "click_id": cid, "amount": amount, "token": TOKEN, "order_id": format!("json-{micros}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    let resp = http
+        .post(server.url("/postback"))
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"offer":"shoes","click_id":"{cid}","amount":1e3,"token":"{TOKEN}"}}"#))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    server.stop().await;
+    let hits = read_hits(&dir.path().join("lake").display().to_string()).await;
+    let tenths: i64 = hits.iter().filter(|h| h.order_id.as_deref().is_some_and(|o| o.starts_with("tenth-"))).map(|h| h.amount_micros.unwrap()).sum();
+    assert_eq!(tenths, 1_000_000);
+    assert_eq!(hits.iter().find(|h| h.order_id.as_deref() == Some("json-100000")).unwrap().amount_micros, Some(100_000));
+    assert_eq!(
+        hits.iter().find(|h| h.order_id.as_deref() == Some("json-1000000000000000000")).unwrap().amount_micros,
+        Some(1_000_000_000_000_000_000)
+    );
+    assert_eq!(hits.len(), 13);
+}
+
+#[tokio::test]
+async fn postback_forms_tokens_and_errors() {
+    let (dir, server) = seeded().await;
+    let http = client();
+    let cid = uuid::Uuid::now_v7().to_string();
+    let mut accepted = HashSet::new();
+    let mut accept = |resp_body: Value| {
+        assert_eq!(resp_body["status"], "accepted");
+        accepted.insert(resp_body["hit_id"].as_str().unwrap().to_string());
+    };
+    // Query string with token=.
+    let r = http.get(server.url(&format!("/postback?offer=shoes&click_id={cid}&amount=10&currency=usd&order_id=Q1&token={TOKEN}&sub_id=42"))).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    accept(r.json().await.unwrap());
+    // Form body with a bearer token.
+    let r = http
+        .post(server.url("/postback"))
+        .bearer_auth(TOKEN)
+        .form(&[("offer", "bags"), ("click_id", cid.as_str()), ("amount", "7.5"), ("event", "download"), ("order_id", "F1")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    accept(r.json().await.unwrap());
+    // JSON body.
+    let r = http
+        .post(server.url("/postback"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"offer": "shoes", "click_id": cid, "amount": "3.333333", "order_id": "J1", "event": "form"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    accept(r.json().await.unwrap());
+
+    let cases: Vec<(reqwest::RequestBuilder, StatusCode, Option<&str>)> = vec![
+        (http.get(server.url(&format!("/postback?offer=shoes&click_id={cid}"))), StatusCode::UNAUTHORIZED, None),
+        (http.get(server.url(&format!("/postback?offer=shoes&click_id={cid}&token=wrong-token"))), StatusCode::UNAUTHORIZED, None),
+        (http.get(server.url(&format!("/postback?offer=shoes&click_id={cid}"))).bearer_auth("wrong"), StatusCode::UNAUTHORIZED, None),
+        (http.get(server.url(&format!("/postback?offer=nope&click_id={cid}&token={TOKEN}"))), StatusCode::NOT_FOUND, Some("offer")),
+        (http.get(server.url(&format!("/postback?click_id={cid}&token={TOKEN}"))), StatusCode::BAD_REQUEST, Some("offer")),
+        (http.get(server.url(&format!("/postback?offer=shoes&token={TOKEN}"))), StatusCode::BAD_REQUEST, Some("click_id")),
+        (http.get(server.url(&format!("/postback?offer=shoes&click_id=abc&token={TOKEN}"))), StatusCode::BAD_REQUEST, Some("click_id")),
+        (http.get(server.url(&format!("/postback?offer=shoes&click_id={cid}&token={TOKEN}&event=a-b"))), StatusCode::BAD_REQUEST, Some("event")),
+        (http.post(server.url("/postback")).bearer_auth(TOKEN).header("content-type", "application/json").body("{not json"), StatusCode::BAD_REQUEST, Some("body")),
+        (http.post(server.url("/postback")).bearer_auth(TOKEN).json(&json!({"offer": "shoes", "click_id": cid, "amount": true})), StatusCode::BAD_REQUEST, Some("amount")),
+        (http.post(server.url("/postback")).bearer_auth(TOKEN).header("content-type", "text/plain").body("x"), StatusCode::BAD_REQUEST, Some("body")),
+        (http.post(server.url("/postback")).bearer_auth(TOKEN).form(&[("offer", "shoes"), ("click_id", cid.as_str()), ("pad", &"x".repeat(17 * 1024))]), StatusCode::PAYLOAD_TOO_LARGE, None),
+    ];
+    for (i, (req, status, field)) in cases.into_iter().enumerate() {
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), status, "case {i}");
+        let body: Value = resp.json().await.unwrap();
+        assert!(body["error"].is_string(), "case {i}: {body}");
+        if let Some(f) = field {
+            assert_eq!(body["field"], f, "case {i}: {body}");
+        }
+    }
+    server.stop().await;
+    let hits = read_hits(&dir.path().join("lake").display().to_string()).await;
+    assert_eq!(hits.len(), 3, "refused postbacks record nothing");
+    assert_eq!(hits.iter().map(|h| h.hit_id.clone()).collect::<HashSet<_>>(), accepted);
+    let q1 = hits.iter().find(|h| h.order_id.as_deref() == Some("Q1")).unwrap();
+    assert_eq!((q1.amount_micros, q1.currency.as_deref()), (Some(10_000_000), Some("USD")));
+    assert_eq!(q1.params.as_deref(), Some("sub_id=42"), "the token is never stored");
+    assert_eq!(q1.kind, HitKind::Postback);
+    let f1 = hits.iter().find(|h| h.order_id.as_deref() == Some("F1")).unwrap();
+    assert_eq!((f1.offer_id.as_str(), f1.event.as_deref(), f1.amount_micros), ("bags", Some("download"), Some(7_500_000)));
+    assert_eq!(hits.iter().find(|h| h.order_id.as_deref() == Some("J1")).unwrap().amount_micros, Some(3_333_333));
+}
+
+#[tokio::test]
+async fn links_api_creates_and_lists_across_collectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake_url = dir.path().join("lake").display().to_string();
+    seed_registry(&Lake::open(&lake_url).unwrap()).await;
+    let mut args_b = serve_args(&dir.path().join("spool-b"));
+    args_b.registry_refresh = Duration::from_secs(2);
+    let a = TestServer::start(&lake_url, serve_args(&dir.path().join("spool-a"))).await;
+    let b = TestServer::start(&lake_url, args_b).await;
+    let http = client();
+
+    let r = http.post(a.url("/api/links")).json(&json!({"offer_id": "shoes", "member_id": "cara"})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = http.get(a.url("/api/links")).bearer_auth("wrong").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    let r = http.post(a.url("/api/links")).bearer_auth(ADMIN).json(&json!({"offer_id": "shoes", "member_id": "cara"})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let created: Value = r.json().await.unwrap();
+    let code = created["code"].as_str().unwrap().to_string();
+    assert_eq!(code.len(), 8);
+    assert!(code.bytes().all(|c| c.is_ascii_alphanumeric()));
+    assert_eq!(created["url"], format!("{}/l/{code}", a.base));
+
+    // The creating collector serves it at once; the other within 10 s, without a restart.
+    assert_eq!(http.get(a.url(&format!("/l/{code}"))).send().await.unwrap().status(), StatusCode::FOUND);
+    let start = std::time::Instant::now();
+    loop {
+        let s = http.get(b.url(&format!("/l/{code}"))).send().await.unwrap().status();
+        if s == StatusCode::FOUND {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "collector b never served the new link");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    for (body, status, field) in [
+        (json!({"offer_id": "shoes", "member_id": "dan", "code": "ann1"}), StatusCode::CONFLICT, None),
+        (json!({"offer_id": "shoes", "member_id": "dan", "code": "no spaces"}), StatusCode::BAD_REQUEST, Some("code")),
+        (json!({"offer_id": "nope", "member_id": "dan"}), StatusCode::NOT_FOUND, Some("offer_id")),
+        (json!({"offer_id": "shoes"}), StatusCode::BAD_REQUEST, Some("member_id")),
+        (json!({"offer_id": "shoes", "member_id": "dan", "destination_url": "ftp://x"}), StatusCode::BAD_REQUEST, Some("destination_url")),
+    ] {
+        let r = http.post(a.url("/api/links")).bearer_auth(ADMIN).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), status, "{body}");
+        let v: Value = r.json().await.unwrap();
+        if let Some(f) = field {
+            assert_eq!(v["field"], f, "{body}: {v}");
+        }
+    }
+
+    // Concurrent creates through both collectors lose nothing.
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let url = if i % 2 == 0 { a.url("/api/links") } else { b.url("/api/links") };
+        let http = http.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = http.post(url).bearer_auth(ADMIN).json(&json!({"offer_id": "bags", "member_id": format!("m{i}"), "code": format!("c{i}")})).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::CREATED);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let links = lake::registry::parse_links(&std::fs::read(dir.path().join("lake/registry/links.csv")).unwrap()).unwrap();
+    let codes: HashSet<_> = links.iter().map(|l| l.code.clone()).collect();
+    for i in 0..24 {
+        assert!(codes.contains(&format!("c{i}")), "c{i} lost");
+    }
+    assert_eq!(links.len(), 2 + 1 + 24);
+
+    let listed: Vec<Value> = http.get(a.url("/api/links?offer_id=bags&member_id=m3")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["code"], "c3");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn health_metrics_and_limits() {
+    let (dir, server) = seeded().await;
+    let http = client();
+    let h: Value = http.get(server.url("/healthz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(h["status"], "ok");
+    http.get(server.url("/l/ann1")).send().await.unwrap();
+    http.get(server.url("/l/ann1")).send().await.unwrap();
+    http.get(server.url("/p.gif?offer=nope")).send().await.unwrap();
+    http.get(server.url("/p.gif?offer=shoes&amount=x")).send().await.unwrap();
+    let m = http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(m.contains("clicktrail_hits_total{kind=\"click\"} 2"), "{m}");
+    assert!(m.contains("clicktrail_rejects_total{reason=\"not_found\"} 1"), "{m}");
+    assert!(m.contains("clicktrail_rejects_total{reason=\"bad_request\"} 1"), "{m}");
+    assert!(m.contains("clicktrail_spool_bytes "), "{m}");
+    assert!(m.contains("clicktrail_upload_lag_seconds "), "{m}");
+    // Oversized request heads are refused.
+    let r = http.get(server.url("/healthz")).header("x-big", "a".repeat(20 * 1024)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(http.get(server.url("/nope")).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    server.stop().await;
+    assert_eq!(read_hits(&dir.path().join("lake").display().to_string()).await.len(), 2);
+}
+
+#[tokio::test]
+async fn full_spool_refuses_with_503_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake_url = dir.path().join("lake").display().to_string();
+    seed_registry(&Lake::open(&lake_url).unwrap()).await;
+    let mut args = serve_args(&dir.path().join("spool"));
+    args.spool_max_bytes = 2000;
+    args.flush_interval = Duration::from_millis(300);
+    // The lake cannot take hits: a file stands where the hits folder must be.
+    std::fs::write(dir.path().join("lake/hits"), b"in the way").unwrap();
+    let server = TestServer::start(&lake_url, args).await;
+    let http = client();
+    let mut acked = Vec::new();
+    let mut refused = 0;
+    for _ in 0..20 {
+        let r = http.get(server.url("/l/ann1")).send().await.unwrap();
+        match r.status() {
+            StatusCode::FOUND => acked.push(query_of(r.headers()["location"].to_str().unwrap())["ct_click_id"].clone()),
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert!(r.headers().contains_key("retry-after"));
+                refused += 1;
+            }
+            s => panic!("unexpected {s}"),
+        }
+    }
+    assert!(!acked.is_empty() && refused > 0, "acked {} refused {refused}", acked.len());
+    let r = http.get(server.url(&format!("/postback?offer=shoes&click_id={}&token={TOKEN}", acked[0]))).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let m = http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(m.contains("clicktrail_rejects_total{reason=\"spool_full\"}"), "{m}");
+    // The store comes back: everything acknowledged reaches the lake and the spool drains.
+    std::fs::remove_file(dir.path().join("lake/hits")).unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let r = http.get(server.url("/l/ann1")).send().await.unwrap();
+        if r.status() == StatusCode::FOUND {
+            acked.push(query_of(r.headers()["location"].to_str().unwrap())["ct_click_id"].clone());
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "spool never drained");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.stop().await;
+    let hits = read_hits(&lake_url).await;
+    let got: Vec<_> = hits.iter().filter_map(|h| h.click_id.clone()).collect();
+    let got_set: HashSet<_> = got.iter().cloned().collect();
+    assert_eq!(got.len(), got_set.len(), "no duplicates");
+    assert_eq!(got_set, acked.into_iter().collect::<HashSet<_>>(), "exactly the acknowledged clicks");
+}
+
+#[tokio::test]
+async fn leftover_spool_is_uploaded_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake_url = dir.path().join("lake").display().to_string();
+    seed_registry(&Lake::open(&lake_url).unwrap()).await;
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    // What a killed process leaves: an open segment with a torn last frame, spanning two
+    // hours, and a sealed one.
+    let mut a = collector::hit::Hit::new(HitKind::Click, "shoes".into());
+    a.ts = chrono::DateTime::parse_from_rfc3339("2026-03-01T10:59:59.999999Z").unwrap().timestamp_micros();
+    let mut b = collector::hit::Hit::new(HitKind::Postback, "shoes".into());
+    b.ts = a.ts + 1;
+    b.amount_micros = Some(1);
+    let frame = |h: &collector::hit::Hit| {
+        let payload = serde_json::to_vec(h).unwrap();
+        let mut f = (payload.len() as u32).to_le_bytes().to_vec();
+        f.extend(crc32fast::hash(&payload).to_le_bytes());
+        f.extend(payload);
+        f
+    };
+    let mut open = frame(&a);
+    open.extend(frame(&b));
+    open.extend(&frame(&a)[..20]);
+    std::fs::write(spool.join(format!("{}.open", uuid::Uuid::now_v7())), open).unwrap();
+    let c = collector::hit::Hit::new(HitKind::Pixel, "bags".into());
+    std::fs::write(spool.join(format!("{}.sealed", uuid::Uuid::now_v7())), frame(&c)).unwrap();
+
+    let mut args = serve_args(&spool);
+    args.flush_interval = Duration::from_secs(3600);
+    let server = TestServer::start(&lake_url, args).await;
+    let start = std::time::Instant::now();
+    while read_hits(&lake_url).await.len() < 3 {
+        assert!(start.elapsed() < Duration::from_secs(10), "leftovers were not uploaded at start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.stop().await;
+    let hits = read_hits(&lake_url).await;
+    let ids: HashMap<_, _> = hits.iter().map(|h| (h.hit_id.clone(), h.clone())).collect();
+    assert_eq!(ids.len(), 3);
+    assert_eq!(ids[&a.hit_id], a);
+    assert_eq!(ids[&b.hit_id], b);
+    assert_eq!(ids[&c.hit_id], c);
+    let files: Vec<_> = walk(&dir.path().join("lake/hits"));
+    assert!(files.iter().any(|f| f.contains("date=2026-03-01/hour=10/")));
+    assert!(files.iter().any(|f| f.contains("date=2026-03-01/hour=11/")));
+    let left: Vec<_> = std::fs::read_dir(&spool).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".open") || n.ends_with(".sealed")).collect();
+    assert!(left.is_empty(), "uploaded segments are deleted: {left:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn second_collector_on_the_same_spool_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake_url = dir.path().join("lake").display().to_string();
+    let server = TestServer::start(&lake_url, serve_args(&dir.path().join("spool"))).await;
+    let err = collector::Collector::start(Lake::open(&lake_url).unwrap(), serve_args(&dir.path().join("spool")), url::Url::parse("http://x/").unwrap())
+        .await
+        .err()
+        .expect("the spool is locked");
+    assert!(format!("{err:#}").contains("in use by another collector"), "{err:#}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn javascript_snippet_keeps_click_id_and_converts() {
+    let (dir, server) = seeded().await;
+    let http = client();
+    let r = http.get(server.url("/t.js?offer=shoes")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/javascript"));
+    let js = r.text().await.unwrap();
+    assert!(js.contains(&format!("\"{}\"", server.base)));
+    assert!(!js.contains("__CLICKTRAIL_"));
+    assert_eq!(http.get(server.url("/t.js?offer=nope")).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+
+    if std::process::Command::new("node").arg("--version").output().is_err() {
+        assert!(!services_required(), "node is required to run the snippet");
+        eprintln!("skipping the snippet run: node is not installed");
+        server.stop().await;
+        return;
+    }
+    // A click gives the landing URL; the snippet runs on the brand's page in node with a
+    // browser-like document whose cookie jar refuses public suffixes, as browsers do.
+    let land = http.get(server.url("/l/ann1")).send().await.unwrap();
+    let landing = land.headers()["location"].to_str().unwrap().to_string();
+    let click_id = query_of(&landing)["ct_click_id"].clone();
+    let script_path = dir.path().join("t.js");
+    std::fs::write(&script_path, &js).unwrap();
+    let harness = r#"
+const fs = require("fs"); const vm = require("vm");
+const [scriptPath, landing] = process.argv.slice(1);
+const u = new URL(landing);
+const jar = {}; const sets = [];
+const document = {
+  get cookie() { return Object.entries(jar).map(([k, v]) => k + "=" + v).join("; "); },
+  set cookie(s) {
+    sets.push(s);
+    const [kv, ...attrs] = s.split(";").map(x => x.trim());
+    const domain = attrs.find(a => a.toLowerCase().startsWith("domain="));
+    if (domain) {
+      const d = domain.slice(7);
+      if (!d.includes(".") || !u.hostname.endsWith(d)) return; // a public suffix or another site
+    }
+    const i = kv.indexOf("="); jar[kv.slice(0, i)] = kv.slice(i + 1);
+  }
+};
+const images = [];
+class Image { constructor() { images.push(this); } }
+const window = { location: { hostname: u.hostname, search: u.search, protocol: u.protocol }, Image };
+vm.runInNewContext(fs.readFileSync(scriptPath, "utf8"), { window, document, URLSearchParams });
+// Later page, same site, no click id in the URL:
+window.location.search = "";
+window.clicktrail.convert({ amount: "19.99", currency: "eur", orderId: "JS-1", event: "purchase" });
+console.log(JSON.stringify({ sets, src: images.map(i => i.src) }));
+"#;
+    let out = std::process::Command::new("node").arg("-e").arg(harness).arg(&script_path).arg(&landing).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sets: Vec<String> = result["sets"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+    let kept = sets.iter().find(|s| s.contains("Domain=example.com")).expect("cookie set on the registrable domain");
+    assert!(kept.starts_with(&format!("ct_click_id={click_id};")), "{kept}");
+    assert!(kept.contains("Max-Age=604800"), "the offer's cookie days: {kept}");
+    assert!(kept.contains("Secure"), "https landing page: {kept}");
+    let src = result["src"][0].as_str().unwrap().to_string();
+    assert!(src.starts_with(&format!("{}/p.gif?", server.base)), "{src}");
+    // The browser would now load the pixel: do it.
+    assert_eq!(http.get(&src).send().await.unwrap().status(), StatusCode::OK);
+    server.stop().await;
+    let hits = read_hits(&dir.path().join("lake").display().to_string()).await;
+    let p = by_kind(&hits, HitKind::Pixel)[0].clone();
+    assert_eq!(p.click_id.as_deref(), Some(click_id.as_str()));
+    assert_eq!((p.amount_micros, p.currency.as_deref(), p.order_id.as_deref()), (Some(19_990_000), Some("EUR"), Some("JS-1")));
+}
