@@ -604,3 +604,187 @@ console.log(JSON.stringify({ sets, src: images.map(i => i.src) }));
     assert_eq!(p.click_id.as_deref(), Some(click_id.as_str()));
     assert_eq!((p.amount_micros, p.currency.as_deref(), p.order_id.as_deref()), (Some(19_990_000), Some("EUR"), Some("JS-1")));
 }
+
+/// The real binary, started on a free port, waited on until healthy.
+struct Proc {
+    child: std::process::Child,
+    base: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn spawn_binary(lake: &str, spool: &std::path::Path, port: u16) -> Proc {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_collector"))
+        .args(["--lake", lake, "serve", "--listen", &format!("127.0.0.1:{port}"), "--flush-interval", "500ms", "--ip-salt", "s"])
+        .arg("--spool")
+        .arg(spool)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = client();
+    let start = std::time::Instant::now();
+    while http.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(start.elapsed() < Duration::from_secs(20), "collector did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Proc { child, base }
+}
+
+#[derive(Default)]
+struct Acked {
+    clicks: Vec<String>,
+    pixels: Vec<String>,
+    postbacks: Vec<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_loses_no_acknowledged_hit() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake_url = dir.path().join("lake").display().to_string();
+    seed_registry(&Lake::open(&lake_url).unwrap()).await;
+    let spool = dir.path().join("spool");
+    let port = free_port();
+    let mut proc = spawn_binary(&lake_url, &spool, port).await;
+
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Acked::default()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..48 {
+        let (acked, stop, base) = (acked.clone(), stop.clone(), proc.base.clone());
+        workers.push(tokio::spawn(async move {
+            let http = client();
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let order = format!("w{w}-{i}");
+                match i % 3 {
+                    0 => {
+                        if let Ok(r) = http.get(format!("{base}/l/ann1?sub={order}")).send().await {
+                            if r.status() == StatusCode::FOUND {
+                                let id = query_of(r.headers()["location"].to_str().unwrap())["ct_click_id"].clone();
+                                acked.lock().unwrap().clicks.push(id);
+                            }
+                        }
+                    }
+                    1 => {
+                        if let Ok(r) = http.get(format!("{base}/p.gif?offer=shoes&amount=1.5&order_id={order}")).send().await {
+                            if r.status() == StatusCode::OK {
+                                acked.lock().unwrap().pixels.push(order);
+                            }
+                        }
+                    }
+                    _ => {
+                        let cid = uuid::Uuid::now_v7();
+                        let r = http.post(format!("{base}/postback")).bearer_auth(TOKEN).form(&[("offer", "bags"), ("click_id", &cid.to_string()), ("order_id", &order), ("amount", "2")]).send().await;
+                        if let Ok(r) = r {
+                            if r.status() == StatusCode::OK {
+                                if let Ok(v) = r.json::<Value>().await {
+                                    acked.lock().unwrap().postbacks.push(v["hit_id"].as_str().unwrap().to_string());
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    // Let the load run across a few flushes, then kill -9 in the middle of it.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    proc.child.kill().unwrap();
+    proc.child.wait().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    let total = acked.clicks.len() + acked.pixels.len() + acked.postbacks.len();
+    assert!(total >= 1000, "only {total} hits acknowledged before the kill");
+
+    // Restart on the same spool: leftovers are uploaded; SIGTERM flushes and exits 0.
+    let mut proc = spawn_binary(&lake_url, &spool, port).await;
+    let status = std::process::Command::new("kill").args(["-TERM", &proc.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = proc.child.wait().unwrap();
+    assert!(exit.success(), "SIGTERM exits 0, got {exit}");
+
+    let hits = read_hits(&lake_url).await;
+    let mut hit_ids = HashSet::new();
+    for h in &hits {
+        assert!(hit_ids.insert(h.hit_id.clone()), "hit {} is in the lake twice", h.hit_id);
+    }
+    let count = |kind: HitKind, key: &dyn Fn(&collector::hit::Hit) -> Option<String>| {
+        let mut m: HashMap<String, usize> = HashMap::new();
+        for h in hits.iter().filter(|h| h.kind == kind) {
+            *m.entry(key(h).unwrap()).or_default() += 1;
+        }
+        m
+    };
+    let clicks = count(HitKind::Click, &|h| h.click_id.clone());
+    let pixels = count(HitKind::Pixel, &|h| h.order_id.clone());
+    let postbacks = count(HitKind::Postback, &|h| Some(h.hit_id.clone()));
+    for id in &acked.clicks {
+        assert_eq!(clicks.get(id), Some(&1), "acknowledged click {id}");
+    }
+    for id in &acked.pixels {
+        assert_eq!(pixels.get(id), Some(&1), "acknowledged pixel {id}");
+    }
+    for id in &acked.postbacks {
+        assert_eq!(postbacks.get(id), Some(&1), "acknowledged postback {id}");
+    }
+    eprintln!(
+        "kill -9: {} clicks, {} pixels, {} postbacks acknowledged; {} hits in the lake",
+        acked.clicks.len(),
+        acked.pixels.len(),
+        acked.postbacks.len(),
+        hits.len()
+    );
+    let left: Vec<_> = std::fs::read_dir(&spool).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".open") || n.ends_with(".sealed")).collect();
+    assert!(left.is_empty(), "spool drained after SIGTERM: {left:?}");
+}
+
+/// The collector against a real S3-speaking server (CI starts one and sets
+/// `CLICKTRAIL_TEST_S3_URL`, `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP` and credentials).
+#[tokio::test]
+async fn s3_lake_end_to_end() {
+    let Ok(base) = std::env::var("CLICKTRAIL_TEST_S3_URL") else {
+        assert!(!services_required(), "CLICKTRAIL_TEST_S3_URL must be set when services are required");
+        eprintln!("skipping: CLICKTRAIL_TEST_S3_URL is not set");
+        return;
+    };
+    let lake_url = format!("{}/collector-{}", base.trim_end_matches('/'), uuid::Uuid::new_v4());
+    let lake = Lake::open(&lake_url).unwrap();
+    seed_registry(&lake).await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = TestServer::start(&lake_url, serve_args(&dir.path().join("spool-a"))).await;
+    let b = TestServer::start(&lake_url, serve_args(&dir.path().join("spool-b"))).await;
+    let http = client();
+    let r = http.get(a.url("/l/ann1")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let click_id = query_of(r.headers()["location"].to_str().unwrap())["ct_click_id"].clone();
+    let r = http.get(b.url(&format!("/postback?offer=shoes&click_id={click_id}&amount=12.34&order_id=S3-1&token={TOKEN}"))).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // Concurrent link creates through both collectors: conditional puts on S3.
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let url = if i % 2 == 0 { a.url("/api/links") } else { b.url("/api/links") };
+        let http = http.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = http.post(url).bearer_auth(ADMIN).json(&json!({"offer_id": "bags", "member_id": format!("m{i}")})).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::CREATED);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    a.stop().await;
+    b.stop().await;
+    let reg = collector::registry::load(&lake).await.unwrap();
+    assert_eq!(reg.links.len(), 12, "no link lost to a concurrent create");
+    let hits = read_hits(&lake_url).await;
+    assert_eq!(hits.len(), 2);
+    let p = by_kind(&hits, HitKind::Postback)[0];
+    assert_eq!((p.click_id.as_deref(), p.amount_micros), (Some(click_id.as_str()), Some(12_340_000)));
+}
