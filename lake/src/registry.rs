@@ -267,6 +267,16 @@ mod tests {
     }
 
     #[test]
+    fn sample_registry_parses() {
+        let offers = parse_offers(include_bytes!("../../data/registry/offers.csv")).unwrap();
+        let links = parse_links(include_bytes!("../../data/registry/links.csv")).unwrap();
+        let reg = Registry::new(offers, links);
+        for link in reg.links.values() {
+            assert!(reg.offer(&link.offer_id).is_some(), "{} names an unknown offer", link.code);
+        }
+    }
+
+    #[test]
     fn codes() {
         let c = generate_code();
         assert_eq!(c.len(), 8);

@@ -1,0 +1,21 @@
+# One-line recipes over the same commands CI and the README use.
+
+# Run every test (CI additionally starts an S3-speaking server: see .ci/run)
+test:
+    cargo test --workspace
+
+# What CI runs on a clean clone
+ci:
+    bash .ci/run
+
+# Run the collector on the local default lake (data/lake) and spool (data/spool)
+serve *ARGS:
+    cargo run --release --bin collector -- serve {{ARGS}}
+
+# Clicks/s and p99 latency of the collector against nginx answering a fixed 302 (writes bench/out/collector.md)
+bench-collector:
+    bash bench/collector.sh
+
+# Lint
+lint:
+    cargo clippy --workspace --all-targets -- -D warnings
