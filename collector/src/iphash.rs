@@ -50,7 +50,13 @@ impl IpHasher {
             v4 => v4,
         };
         let h = blake3::keyed_hash(&self.key, ip.to_string().as_bytes());
-        h.as_bytes()[..16].iter().map(|b| format!("{b:02x}")).collect()
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(32);
+        for b in &h.as_bytes()[..16] {
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
+        }
+        out
     }
 }
 

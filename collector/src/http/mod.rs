@@ -56,18 +56,23 @@ pub type SharedState = Arc<AppState>;
 pub struct ClientAddr(pub SocketAddr);
 
 pub fn router(state: SharedState, request_timeout: Duration) -> Router {
+    // Only the endpoints that read a body can be held up by a slow client past the head
+    // (whose read time hyper bounds); the others answer from memory.
+    let timeout = tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout);
+    let with_body = Router::new()
+        .route("/postback", get(postback::postback).post(postback::postback))
+        .route("/api/links", get(links::list).post(links::create))
+        .route_layer(timeout);
     Router::new()
         .route("/l/{code}", get(click::redirect))
         .route("/p.gif", get(pixel::pixel))
         .route("/t.js", get(pixel::script))
-        .route("/postback", get(postback::postback).post(postback::postback))
-        .route("/api/links", get(links::list).post(links::create))
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
+        .merge(with_body)
         .fallback(ops::not_found)
         .layer(middleware::from_fn_with_state(state.clone(), count_rejects))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
         .with_state(state)
 }
 

@@ -1,8 +1,9 @@
 //! The durable spool: every acknowledged hit is in an append-only local segment file
-//! before its answer leaves. One writer thread owns the active segment and commits in
-//! groups: a batch of hits is written with one `write`, clicks and pixels are answered
-//! right after it and fsync'd within [`SYNC_DELAY`] (well inside the 50 ms the contract
-//! allows), postbacks are answered only after the fsync that covers them.
+//! before its answer leaves. Handlers append their frame to the active segment themselves
+//! (one small `write` into the page cache, under a mutex), so a click or pixel is written
+//! before it is answered without a hand-off to another thread; a syncer thread fsyncs in
+//! groups: written data within [`SYNC_DELAY`] (well inside the 50 ms the contract allows),
+//! and at once when a postback waits, which is answered only after the fsync that covers it.
 //!
 //! Segments are sealed (renamed `.open` → `.sealed`) on rotation; the sink turns sealed
 //! segments into Parquet in the lake and deletes them only after the upload is durable.
@@ -17,9 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, Sender, TrySendError};
-use tokio::sync::oneshot;
-
 use crate::hit::Hit;
 pub use segment::{read_segment, SegmentFile};
 
@@ -27,9 +25,6 @@ pub use segment::{read_segment, SegmentFile};
 pub const SYNC_DELAY: Duration = Duration::from_millis(10);
 /// A segment is sealed when it grows past this size, or at every flush.
 pub const SEGMENT_MAX_BYTES: u64 = 64 << 20;
-/// Requests queued for the writer before appends are refused (the when-full policy:
-/// reject with 503, never buffer without bound).
-pub const QUEUE_DEPTH: usize = 65_536;
 
 const OPEN_EXT: &str = "open";
 const SEALED_EXT: &str = "sealed";
@@ -70,29 +65,17 @@ pub struct SpoolStats {
     pub fsyncs: AtomicU64,
 }
 
-pub(crate) enum Request {
-    Append {
-        frame: Vec<u8>,
-        durability: Durability,
-        ack: oneshot::Sender<Result<(), SpoolError>>,
-    },
-    /// Seal the active segment (if it holds anything) and answer once it is sealed.
-    Rotate { ack: oneshot::Sender<Result<(), SpoolError>> },
-}
-
 /// A handle to the spool; cheap to clone.
 #[derive(Clone)]
 pub struct Spool {
-    tx: Sender<Request>,
-    dir: Arc<PathBuf>,
+    core: Arc<writer::Core>,
     max_bytes: u64,
-    stats: Arc<SpoolStats>,
 }
 
 impl Spool {
     /// Opens the spool folder (creating it), takes its lock so no other collector shares
     /// it, recovers what an earlier process left (sealing it for upload) and starts the
-    /// writer thread.
+    /// syncer thread.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool, SpoolError> {
         let open_err = |source| SpoolError::Open { path: dir.to_path_buf(), source };
         std::fs::create_dir_all(dir).map_err(open_err)?;
@@ -108,24 +91,23 @@ impl Spool {
             lock.try_lock_exclusive()
                 .map_err(|_| SpoolError::Locked { path: dir.to_path_buf(), lock: lock_path.clone() })?;
         }
-        let stats = Arc::new(SpoolStats::default());
         let recovered = segment::recover(dir).map_err(open_err)?;
         let bytes: u64 = recovered.iter().map(|s| s.bytes).sum();
-        stats.bytes.store(bytes, Ordering::SeqCst);
         if !recovered.is_empty() {
             tracing::info!(segments = recovered.len(), bytes, "recovered spool segments from an earlier process");
         }
-        let (tx, rx) = bounded(QUEUE_DEPTH);
-        writer::start(dir.to_path_buf(), rx, stats.clone(), lock).map_err(open_err)?;
-        Ok(Spool { tx, dir: Arc::new(dir.to_path_buf()), max_bytes, stats })
+        let stats = Arc::new(SpoolStats::default());
+        stats.bytes.store(bytes, Ordering::SeqCst);
+        let core = writer::Core::start(dir.to_path_buf(), stats, lock).map_err(open_err)?;
+        Ok(Spool { core, max_bytes })
     }
 
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.core.dir
     }
 
     pub fn stats(&self) -> &Arc<SpoolStats> {
-        &self.stats
+        &self.core.stats
     }
 
     pub fn max_bytes(&self) -> u64 {
@@ -133,56 +115,48 @@ impl Spool {
     }
 
     /// Appends a hit and returns once it is as durable as asked. Refuses (never blocks
-    /// without bound) when the spool is over `--spool-max-bytes` or the queue is full.
+    /// or buffers without bound) when the spool is over `--spool-max-bytes`.
     pub async fn append(&self, hit: &Hit, durability: Durability) -> Result<(), SpoolError> {
         let frame = segment::encode_frame(hit);
         let len = frame.len() as u64;
-        let used = self.stats.bytes.fetch_add(len, Ordering::SeqCst);
+        let stats = &self.core.stats;
+        let used = stats.bytes.fetch_add(len, Ordering::SeqCst);
         if used + len > self.max_bytes {
-            self.stats.bytes.fetch_sub(len, Ordering::SeqCst);
+            stats.bytes.fetch_sub(len, Ordering::SeqCst);
             return Err(SpoolError::Full { used, max: self.max_bytes });
         }
-        let (ack, rx) = oneshot::channel();
-        let req = Request::Append { frame, durability, ack };
-        match self.tx.try_send(req) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.stats.bytes.fetch_sub(len, Ordering::SeqCst);
-                return Err(SpoolError::Full { used, max: self.max_bytes });
+        let seq = match self.core.append(&frame).await {
+            Ok(seq) => seq,
+            Err(e) => {
+                stats.bytes.fetch_sub(len, Ordering::SeqCst);
+                return Err(e);
             }
-            Err(TrySendError::Disconnected(_)) => {
-                self.stats.bytes.fetch_sub(len, Ordering::SeqCst);
-                return Err(SpoolError::Closed);
-            }
-        }
-        match rx.await {
-            Ok(r) => r,
-            Err(_) => Err(SpoolError::Closed),
+        };
+        match durability {
+            Durability::Written => Ok(()),
+            Durability::Synced => self.core.wait_synced(seq).await,
         }
     }
 
     /// Seals the active segment so the sink can upload everything written so far.
     pub async fn rotate(&self) -> Result<(), SpoolError> {
-        let (ack, rx) = oneshot::channel();
-        // A blocking send is fine here: rotation is rare and the writer drains quickly.
-        let tx = self.tx.clone();
-        tokio::task::spawn_blocking(move || tx.send(Request::Rotate { ack }))
+        let core = self.core.clone();
+        tokio::task::spawn_blocking(move || core.seal())
             .await
             .map_err(|e| SpoolError::Io(e.to_string()))?
-            .map_err(|_| SpoolError::Closed)?;
-        rx.await.map_err(|_| SpoolError::Closed)?
+            .map_err(|e| SpoolError::Io(e.to_string()))
     }
 
     /// Sealed segments waiting for upload, oldest first.
     pub fn sealed_segments(&self) -> std::io::Result<Vec<PathBuf>> {
-        segment::list(&self.dir, SEALED_EXT)
+        segment::list(self.dir(), SEALED_EXT)
     }
 
     /// Creation time (ms since the epoch) of the oldest segment still in the spool: the
     /// age of the oldest hit not yet in the lake is at most now minus this.
     pub fn oldest_pending_ms(&self) -> Option<u64> {
-        let mut all = segment::list(&self.dir, SEALED_EXT).ok()?;
-        all.extend(segment::list(&self.dir, OPEN_EXT).ok()?);
+        let mut all = segment::list(self.dir(), SEALED_EXT).ok()?;
+        all.extend(segment::list(self.dir(), OPEN_EXT).ok()?);
         all.iter().filter_map(|p| segment::created_ms(p)).min()
     }
 
@@ -190,8 +164,9 @@ impl Spool {
     pub fn remove_segment(&self, path: &Path) -> std::io::Result<()> {
         let len = std::fs::metadata(path)?.len();
         std::fs::remove_file(path)?;
-        std::fs::File::open(self.dir.as_path())?.sync_all()?;
-        self.stats.bytes.fetch_sub(len.min(self.stats.bytes.load(Ordering::SeqCst)), Ordering::SeqCst);
+        std::fs::File::open(self.dir())?.sync_all()?;
+        let stats = &self.core.stats;
+        stats.bytes.fetch_sub(len.min(stats.bytes.load(Ordering::SeqCst)), Ordering::SeqCst);
         Ok(())
     }
 }

@@ -1,201 +1,276 @@
-//! The spool's writer thread: group commit over one active segment.
+//! The active segment and its syncer thread: handlers write frames under a mutex; the
+//! syncer fsyncs whatever was written, in groups, and publishes how far the spool is
+//! durable so that postbacks can wait for it.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 
 use super::segment::{new_segment_path, sealed_path};
-use super::{Durability, Request, SpoolError, SpoolStats, SEGMENT_MAX_BYTES, SYNC_DELAY};
-
-/// Most requests taken into one group commit.
-const MAX_BATCH: usize = 4096;
-
-type Ack = oneshot::Sender<Result<(), SpoolError>>;
+use super::{SpoolError, SpoolStats, SEGMENT_MAX_BYTES, SYNC_DELAY};
 
 struct Active {
-    file: File,
+    file: Arc<File>,
     path: PathBuf,
     len: u64,
 }
 
-struct Writer {
-    dir: PathBuf,
-    stats: Arc<SpoolStats>,
+#[derive(Default)]
+struct Inner {
     active: Option<Active>,
-    /// Synced appends written but waiting for the next fsync.
-    waiting: Vec<Ack>,
+    /// Sequence number of the last frame written.
+    seq: u64,
     /// When the oldest write not yet fsync'd happened.
     dirty_since: Option<Instant>,
-    /// The active segment failed a write or fsync and must be sealed before more appends.
+    /// The active segment failed a write or an fsync: seal it before writing more.
     broken: bool,
 }
 
-pub(super) fn start(dir: PathBuf, rx: Receiver<Request>, stats: Arc<SpoolStats>, lock: File) -> std::io::Result<()> {
-    std::thread::Builder::new().name("spool-writer".into()).spawn(move || {
-        // The lock lives as long as the writer: no second collector may share the folder.
-        let _lock = lock;
-        let mut w = Writer { dir, stats, active: None, waiting: Vec::new(), dirty_since: None, broken: false };
-        w.run(&rx);
-    })?;
-    Ok(())
+/// How far the spool is durable: every frame up to `synced` is fsync'd; frames in
+/// `(failed_after, failed_through]` were in an fsync that failed.
+#[derive(Debug, Clone, Copy, Default)]
+struct SyncMark {
+    synced: u64,
+    failed_after: u64,
+    failed_through: u64,
 }
 
-fn io_err(e: &std::io::Error) -> SpoolError {
-    SpoolError::Io(e.to_string())
+/// Frames waiting for the group write.
+#[derive(Default)]
+struct Queue {
+    buf: Vec<u8>,
+    /// Sequence number of the last frame queued.
+    next_seq: u64,
+    /// Sequence number of the last frame taken by a write round.
+    written_through: u64,
+    /// A leader is writing.
+    leader: bool,
 }
 
-impl Writer {
-    fn run(&mut self, rx: &Receiver<Request>) {
-        let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
-        let mut appends: Vec<(Durability, Ack, u64)> = Vec::with_capacity(MAX_BATCH);
-        let mut rotates: Vec<Ack> = Vec::new();
-        loop {
-            let timeout = match self.dirty_since {
-                Some(t) => SYNC_DELAY.saturating_sub(t.elapsed()),
-                None => Duration::from_secs(3600),
-            };
-            let first = match rx.recv_timeout(timeout) {
-                Ok(r) => Some(r),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => {
-                    let _ = self.seal();
-                    return;
-                }
-            };
-            buf.clear();
-            fn take(req: Request, buf: &mut Vec<u8>, appends: &mut Vec<(Durability, Ack, u64)>, rotates: &mut Vec<Ack>) {
-                match req {
-                    Request::Append { frame, durability, ack } => {
-                        buf.extend_from_slice(&frame);
-                        appends.push((durability, ack, frame.len() as u64));
-                    }
-                    Request::Rotate { ack } => rotates.push(ack),
-                }
-            }
-            if let Some(req) = first {
-                take(req, &mut buf, &mut appends, &mut rotates);
-                while appends.len() + rotates.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(req) => take(req, &mut buf, &mut appends, &mut rotates),
-                        Err(_) => break,
-                    }
-                }
-            }
-            if !appends.is_empty() {
-                self.write_batch(&buf, &mut appends);
-            }
-            let must_sync = !self.waiting.is_empty()
-                || !rotates.is_empty()
-                || self.dirty_since.is_some_and(|t| t.elapsed() >= SYNC_DELAY);
-            if must_sync {
-                self.sync();
-            }
-            let full = self.active.as_ref().is_some_and(|a| a.len >= SEGMENT_MAX_BYTES);
-            if !rotates.is_empty() || full || self.broken {
-                let result = self.seal();
-                for ack in rotates.drain(..) {
-                    let _ = ack.send(result.as_ref().map(|_| ()).map_err(io_err));
-                }
-            }
+/// How far the group writes have got, and the frame ranges of recent writes that failed
+/// (a failed write marks the segment broken, so failures are rare and few).
+#[derive(Debug, Clone, Default)]
+struct WriteMark {
+    written: u64,
+    failed: std::collections::VecDeque<(u64, u64)>,
+}
+
+/// Failed ranges remembered for waiters that wake late.
+const FAILED_RANGES_KEPT: usize = 1024;
+
+pub(super) struct Core {
+    pub(super) dir: PathBuf,
+    pub(super) stats: Arc<SpoolStats>,
+    inner: Mutex<Inner>,
+    queue: Mutex<Queue>,
+    written: watch::Sender<WriteMark>,
+    mark: watch::Sender<SyncMark>,
+    sync_now: AtomicBool,
+    syncer: OnceLock<std::thread::Thread>,
+    /// Held for the life of the spool: no second collector may share the folder.
+    _lock: File,
+}
+
+impl Core {
+    pub(super) fn start(dir: PathBuf, stats: Arc<SpoolStats>, lock: File) -> std::io::Result<Arc<Core>> {
+        let core = Arc::new(Core {
+            dir,
+            stats,
+            inner: Mutex::new(Inner::default()),
+            queue: Mutex::new(Queue::default()),
+            written: watch::channel(WriteMark::default()).0,
+            mark: watch::channel(SyncMark::default()).0,
+            sync_now: AtomicBool::new(false),
+            syncer: OnceLock::new(),
+            _lock: lock,
+        });
+        let weak = Arc::downgrade(&core);
+        let handle = std::thread::Builder::new().name("spool-syncer".into()).spawn(move || syncer(weak))?;
+        let _ = core.syncer.set(handle.thread().clone());
+        Ok(core)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wake_syncer(&self) {
+        if let Some(t) = self.syncer.get() {
+            t.unpark();
         }
     }
 
-    fn ensure_active(&mut self) -> std::io::Result<&mut Active> {
-        if self.active.is_none() {
+    /// Appends a frame and returns, once it is written to the active segment, its sequence
+    /// number. Group write: the first appender to find no write in progress becomes the
+    /// leader and writes everything queued, round after round, with one `write` per round;
+    /// the others wait for the round that holds their frame.
+    pub(super) async fn append(&self, frame: &[u8]) -> Result<u64, SpoolError> {
+        let (seq, lead) = {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            q.buf.extend_from_slice(frame);
+            q.next_seq += 1;
+            let lead = !q.leader;
+            q.leader = true;
+            (q.next_seq, lead)
+        };
+        if lead {
+            let mut buf = Vec::new();
+            loop {
+                let (first, last) = {
+                    let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                    if q.buf.is_empty() {
+                        q.leader = false;
+                        break;
+                    }
+                    std::mem::swap(&mut buf, &mut q.buf);
+                    let first = q.written_through + 1;
+                    q.written_through = q.next_seq;
+                    (first, q.next_seq)
+                };
+                let result = self.write(&buf, last);
+                buf.clear();
+                self.written.send_modify(|w| {
+                    w.written = last;
+                    if result.is_err() {
+                        if w.failed.len() == FAILED_RANGES_KEPT {
+                            w.failed.pop_front();
+                        }
+                        w.failed.push_back((first, last));
+                    }
+                });
+            }
+        }
+        let mut rx = self.written.subscribe();
+        let w = rx.wait_for(|w| w.written >= seq).await.map_err(|_| SpoolError::Closed)?;
+        if w.failed.iter().any(|&(from, through)| from <= seq && seq <= through) {
+            return Err(SpoolError::Io("spool write failed".into()));
+        }
+        Ok(seq)
+    }
+
+    /// Writes a batch of frames ending with frame `last` to the active segment.
+    fn write(&self, frame: &[u8], last: u64) -> std::io::Result<()> {
+        let mut inner = self.lock();
+        inner.seq = last;
+        if inner.broken || inner.active.as_ref().is_some_and(|a| a.len >= SEGMENT_MAX_BYTES) {
+            self.seal_locked(&mut inner)?;
+        }
+        if inner.active.is_none() {
             let path = new_segment_path(&self.dir);
             let file = OpenOptions::new().create_new(true).append(true).open(&path)?;
             // The new name must be durable before anything in it counts as fsync'd.
             File::open(&self.dir)?.sync_all()?;
-            self.active = Some(Active { file, path, len: 0 });
+            inner.active = Some(Active { file: Arc::new(file), path, len: 0 });
         }
-        Ok(self.active.as_mut().expect("just set"))
+        let a = inner.active.as_mut().expect("just set");
+        if let Err(e) = (&*a.file).write_all(frame) {
+            // Cut a partial write back so the segment stays a clean run of frames.
+            let _ = a.file.set_len(a.len);
+            inner.broken = true;
+            tracing::error!(error = %e, "spool write failed");
+            return Err(e);
+        }
+        a.len += frame.len() as u64;
+        let first_dirty = inner.dirty_since.is_none();
+        inner.dirty_since.get_or_insert_with(Instant::now);
+        drop(inner);
+        if first_dirty {
+            self.wake_syncer();
+        }
+        Ok(())
     }
 
-    fn write_batch(&mut self, buf: &[u8], appends: &mut Vec<(Durability, Ack, u64)>) {
-        let result = self.ensure_active().and_then(|a| match a.file.write_all(buf) {
-            Ok(()) => {
-                a.len += buf.len() as u64;
-                Ok(())
-            }
-            Err(e) => {
-                // Cut a partial write back so the segment stays a clean run of frames.
-                if a.file.set_len(a.len).is_err() {
-                    return Err(e);
-                }
-                Err(e)
-            }
-        });
-        match result {
-            Ok(()) => {
-                self.dirty_since.get_or_insert_with(Instant::now);
-                for (durability, ack, _) in appends.drain(..) {
-                    match durability {
-                        Durability::Written => {
-                            let _ = ack.send(Ok(()));
-                        }
-                        Durability::Synced => self.waiting.push(ack),
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "spool write failed; refusing this batch");
-                self.broken = true;
-                for (_, ack, len) in appends.drain(..) {
-                    self.stats.bytes.fetch_sub(len, Ordering::SeqCst);
-                    let _ = ack.send(Err(io_err(&e)));
-                }
-            }
+    /// Waits until frame `seq` is fsync'd (group commit: asks for an fsync now).
+    pub(super) async fn wait_synced(&self, seq: u64) -> Result<(), SpoolError> {
+        let mut rx = self.mark.subscribe();
+        self.sync_now.store(true, Ordering::SeqCst);
+        self.wake_syncer();
+        let mark = *rx
+            .wait_for(|m| m.synced >= seq || (m.failed_after < seq && seq <= m.failed_through))
+            .await
+            .map_err(|_| SpoolError::Closed)?;
+        if mark.failed_after < seq && seq <= mark.failed_through {
+            return Err(SpoolError::Io("spool fsync failed".into()));
         }
-    }
-
-    fn sync(&mut self) {
-        let Some(a) = self.active.as_mut() else {
-            self.dirty_since = None;
-            return;
-        };
-        let result = a.file.sync_data();
-        self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-        self.dirty_since = None;
-        match result {
-            Ok(()) => {
-                for ack in self.waiting.drain(..) {
-                    let _ = ack.send(Ok(()));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, segment = %a.path.display(), "spool fsync failed");
-                self.broken = true;
-                for ack in self.waiting.drain(..) {
-                    let _ = ack.send(Err(io_err(&e)));
-                }
-            }
-        }
+        Ok(())
     }
 
     /// fsyncs and seals the active segment (if any) so the sink may upload it.
-    fn seal(&mut self) -> std::io::Result<()> {
-        self.broken = false;
-        let Some(a) = self.active.take() else { return Ok(()) };
+    pub(super) fn seal(&self) -> std::io::Result<()> {
+        let mut inner = self.lock();
+        self.seal_locked(&mut inner)
+    }
+
+    fn seal_locked(&self, inner: &mut Inner) -> std::io::Result<()> {
+        inner.broken = false;
+        let Some(a) = inner.active.take() else { return Ok(()) };
         if a.len == 0 {
-            std::fs::remove_file(&a.path)?;
-            return Ok(());
+            return std::fs::remove_file(&a.path);
         }
-        // Seal even when the fsync failed: a sealed segment is uploaded from what is on disk,
-        // and the callers that waited for this fsync were already told it failed.
+        // Seal even when the fsync fails: a sealed segment is uploaded from what is on disk.
         let synced = a.file.sync_all();
-        drop(a.file);
-        rename_durably(&a.path, &sealed_path(&a.path), &self.dir)?;
+        self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        let seq = inner.seq;
+        inner.dirty_since = None;
+        self.publish(seq, synced.is_ok());
+        std::fs::rename(&a.path, sealed_path(&a.path))?;
+        File::open(&self.dir)?.sync_all()?;
         synced
+    }
+
+    fn publish(&self, seq: u64, ok: bool) {
+        self.mark.send_modify(|m| {
+            if ok {
+                m.synced = m.synced.max(seq);
+            } else {
+                m.failed_after = m.synced;
+                m.failed_through = seq;
+            }
+        });
     }
 }
 
-fn rename_durably(from: &Path, to: &Path, dir: &Path) -> std::io::Result<()> {
-    std::fs::rename(from, to)?;
-    File::open(dir)?.sync_all()
+/// The syncer: fsyncs written data within [`SYNC_DELAY`], or at once when a postback
+/// waits. Ends when the spool is dropped.
+fn syncer(core: Weak<Core>) {
+    loop {
+        let Some(c) = core.upgrade() else { return };
+        let now = Instant::now();
+        let (file, seq, wait) = {
+            let mut inner = c.lock();
+            let file = inner.active.as_ref().map(|a| a.file.clone());
+            match (inner.dirty_since, file) {
+                (Some(since), Some(file)) => {
+                    let due = since + SYNC_DELAY;
+                    if c.sync_now.swap(false, Ordering::SeqCst) || now >= due {
+                        inner.dirty_since = None;
+                        (Some(file), inner.seq, Duration::ZERO)
+                    } else {
+                        (None, 0, due - now)
+                    }
+                }
+                _ => (None, 0, Duration::from_millis(200)),
+            }
+        };
+        match file {
+            Some(file) => {
+                let result = file.sync_data();
+                c.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = &result {
+                    tracing::error!(error = %e, "spool fsync failed");
+                    c.lock().broken = true;
+                }
+                c.publish(seq, result.is_ok());
+            }
+            None => {
+                drop(c);
+                std::thread::park_timeout(wait);
+            }
+        }
+    }
 }
