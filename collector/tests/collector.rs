@@ -2,6 +2,8 @@
 //! the lake, the real binary killed with SIGKILL, and (when CI provides one) a real
 //! S3-speaking server.
 
+#![allow(clippy::unwrap_used)]
+
 mod util;
 
 use std::collections::{HashMap, HashSet};

@@ -128,7 +128,7 @@ fn header_index(file: &str, headers: &csv::StringRecord, wanted: &[&str]) -> Res
     Ok(idx)
 }
 
-fn field<'a>(rec: &'a csv::StringRecord, i: Option<usize>) -> &'a str {
+fn field(rec: &csv::StringRecord, i: Option<usize>) -> &str {
     i.and_then(|i| rec.get(i)).unwrap_or("").trim()
 }
 

@@ -70,7 +70,7 @@ impl FromStr for Window {
 impl fmt::Display for Window {
     /// Normalized: whole days as `Nd`, anything else as `Nh`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.hours % 24 == 0 {
+        if self.hours.is_multiple_of(24) {
             write!(f, "{}d", self.hours / 24)
         } else {
             write!(f, "{}h", self.hours)

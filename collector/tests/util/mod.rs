@@ -1,7 +1,7 @@
 //! Helpers for the collector's integration tests: an in-process collector on port 0 over a
 //! temporary lake, the real binary for crash tests, and reading the lake's Parquet back.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
