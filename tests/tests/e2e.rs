@@ -1,0 +1,150 @@
+//! End to end: the real collector binary takes simulated traffic over HTTP (gen mode 1),
+//! stops on SIGTERM, the real pipeline binary attributes the day, and its tables are
+//! checked against the generator's ground truth.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use arrow_array::{Array, RecordBatch};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+/// A workspace binary, built by `cargo test --workspace` in the same profile folder.
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing: run `cargo test --workspace` (or `cargo build --bins`) first", path.display());
+    path
+}
+
+fn read_table(dir: &Path) -> Vec<RecordBatch> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                let f = std::fs::File::open(&p).unwrap();
+                for b in ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap() {
+                    out.push(b.unwrap());
+                }
+            }
+        }
+    }
+    out
+}
+
+fn s(b: &RecordBatch, col: &str, row: usize) -> Option<String> {
+    let c = b.column_by_name(col).unwrap_or_else(|| panic!("column {col} missing"));
+    (!c.is_null(row)).then(|| c.as_string::<i32>().value(row).to_string())
+}
+
+fn i(b: &RecordBatch, col: &str, row: usize) -> Option<i64> {
+    let c = b.column_by_name(col).unwrap_or_else(|| panic!("column {col} missing"));
+    (!c.is_null(row)).then(|| c.as_primitive::<Int64Type>().value(row))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn collector_to_pipeline_matches_ground_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake_dir = dir.path().join("lake");
+    std::fs::create_dir_all(lake_dir.join("registry")).unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/registry");
+    for f in ["offers.csv", "links.csv"] {
+        std::fs::copy(data.join(f), lake_dir.join("registry").join(f)).unwrap();
+    }
+    let lake_url = lake_dir.display().to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut collector = Command::new(binary("collector"))
+        .args(["--lake", &lake_url, "serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--spool")
+        .arg(dir.path().join("spool"))
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(20), "collector did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let lake = lake::Lake::open(&lake_url).unwrap();
+    let truth = gen::http::run(&lake, &gen::http::HttpConfig { collector: base, customers: 600, seed: 7, concurrency: 8 }).await.unwrap();
+    assert_eq!(truth.refused, 0);
+    // A day boundary between the traffic and the pipeline's date would split the check.
+    let today = chrono::Utc::now().date_naive();
+
+    let term = Command::new("kill").args(["-TERM", &collector.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    assert!(collector.wait().unwrap().success(), "collector exits 0 on SIGTERM");
+
+    let out = Command::new(binary("pipeline"))
+        .args(["--lake", &lake_url, "run", "--date", &today.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pipeline failed: {}", String::from_utf8_lossy(&out.stderr));
+
+    let reports = lake_dir.join("reports/window=28d");
+    // Every conversion report has exactly the status and member the rules require.
+    let mut got: HashMap<(String, String, String), (String, Option<String>, Option<i64>, Option<String>)> = HashMap::new();
+    for b in read_table(&reports.join("attributions")) {
+        for r in 0..b.num_rows() {
+            let key = (s(&b, "kind", r).unwrap(), s(&b, "offer_id", r).unwrap(), s(&b, "order_id", r).unwrap());
+            let prev = got.insert(key.clone(), (s(&b, "status", r).unwrap(), s(&b, "member_id", r), i(&b, "amount_micros", r), s(&b, "currency", r)));
+            assert!(prev.is_none(), "two attribution rows for {key:?}");
+        }
+    }
+    assert_eq!(got.len(), truth.conversions.len());
+    for c in &truth.conversions {
+        let row = got.get(&(c.kind.clone(), c.offer_id.clone(), c.order_id.clone())).unwrap_or_else(|| panic!("no attribution row for {c:?}"));
+        assert_eq!(row.0, c.status, "{c:?}");
+        assert_eq!(row.1, c.member_id, "{c:?}");
+        assert_eq!(row.2, c.amount_micros, "{c:?}");
+        if c.amount_micros.is_some() {
+            let expected = c.currency.clone().unwrap_or_default();
+            assert_eq!(row.3.as_deref(), Some(expected.as_str()), "{c:?}");
+        }
+    }
+
+    // Clicks per member, people and bots apart.
+    let mut clicks: HashMap<String, (i64, i64)> = HashMap::new();
+    for b in read_table(&reports.join("clicks")) {
+        for r in 0..b.num_rows() {
+            let k = gen::http::member_key(&s(&b, "offer_id", r).unwrap(), &s(&b, "member_id", r).unwrap());
+            let e = clicks.entry(k).or_default();
+            e.0 += i(&b, "clicks", r).unwrap();
+            e.1 += i(&b, "bot_clicks", r).unwrap();
+        }
+    }
+    for (k, n) in &truth.clicks {
+        assert_eq!(clicks.get(k).map(|c| c.0), Some(*n as i64), "clicks of {k}");
+    }
+    for (k, n) in &truth.bot_clicks {
+        assert_eq!(clicks.get(k).map(|c| c.1), Some(*n as i64), "bot clicks of {k}");
+    }
+
+    // Revenue per member and currency is the exact sum of attributed amounts.
+    let mut want: HashMap<(String, String, String), i64> = HashMap::new();
+    for c in truth.conversions.iter().filter(|c| c.status == "attributed") {
+        if let (Some(a), Some(cur)) = (c.amount_micros, &c.currency) {
+            *want.entry((c.offer_id.clone(), c.member_id.clone().unwrap(), cur.clone())).or_default() += a;
+        }
+    }
+    let mut have: HashMap<(String, String, String), i64> = HashMap::new();
+    for b in read_table(&reports.join("revenue")) {
+        for r in 0..b.num_rows() {
+            *have.entry((s(&b, "offer_id", r).unwrap(), s(&b, "member_id", r).unwrap(), s(&b, "currency", r).unwrap())).or_default() += i(&b, "revenue_micros", r).unwrap();
+        }
+    }
+    assert_eq!(have, want);
+}
