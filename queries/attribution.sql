@@ -108,7 +108,7 @@ FROM (
             'embedly', 'vkshare', 'pinterest/', 'skypeuripreview', 'redditbot', 'iframely',
             'pingdom', 'uptime', 'lighthouse', 'phantomjs', 'puppeteer', 'playwright', 'selenium', 'python-urllib',
             'go-http-client', 'libwww-perl', 'apache-httpclient', 'okhttp', 'java/', 'node-fetch', 'axios/'
-        ], tok -> contains(lower(user_agent), tok))) > 0 AS bot
+        ], lambda tok: contains(lower(user_agent), tok))) > 0 AS bot
     FROM hits WHERE kind = 'click'
 )
 WHERE date BETWEEN getvariable('date_from') AND getvariable('date_to')

@@ -14,7 +14,7 @@ use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicro
 use chrono::{NaiveDate, TimeZone, Timelike, Utc};
 use lake::schema::{hit_schema, HitKind};
 use lake::{layout, Lake};
-use object_store::PutPayload;
+use object_store::{ObjectStoreExt, PutPayload};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

@@ -18,6 +18,7 @@ use lake::layout::{self, HITS_DIR, PARQUET_EXT};
 use lake::schema::hit;
 use lake::Lake;
 use object_store::path::Path;
+use object_store::ObjectStoreExt;
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 

@@ -24,7 +24,7 @@ use polars::prelude::*;
 use crate::error::Result;
 use crate::params::Params;
 use crate::progress::Progress;
-use crate::read::{self, HitFile, Inputs};
+use crate::read::{self, HitFile};
 use crate::stages::{attribution, bots, conversions, dedup, reports, sessions, ts_in};
 use crate::write::{self, InputRecord, Manifest};
 

@@ -19,7 +19,7 @@ use lake::reports;
 use lake::window::Window;
 use lake::Lake;
 use object_store::path::Path;
-use object_store::PutPayload;
+use object_store::{ObjectStoreExt, PutPayload};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 

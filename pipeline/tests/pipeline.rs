@@ -13,7 +13,7 @@ use lake::schema::{hit, report, status, HitKind};
 use lake::window::Window;
 use lake::Lake;
 use object_store::path::Path;
-use object_store::PutPayload;
+use object_store::{ObjectStoreExt, PutPayload};
 use pipeline::gen::{self, GenConfig, Hit};
 use pipeline::nightly::{self, Outcome};
 use pipeline::params::{parse_tz, Params};
@@ -175,12 +175,12 @@ fn assert_frames_equal(what: &str, a: &DataFrame, b: &DataFrame) {
 }
 
 fn strings(df: &DataFrame, column: &str) -> Vec<Option<String>> {
-    df.column(column).unwrap().str().unwrap().into_iter().map(|s| s.map(str::to_string)).collect()
+    df.column(column).unwrap().str().unwrap().iter().map(|s| s.map(str::to_string)).collect()
 }
 
 fn ints(df: &DataFrame, column: &str) -> Vec<Option<i64>> {
     let c = df.column(column).unwrap().cast(&DataType::Int64).unwrap();
-    c.i64().unwrap().into_iter().collect()
+    c.i64().unwrap().iter().collect()
 }
 
 /// `hit_id` → (status, member_id, lag_seconds, click_id) from `attributions`.
@@ -356,7 +356,7 @@ async fn paris_days_across_dst() {
             assert_eq!(df.get_column_names().len(), lake::reports::columns(t).len(), "{path}");
             if df.height() > 0 {
                 let days = df.column(report::DATE).unwrap().cast(&DataType::Int32).unwrap();
-                assert!(days.i32().unwrap().into_no_null_iter().all(|x| i64::from(x) == d(2026, 3, day).unwrap()), "{path}");
+                assert!(days.i32().unwrap().iter().all(|x| x.map(i64::from) == d(2026, 3, day)), "{path}");
             }
         }
     }
@@ -522,9 +522,10 @@ async fn a_held_lock_stops_a_second_nightly() {
     assert_eq!(ints(&table(&lake, "28d", TABLE_CLICKS).await, report::CLICKS), vec![Some(1)]);
     // Two at once: one does the work, the other finds the lock or nothing stale; never twice.
     lake.store().put(&Path::from("hits/date=2026-01-02/hour=01/x.parquet"), PutPayload::from(gen::to_parquet(&b.hits.iter().map(|h| Hit { hit_id: "other".into(), ts: at(2026, 1, 2, 1, 0, 0), ..h.clone() }).collect::<Vec<_>>()).unwrap())).await.unwrap();
+    let (q1, q2) = (Progress::quiet(), Progress::quiet());
     let (x, y) = tokio::join!(
-        nightly::nightly(&lake, w, chrono_tz::Tz::UTC, date(2026, 1, 3), &Progress::quiet()),
-        nightly::nightly(&lake, w, chrono_tz::Tz::UTC, date(2026, 1, 3), &Progress::quiet())
+        nightly::nightly(&lake, w, chrono_tz::Tz::UTC, date(2026, 1, 3), &q1),
+        nightly::nightly(&lake, w, chrono_tz::Tz::UTC, date(2026, 1, 3), &q2)
     );
     let ran = |o: &Outcome| matches!(o, Outcome::Done { runs } if !runs.is_empty());
     assert!(ran(&x.unwrap()) ^ ran(&y.unwrap()), "exactly one of two concurrent nightlies runs");
@@ -768,10 +769,14 @@ async fn pipeline_equals_the_sql_twin_on_duckdb() {
     }
     // DuckDB reads the reports with hive partitioning (the in-file date equals the folder's).
     let root = lake.local_root().unwrap().display().to_string();
-    let script = format!(
-        "import duckdb\nfor t in ['clicks','conversions','revenue','attributions']:\n    r = duckdb.sql(\"SELECT count(*), count(DISTINCT date), min(typeof(date)) FROM read_parquet('{root}/reports/window=7d/' + t + '/*/*.parquet', hive_partitioning=true)\").fetchone()\n    print(t, r[0], r[1], r[2])\n"
+    let script = concat!(
+        "import sys, duckdb\n",
+        "for t in ['clicks', 'conversions', 'revenue', 'attributions']:\n",
+        "    glob = sys.argv[1] + '/reports/window=7d/' + t + '/*/*.parquet'\n",
+        "    r = duckdb.sql(\"SELECT count(*), count(DISTINCT date), min(typeof(date)) FROM read_parquet('\" + glob + \"', hive_partitioning = true)\").fetchall()[0]\n",
+        "    print(t, r[0], r[1], r[2])\n",
     );
-    let out = std::process::Command::new("python3").args(["-c", &script]).output().unwrap();
+    let out = std::process::Command::new("python3").args(["-c", script, &root]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for line in text.lines() {

@@ -19,6 +19,13 @@ pub fn uuid_v7_micros() -> Expr {
         .otherwise(lit(NULL).cast(DataType::Int64))
 }
 
+/// `floor(µs / 10⁶)` for a non-negative µs count, exactly: the remainder is taken off
+/// first, so the division is exact whether polars divides integers or floats.
+fn whole_seconds(micros: Expr) -> Expr {
+    let rem = micros.clone() % lit(1_000_000i64);
+    ((micros - rem) / lit(1_000_000i64)).cast(DataType::Int64)
+}
+
 /// Joins each conversion to its session (from [`super::sessions::find`]) and assigns its
 /// status; returns the `attributions` columns in file order.
 pub fn assign(conv: LazyFrame, sessions: LazyFrame, p: &Params) -> LazyFrame {
@@ -67,9 +74,7 @@ pub fn assign(conv: LazyFrame, sessions: LazyFrame, p: &Params) -> LazyFrame {
             if_attributed(col(work::S_MEMBER_ID)).cast(DataType::String).alias(hit::MEMBER_ID),
             if_attributed(col(work::S_LINK_CODE)).cast(DataType::String).alias(hit::LINK_CODE),
             if_attributed(col(work::S_CLICK_TS)).cast(DataType::Int64).cast(utc).alias(report::CLICK_TS),
-            if_attributed((ts - col(work::S_CLICK_TS)).floor_div(lit(1_000_000i64)))
-                .cast(DataType::Int64)
-                .alias(report::LAG_SECONDS),
+            if_attributed(whole_seconds(ts - col(work::S_CLICK_TS))).cast(DataType::Int64).alias(report::LAG_SECONDS),
         ])
 }
 
@@ -83,7 +88,7 @@ mod tests {
         let u = uuid::Builder::from_unix_timestamp_millis(ms as u64, &[7; 10]).into_uuid().to_string();
         let df = df!(work::CLICK_KEY => [Some(u.as_str()), Some("0190c3a4-0000-4000-8000-000000000000"), Some("nope"), None]).unwrap();
         let out = df.lazy().select([uuid_v7_micros().alias("t")]).collect().unwrap();
-        let t: Vec<Option<i64>> = out.column("t").unwrap().i64().unwrap().into_iter().collect();
+        let t: Vec<Option<i64>> = out.column("t").unwrap().i64().unwrap().iter().collect();
         assert_eq!(t, vec![Some(ms * 1000), None, None, None]);
     }
 }

@@ -12,8 +12,9 @@ use crate::params::Params;
 /// filter (copies of a hit share its kind). `hits` must cover the range's lookback, so every
 /// earlier twin within `W` is present.
 pub fn prepare(hits: LazyFrame, p: &Params) -> LazyFrame {
-    let kinds = Series::new("kinds".into(), [HitKind::Pixel.as_str(), HitKind::Postback.as_str()]);
-    let conv = dedup::hits(hits.filter(col(hit::KIND).is_in(lit(kinds).implode(), false)), p)
+    let is_conversion =
+        col(hit::KIND).eq(lit(HitKind::Pixel.as_str())).or(col(hit::KIND).eq(lit(HitKind::Postback.as_str())));
+    let conv = dedup::hits(hits.filter(is_conversion), p)
         .with_columns([
             col(hit::EVENT).fill_null(lit(DEFAULT_EVENT)),
             non_empty(hit::CLICK_ID).str().to_lowercase().alias(work::CLICK_KEY),

@@ -13,7 +13,7 @@
 use lake::schema::{hit, HitKind};
 use polars::prelude::*;
 
-use super::{dedup, ts_us, work};
+use super::{ts_us, work};
 use crate::params::Params;
 
 /// Columns of the frame [`find`] returns, besides the conversion's `hit_id`.
