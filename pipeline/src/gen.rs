@@ -186,7 +186,8 @@ pub async fn generate(lake: &Lake, cfg: &GenConfig) -> Result<u64> {
     for hour in 0..hours as i64 {
         let h0 = start + hour * MICROS_PER_HOUR;
         let local_hour = Utc.timestamp_micros(h0).single().map(|t| t.hour()).unwrap_or(0);
-        let diurnal = 0.5 + (f64::from(local_hour) / 24.0 * std::f64::consts::PI).sin();
+        // Busier in the afternoon; the factor averages 1 over a day.
+        let diurnal = (0.5 + (f64::from(local_hour) / 24.0 * std::f64::consts::PI).sin()) / (0.5 + 2.0 / std::f64::consts::PI);
         let n = (clicks_per_hour * diurnal).round() as u64;
         let mut rows: Vec<Hit> = Vec::with_capacity(n as usize * 11 / 10);
         for _ in 0..n {
