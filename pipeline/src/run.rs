@@ -5,8 +5,9 @@
 //!    days, so a zone's offset needs no more than the hours it covers.
 //! 2. Conversions over that span are deduplicated and flagged, then kept if in the range;
 //!    this frame is small and materialized once.
-//! 3. Clicks over the span stream past the conversions' keys (semi-joins), and sessions
-//!    and statuses are computed on what is left: the `attributions` rows.
+//! 3. Clicks over the span stream past the conversions' keys in one pass and only those
+//!    sharing a key are kept (materialized); sessions and statuses are computed on them:
+//!    the `attributions` rows.
 //! 4. `conversions` and `revenue` are aggregated from `attributions`.
 //! 5. `clicks` is computed date by date from that date's hour folders only, so memory
 //!    follows one day's clicks, not the range's.
@@ -73,7 +74,10 @@ pub async fn run(lake: &Lake, p: &Params, files: Option<Vec<HitFile>>, command: 
     progress.done();
 
     progress.step("sessions");
-    let found = sessions::find(read::scan(&span, &ATTRIBUTION_COLUMNS, lb, hi)?, conv.clone().lazy(), p);
+    let clicks = sessions::candidates(read::scan(&span, &ATTRIBUTION_COLUMNS, lb, hi)?, conv.clone().lazy(), p);
+    let clicks = write::collect(clicks, "selecting the clicks conversions name", &inputs).await?;
+    tracing::info!(conversions = conv.height(), candidate_clicks = clicks.height(), "sessions");
+    let found = sessions::find(clicks.lazy(), conv.clone().lazy(), p);
     let attributions = write::collect(attribution::assign(conv.lazy(), found, p), "finding sessions", &inputs).await?;
     let conversions_table = write::collect(reports::conversions(attributions.clone().lazy(), p), "counting conversions", &inputs).await?;
     let revenue_table = write::collect(reports::revenue(attributions.clone().lazy(), p), "summing revenue", &inputs).await?;

@@ -30,6 +30,12 @@ use crate::read::Inputs;
 /// memory flow through in batches. On failure, re-reads each input file to name a corrupt
 /// one rather than report polars' anonymous error.
 pub async fn collect(lf: LazyFrame, step: &str, inputs: &Inputs) -> Result<DataFrame> {
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        match lf.explain(true) {
+            Ok(plan) => tracing::debug!(step, "optimized plan:\n{plan}"),
+            Err(e) => tracing::debug!(step, error = %e, "no plan"),
+        }
+    }
     let result = tokio::task::spawn_blocking(move || lf.collect_with_engine(Engine::Streaming).map(|r| r.unwrap_single()))
         .await
         .map_err(|e| format!("polars stopped: {e}"))

@@ -36,6 +36,10 @@ pub mod work {
     pub const S_LINK_CODE: &str = "__s_link_code";
     pub const S_CLICK_TS: &str = "__s_click_ts";
     pub const S_CLICK_HIT: &str = "__s_click_hit";
+    /// A click shares its `click_id` with some conversion.
+    pub const BY_CLICK: &str = "__by_click";
+    /// A click shares its (offer, visitor) with some conversion without a `click_id`.
+    pub const BY_VISITOR: &str = "__by_visitor";
 }
 
 /// `ts` as µs since the epoch.
