@@ -26,17 +26,20 @@ python3 -c 'import duckdb' || { echo "needs python3 with duckdb (pip install duc
 target="${CARGO_TARGET_DIR:-$root/target}"
 bin="$target/release/pipeline"
 
-measure() { # name log command… → appends "name wall_s rss_kib" to $out/times.txt
+measure() { # name log command… → appends "name wall_s rss_kib" to $times
   local name=$1 log=$2; shift 2
   /usr/bin/time -v "$@" >"$log.out" 2>"$log"
   local wall rss
   wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$log" | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
   rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$log")
-  echo "$name $wall $rss" | tee -a "$out/times.txt"
+  echo "$name $wall $rss" | tee -a "$times"
 }
 
-: >"$out/times.txt"
 for n in $sizes; do
+  # Each size's measurements replace that size's earlier ones; other sizes' stay, so sizes
+  # can be measured in separate invocations (e.g. fewer runs for the largest).
+  times="$out/times-$n.txt"
+  : >"$times"
   lake="$out/lake-$n"
   if [ ! -f "$lake/.generated" ]; then
     rm -rf "$lake"
@@ -54,13 +57,14 @@ for n in $sizes; do
   done
 done
 
-python3 - "$out/times.txt" "$root/BENCH.md" "$runs" "$from" "$to" <<'PY'
-import statistics, sys, platform, os, subprocess, datetime
-times, bench, runs, d_from, d_to = sys.argv[1:6]
+python3 - "$out" "$root/BENCH.md" "$from" "$to" <<'PY'
+import glob, statistics, sys, os, subprocess, datetime
+out_dir, bench, d_from, d_to = sys.argv[1:5]
 rows = {}
-for line in open(times):
-    name, wall, rss = line.split()
-    rows.setdefault(name, []).append((float(wall), int(rss)))
+for path in glob.glob(os.path.join(out_dir, "times-*.txt")):
+    for line in open(path):
+        name, wall, rss = line.split()
+        rows.setdefault(name, []).append((float(wall), int(rss)))
 med = {k: (statistics.median(w for w, _ in v), statistics.median(r for _, r in v)) for k, v in rows.items()}
 sizes = sorted({k.rsplit('-', 1)[1] for k in med}, key=int)
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
@@ -69,12 +73,13 @@ out = ["## Pipeline", "",
        f"`just bench-pipeline` (`bench/pipeline.sh`), {datetime.date.today()}, {os.cpu_count()} cores ({cpu}), {mem} GiB RAM, "
        f"shared with other work. Lakes from `pipeline gen` (60 days, seed 42); run = `pipeline run --from {d_from} --to {d_to} --window 28d` "
        f"(reads the 28 days plus the 28-day lookback); DuckDB = `queries/attribution.sql` on the same files via python duckdb; "
-       f"day = `pipeline run --date {d_to}` (a quiet nightly). Median of {runs} run(s); wall time and peak RSS from `/usr/bin/time -v`.", "",
-       "| hits | pipeline wall | DuckDB wall | time ratio | pipeline RSS | DuckDB RSS | RSS ratio | one day wall | one day RSS |",
-       "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+       f"day = `pipeline run --date {d_to}` (a quiet nightly). Medians over the runs shown; wall time and peak RSS from `/usr/bin/time -v`.", "",
+       "| hits | runs | pipeline wall | DuckDB wall | time ratio | pipeline RSS | DuckDB RSS | RSS ratio | one day wall | one day RSS |",
+       "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 for n in sizes:
     p, d, day = med[f"pipeline-range-{n}"], med[f"duckdb-range-{n}"], med[f"pipeline-day-{n}"]
-    out.append(f"| {int(n):,} | {p[0]:.1f} s | {d[0]:.1f} s | {p[0]/d[0]:.2f}× | {p[1]/1048576:.2f} GiB | {d[1]/1048576:.2f} GiB | {p[1]/d[1]:.2f}× | {day[0]:.1f} s | {day[1]/1048576:.2f} GiB |")
+    runs = len(rows[f"pipeline-range-{n}"])
+    out.append(f"| {int(n):,} | {runs} | {p[0]:.1f} s | {d[0]:.1f} s | {p[0]/d[0]:.2f}× | {p[1]/1048576:.2f} GiB | {d[1]/1048576:.2f} GiB | {p[1]/d[1]:.2f}× | {day[0]:.1f} s | {day[1]/1048576:.2f} GiB |")
 section = "\n".join(out) + "\n"
 text = open(bench).read() if os.path.exists(bench) else "# Benchmarks\n\n"
 start = text.find("## Pipeline")

@@ -352,6 +352,13 @@ async fn paris_days_across_dst() {
         for day in 28..=30 {
             let path = lake::reports::date_file(&"28d".parse().unwrap(), t, date(2026, 3, day));
             let bytes = lake.get_optional(&path).await.unwrap().unwrap_or_else(|| panic!("{path} missing"));
+            // The Parquet types are the contract's (lake::reports), whatever Arrow hint polars adds.
+            let reader = parquet::file::reader::SerializedFileReader::new(bytes.clone()).unwrap();
+            let meta = parquet::file::reader::FileReader::metadata(&reader).file_metadata().clone();
+            let arrow = parquet::arrow::parquet_to_arrow_schema(meta.schema_descr(), None).unwrap();
+            let expected = lake::reports::table_schema(t);
+            let types = |s: &arrow_schema::Schema| s.fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect::<Vec<_>>();
+            assert_eq!(types(&arrow), types(&expected), "{path}");
             let df = ParquetReader::new(Cursor::new(bytes.to_vec())).finish().unwrap();
             assert_eq!(df.get_column_names().len(), lake::reports::columns(t).len(), "{path}");
             if df.height() > 0 {
