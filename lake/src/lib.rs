@@ -9,6 +9,7 @@ pub mod error;
 pub mod layout;
 pub mod money;
 pub mod registry;
+pub mod reports;
 pub mod schema;
 pub mod store;
 pub mod window;

@@ -1,1 +1,160 @@
-fn main() {}
+//! `pipeline`: the attribution job's command line (SPEC §5–6). Parses and checks every
+//! flag up front, then hands over to the library; errors print as one line and exit 1.
+
+use anyhow::Context;
+use chrono::NaiveDate;
+use clap::{Args, Parser, Subcommand};
+use lake::Lake;
+use pipeline::nightly::{self, Outcome};
+use pipeline::params::{parse_date, parse_tz, parse_window, Params};
+use pipeline::progress::Progress;
+
+#[derive(Parser)]
+#[command(name = "pipeline", version, about = "Attributes conversions to members and writes the report tables.")]
+struct Cli {
+    /// The lake: s3://bucket/prefix, gs://…, az://…, file:///path, a folder, or memory://.
+    #[arg(long, global = true, env = lake::LAKE_ENV, default_value = lake::DEFAULT_LAKE)]
+    lake: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct WindowZone {
+    /// Attribution window, written Nd or Nh (28d, 7d, 36h).
+    #[arg(long, env = "CLICKTRAIL_WINDOW", default_value = "28d")]
+    window: String,
+    /// Report time zone (IANA name); a date is a calendar date in this zone.
+    #[arg(long, env = "CLICKTRAIL_TZ", default_value = "UTC")]
+    tz: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Computes the reports of one date or a range of dates, replacing earlier output.
+    Run {
+        /// One date, YYYY-MM-DD.
+        #[arg(long, env = "CLICKTRAIL_DATE", conflicts_with_all = ["from", "to"], required_unless_present_all = ["from", "to"])]
+        date: Option<String>,
+        /// First date of a range, YYYY-MM-DD.
+        #[arg(long, env = "CLICKTRAIL_FROM", requires = "to")]
+        from: Option<String>,
+        /// Last date of a range (inclusive), YYYY-MM-DD.
+        #[arg(long, env = "CLICKTRAIL_TO", requires = "from")]
+        to: Option<String>,
+        #[command(flatten)]
+        wz: WindowZone,
+    },
+    /// Brings every date up to yesterday up to date, including dates whose inputs changed.
+    Nightly {
+        #[command(flatten)]
+        wz: WindowZone,
+    },
+    /// Runs `nightly` every day at a time of day, in-process.
+    Schedule {
+        /// Time of day, HH:MM (24-hour), in --tz.
+        #[arg(long, env = "CLICKTRAIL_AT")]
+        at: String,
+        #[command(flatten)]
+        wz: WindowZone,
+    },
+    /// Writes a deterministic synthetic hits lake (for tests and benchmarks).
+    Gen {
+        /// Seed; the same seed and sizes give the same files.
+        #[arg(long, env = "CLICKTRAIL_GEN_SEED", default_value_t = 42)]
+        seed: u64,
+        /// Roughly how many hit rows.
+        #[arg(long, env = "CLICKTRAIL_GEN_HITS", default_value_t = 1_000_000)]
+        hits: u64,
+        /// First UTC date, YYYY-MM-DD.
+        #[arg(long, env = "CLICKTRAIL_GEN_START", default_value = "2026-01-01")]
+        start: String,
+        /// Number of days of hits.
+        #[arg(long, env = "CLICKTRAIL_GEN_DAYS", default_value_t = 60)]
+        days: u32,
+        /// Distinct visitors (returning visitors are drawn from this pool).
+        #[arg(long, env = "CLICKTRAIL_GEN_VISITORS", default_value_t = 300_000)]
+        visitors: u64,
+    },
+}
+
+fn window_zone(wz: &WindowZone) -> anyhow::Result<(lake::window::Window, chrono_tz::Tz)> {
+    Ok((parse_window(&wz.window)?, parse_tz(&wz.tz)?))
+}
+
+async fn main_inner(cli: Cli) -> anyhow::Result<()> {
+    let lake = Lake::open(&cli.lake).with_context(|| format!("while opening the lake {:?}", cli.lake))?;
+    match cli.command {
+        Command::Run { date, from, to, wz } => {
+            let (window, tz) = window_zone(&wz)?;
+            let (from, to): (NaiveDate, NaiveDate) = match (date, from, to) {
+                (Some(d), _, _) => {
+                    let d = parse_date("--date", &d)?;
+                    (d, d)
+                }
+                (None, Some(f), Some(t)) => (parse_date("--from", &f)?, parse_date("--to", &t)?),
+                _ => anyhow::bail!("give --date D or --from D1 --to D2"),
+            };
+            let p = Params::new(window, tz, from, to)?;
+            let progress = Progress::new(true);
+            let summary = pipeline::run(&lake, &p, None, "run", &progress).await.context("while running the pipeline")?;
+            progress.finish();
+            println!(
+                "wrote {} date(s) of window {} ({}) from {} input rows; manifest {}",
+                summary.manifest.dates.len(),
+                summary.manifest.window,
+                summary.manifest.tz,
+                summary.manifest.input_rows,
+                summary.manifest_path
+            );
+        }
+        Command::Nightly { wz } => {
+            let (window, tz) = window_zone(&wz)?;
+            let progress = Progress::new(true);
+            let outcome = nightly::nightly(&lake, window, tz, nightly::today_in(&tz), &progress)
+                .await
+                .context("while running nightly")?;
+            progress.finish();
+            match outcome {
+                Outcome::Busy { owner, until } => println!("another nightly ({owner}) holds the lock until {until}; nothing done"),
+                Outcome::Done { runs } if runs.is_empty() => println!("every date is up to date"),
+                Outcome::Done { runs } => {
+                    for r in runs {
+                        println!("recomputed {} to {}; manifest {}", r.manifest.from, r.manifest.to, r.manifest_path);
+                    }
+                }
+            }
+        }
+        Command::Schedule { at, wz } => {
+            let (window, tz) = window_zone(&wz)?;
+            let at = nightly::parse_at(&at)?;
+            nightly::schedule(&lake, window, tz, at).await?;
+        }
+        Command::Gen { seed, hits, start, days, visitors } => {
+            let start = parse_date("--start", &start)?;
+            let cfg = pipeline::gen::GenConfig { seed, hits, start, days, visitors, ..Default::default() };
+            let n = pipeline::gen::generate(&lake, &cfg).await.context("while generating hits")?;
+            println!("wrote {n} hit rows into {}", cli.lake);
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CLICKTRAIL_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(main_inner(cli)) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,314 @@
+//! A deterministic, seeded generator of synthetic hit lakes for tests and benchmarks
+//! (`pipeline gen`). Same seed and sizes, same files, byte for byte.
+//!
+//! Realistic enough to exercise every rule: skewed offer and member popularity, returning
+//! visitors, conversion lags with a tail past 28 days, pixel and postback reports of the
+//! same order, unknown and expired click ids, offer mismatches, bots and in-app browsers,
+//! several currencies, duplicate hits within a file and whole hour files uploaded twice.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use chrono::{NaiveDate, TimeZone, Timelike, Utc};
+use lake::schema::{hit_schema, HitKind};
+use lake::{layout, Lake};
+use object_store::{ObjectStoreExt, PutPayload};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::error::{PipelineError, Result};
+use crate::read::MICROS_PER_HOUR;
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct GenConfig {
+    pub seed: u64,
+    /// First UTC date with hits.
+    pub start: NaiveDate,
+    pub days: u32,
+    /// Roughly how many hit rows in all.
+    pub hits: u64,
+    pub offers: u32,
+    pub members: u32,
+    pub visitors: u64,
+}
+
+impl Default for GenConfig {
+    fn default() -> Self {
+        GenConfig {
+            seed: 42,
+            start: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap_or_default(),
+            days: 60,
+            hits: 1_000_000,
+            offers: 12,
+            members: 2_000,
+            visitors: 300_000,
+        }
+    }
+}
+
+/// One hit row.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hit {
+    pub hit_id: String,
+    pub kind: &'static str,
+    pub ts: i64,
+    pub offer_id: String,
+    pub member_id: Option<String>,
+    pub link_code: Option<String>,
+    pub click_id: Option<String>,
+    pub visitor_id: Option<String>,
+    pub event: Option<String>,
+    pub order_id: Option<String>,
+    pub amount_micros: Option<i64>,
+    pub currency: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl PartialOrd for Hit {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Hit {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.ts, &self.hit_id).cmp(&(other.ts, &other.hit_id))
+    }
+}
+
+/// Hits as one Arrow batch of the hit schema (`referer`, `ip_hash`, `params` filled
+/// plausibly).
+pub fn to_batch(hits: &[Hit]) -> Result<RecordBatch> {
+    let s = |f: &dyn Fn(&Hit) -> Option<&str>| Arc::new(hits.iter().map(f).collect::<StringArray>()) as ArrayRef;
+    let columns: Vec<ArrayRef> = vec![
+        s(&|h| Some(h.hit_id.as_str())),
+        s(&|h| Some(h.kind)),
+        Arc::new(TimestampMicrosecondArray::from(hits.iter().map(|h| h.ts).collect::<Vec<_>>()).with_timezone("UTC")),
+        s(&|h| Some(h.offer_id.as_str())),
+        s(&|h| h.member_id.as_deref()),
+        s(&|h| h.link_code.as_deref()),
+        s(&|h| h.click_id.as_deref()),
+        s(&|h| h.visitor_id.as_deref()),
+        s(&|h| h.event.as_deref()),
+        s(&|h| h.order_id.as_deref()),
+        Arc::new(hits.iter().map(|h| h.amount_micros).collect::<Int64Array>()),
+        s(&|h| h.currency.as_deref()),
+        s(&|h| h.user_agent.as_deref()),
+        s(&|_| Some("https://instagram.com/")),
+        s(&|h| Some(if h.hit_id.ends_with('0') { "3f2a9c" } else { "a81b7e" })),
+        s(&|_| Some("utm_source=ig")),
+    ];
+    RecordBatch::try_new(hit_schema(), columns).map_err(|e| PipelineError::Invalid(format!("building a hits batch: {e}")))
+}
+
+/// Hits encoded as one Parquet file (zstd).
+pub fn to_parquet(hits: &[Hit]) -> Result<Vec<u8>> {
+    let batch = to_batch(hits)?;
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+        .build();
+    let mut buf = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), Some(props))
+        .map_err(|e| PipelineError::Invalid(format!("parquet writer: {e}")))?;
+    w.write(&batch).map_err(|e| PipelineError::Invalid(format!("parquet write: {e}")))?;
+    w.close().map_err(|e| PipelineError::Invalid(format!("parquet close: {e}")))?;
+    Ok(buf)
+}
+
+/// Writes hits into their hour folders (one file per hour, named `name`).
+pub async fn write_hits(lake: &Lake, hits: &[Hit], name: &str) -> Result<()> {
+    let mut by_hour: std::collections::BTreeMap<i64, Vec<Hit>> = Default::default();
+    for h in hits {
+        by_hour.entry(h.ts.div_euclid(MICROS_PER_HOUR)).or_default().push(h.clone());
+    }
+    for (hour, rows) in by_hour {
+        let ts = Utc.timestamp_micros(hour * MICROS_PER_HOUR).single().unwrap_or_default();
+        let path = layout::hits_file(ts, name);
+        lake.store().put(&path, PutPayload::from(to_parquet(&rows)?)).await.map_err(PipelineError::store(&path))?;
+    }
+    Ok(())
+}
+
+const BROWSERS: [&str; 4] = [
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/122.0 Mobile Safari/537.36",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/122.0 Safari/537.36",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_3 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 Instagram 320.0.0.34.109",
+];
+const BOTS: [&str; 4] = [
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+    "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)",
+    "WhatsApp/2.24.6.77 A",
+    "curl/8.5.0",
+];
+const CURRENCIES: [&str; 4] = ["USD", "EUR", "GBP", "JPY"];
+const DAY_US: i64 = 24 * MICROS_PER_HOUR;
+
+struct Gen {
+    rng: StdRng,
+    cfg: GenConfig,
+}
+
+impl Gen {
+    /// Index in `0..n`, skewed towards 0.
+    fn skewed(&mut self, n: u64, power: i32) -> u64 {
+        let u: f64 = self.rng.random();
+        ((u.powi(power) * n as f64) as u64).min(n.saturating_sub(1))
+    }
+    fn uuid_v7(&mut self, ts: i64) -> String {
+        let bytes: [u8; 10] = self.rng.random();
+        uuid::Builder::from_unix_timestamp_millis((ts / 1000).max(0) as u64, &bytes).into_uuid().to_string()
+    }
+    fn uuid_v4(&mut self) -> String {
+        let bytes: [u8; 16] = self.rng.random();
+        uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+    }
+    fn offer(&mut self) -> u32 {
+        self.skewed(u64::from(self.cfg.offers), 2) as u32
+    }
+    fn currency(offer: u32) -> &'static str {
+        CURRENCIES[offer as usize % CURRENCIES.len()]
+    }
+}
+
+/// Generates the lake. Returns the number of hit rows written (copies included).
+pub async fn generate(lake: &Lake, cfg: &GenConfig) -> Result<u64> {
+    let mut g = Gen { rng: StdRng::seed_from_u64(cfg.seed), cfg: cfg.clone() };
+    let start = cfg.start.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc().timestamp_micros();
+    let end = start + i64::from(cfg.days) * DAY_US;
+    let hours = u64::from(cfg.days) * 24;
+    let clicks_per_hour = (cfg.hits as f64 / 1.06 / hours as f64).max(1.0);
+    let mut pending: BinaryHeap<Reverse<Hit>> = BinaryHeap::new();
+    let mut order_seq = 0u64;
+    let mut written = 0u64;
+    for hour in 0..hours as i64 {
+        let h0 = start + hour * MICROS_PER_HOUR;
+        let local_hour = Utc.timestamp_micros(h0).single().map(|t| t.hour()).unwrap_or(0);
+        // Busier in the afternoon; the factor averages 1 over a day.
+        let diurnal = (0.5 + (f64::from(local_hour) / 24.0 * std::f64::consts::PI).sin()) / (0.5 + 2.0 / std::f64::consts::PI);
+        let n = (clicks_per_hour * diurnal).round() as u64;
+        let mut rows: Vec<Hit> = Vec::with_capacity(n as usize * 11 / 10);
+        for _ in 0..n {
+            let ts = h0 + g.rng.random_range(0..MICROS_PER_HOUR);
+            let offer = g.offer();
+            let member = g.skewed(u64::from(cfg.members), 3);
+            let visitor = g.skewed(cfg.visitors, 2);
+            let bot = g.rng.random_bool(0.04);
+            let ua = if bot { BOTS[g.rng.random_range(0..BOTS.len())] } else { BROWSERS[g.rng.random_range(0..BROWSERS.len())] };
+            let click_id = g.uuid_v7(ts);
+            let visitor_id = uuid::Uuid::from_u64_pair(cfg.seed, visitor).to_string();
+            let click = Hit {
+                hit_id: g.uuid_v7(ts),
+                kind: HitKind::Click.as_str(),
+                ts,
+                offer_id: format!("offer{offer}"),
+                member_id: Some(format!("m{member}")),
+                link_code: Some(format!("L{offer}x{member}")),
+                click_id: Some(click_id.clone()),
+                visitor_id: Some(visitor_id.clone()),
+                user_agent: Some(ua.to_string()),
+                ..Default::default()
+            };
+            if !bot && g.rng.random_bool(0.045) {
+                // This click converts, after a lag: mostly days, with a tail past 28 days.
+                let lag = if g.rng.random_bool(0.1) {
+                    g.rng.random_range(0..40 * DAY_US)
+                } else {
+                    let u: f64 = g.rng.random::<f64>().max(1e-12);
+                    (-u.ln() * 1.5 * DAY_US as f64) as i64
+                };
+                let cts = ts + lag;
+                if cts < end {
+                    order_seq += 1;
+                    let conv_offer = if g.rng.random_bool(0.01) { (offer + 1) % cfg.offers.max(1) } else { offer };
+                    let (event, amount) = match g.rng.random_range(0..100) {
+                        0..=84 => ("purchase", Some(g.rng.random_range(100..500_000i64) * 10_000 + g.rng.random_range(0..3i64))),
+                        85..=94 => ("signup", None),
+                        _ => ("download", None),
+                    };
+                    let style = g.rng.random_range(0..100);
+                    let conv = Hit {
+                        hit_id: g.uuid_v7(cts),
+                        kind: if style < 45 { HitKind::Postback.as_str() } else { HitKind::Pixel.as_str() },
+                        ts: cts,
+                        offer_id: format!("offer{conv_offer}"),
+                        click_id: (style < 75).then(|| click_id.clone()),
+                        visitor_id: (style >= 45).then(|| visitor_id.clone()),
+                        event: Some(event.to_string()),
+                        order_id: (event == "purchase").then(|| format!("ord{order_seq}")),
+                        amount_micros: amount,
+                        currency: Some(Gen::currency(conv_offer).to_string()),
+                        user_agent: Some(BROWSERS[0].to_string()),
+                        ..Default::default()
+                    };
+                    if conv.order_id.is_some() && g.rng.random_bool(0.15) {
+                        // The brand has both a pixel and a postback: the order is reported twice.
+                        let later = cts + if g.rng.random_bool(0.9) { g.rng.random_range(0..600_000_000) } else { g.rng.random_range(0..35 * DAY_US) };
+                        if later < end {
+                            let twin = Hit {
+                                hit_id: g.uuid_v7(later),
+                                ts: later,
+                                kind: HitKind::Postback.as_str(),
+                                click_id: Some(click_id.clone()),
+                                visitor_id: None,
+                                ..conv.clone()
+                            };
+                            pending.push(Reverse(twin));
+                        }
+                    }
+                    pending.push(Reverse(conv));
+                }
+            }
+            rows.push(click);
+        }
+        // Conversions nobody clicked for: unknown or expired click ids, no ids at all.
+        let noise = (n / 300).max(1);
+        for _ in 0..noise {
+            let ts = h0 + g.rng.random_range(0..MICROS_PER_HOUR);
+            let offer = g.offer();
+            let (click_id, visitor_id) = match g.rng.random_range(0..3) {
+                0 => (Some(g.uuid_v4()), None),
+                1 => (Some(g.uuid_v7(ts - 60 * DAY_US)), None),
+                _ => (None, None),
+            };
+            rows.push(Hit {
+                hit_id: g.uuid_v7(ts),
+                kind: HitKind::Pixel.as_str(),
+                ts,
+                offer_id: format!("offer{offer}"),
+                click_id,
+                visitor_id,
+                event: Some("purchase".into()),
+                amount_micros: Some(1_000_000),
+                currency: Some("usd".to_uppercase()),
+                user_agent: Some(BROWSERS[1].to_string()),
+                ..Default::default()
+            });
+        }
+        while pending.peek().is_some_and(|Reverse(h)| h.ts < h0 + MICROS_PER_HOUR) {
+            if let Some(Reverse(h)) = pending.pop() {
+                rows.push(h);
+            }
+        }
+        // A few hits written twice in the same file (a retried append).
+        if !rows.is_empty() && g.rng.random_bool(0.3) {
+            let i = g.rng.random_range(0..rows.len());
+            rows.push(rows[i].clone());
+        }
+        rows.sort();
+        if rows.is_empty() {
+            continue;
+        }
+        let ts = Utc.timestamp_micros(h0).single().unwrap_or_default();
+        let bytes = to_parquet(&rows)?;
+        let copies = if g.rng.random_bool(0.01) { 2 } else { 1 };
+        for copy in 0..copies {
+            let path = layout::hits_file(ts, &format!("gen-{}-{hour:06}-{copy}", cfg.seed));
+            lake.store().put(&path, PutPayload::from(bytes.clone())).await.map_err(PipelineError::store(&path))?;
+            written += rows.len() as u64;
+        }
+    }
+    Ok(written)
+}

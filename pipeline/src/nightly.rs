@@ -1,0 +1,318 @@
+//! `pipeline nightly` and `pipeline schedule`: keep every date up to yesterday current.
+//!
+//! **State** lives in the lake, beside the manifests: `reports/window=<W>/_runs/state.json`
+//! maps each computed date to a fingerprint of everything its output depends on: the
+//! window, the zone, the pipeline's rules version, and the listing (path, size, e-tag) of
+//! every hit file in the hour folders from `W` before the date's start to its end (its
+//! conversions' sessions and order twins reach back `W`; its clicks are inside it). A date
+//! is stale when its fingerprint differs: a late upload into an old hour, or a late click
+//! that changes a later conversion, changes the fingerprint of every date that can see it.
+//! Stale dates are recomputed in contiguous ranges, each from the listing the fingerprints
+//! were taken from; each range's fingerprints are recorded only after its files are
+//! written, so a crash leaves its dates stale and the next night redoes them.
+//!
+//! **Lock.** One nightly per window at a time: a lease in `_runs/lock.json`, taken and
+//! renewed with compare-and-swap ([`Lake::update`]), expiring after [`LEASE`] if its holder
+//! dies. A second nightly finds it held and stops without touching anything. Writing a date
+//! is idempotent (one object replaced whole), so even a run that outlived its lease cannot
+//! double-count; it stops at the next date once it sees the lease gone.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{NaiveDate, NaiveTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use lake::reports;
+use lake::window::Window;
+use lake::{Lake, LakeError};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{PipelineError, Result};
+use crate::params::{local_date, Params};
+use crate::progress::Progress;
+use crate::read::{self, HitFile, MICROS_PER_HOUR};
+use crate::run::{run, RunSummary};
+
+/// Bumped whenever a rule changes what a date's output is, so every date is recomputed.
+pub const RULES_VERSION: u32 = 1;
+/// How long a nightly's lock lasts without renewal.
+pub const LEASE: Duration = Duration::from_secs(600);
+/// The longest range computed at once, to bound memory on a first run over a long history.
+pub const MAX_RANGE_DAYS: usize = 31;
+
+/// What `nightly` knows about each computed date.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct State {
+    /// The zone the dates were computed in; another zone makes every date stale.
+    pub tz: Option<String>,
+    pub dates: BTreeMap<NaiveDate, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Lease {
+    owner: String,
+    host: String,
+    pid: u32,
+    expires_at_us: i64,
+}
+
+/// What a nightly did.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Another nightly holds the lock.
+    Busy { owner: String, until: String },
+    /// These ranges were recomputed (none: everything was current).
+    Done { runs: Vec<RunSummary> },
+}
+
+/// The fingerprint of every date in `[first, last]`, from one listing of all hit files.
+pub fn fingerprints(files: &[HitFile], window: &Window, tz: &Tz, first: NaiveDate, last: NaiveDate) -> BTreeMap<NaiveDate, String> {
+    let mut hours: BTreeMap<i64, blake3::Hasher> = BTreeMap::new();
+    for f in files {
+        let h = hours.entry(f.hour_start).or_default();
+        h.update(f.path.as_bytes());
+        h.update(&f.size.to_le_bytes());
+        h.update(f.e_tag.as_deref().unwrap_or("").as_bytes());
+        h.update(b"\n");
+    }
+    let hours: BTreeMap<i64, blake3::Hash> = hours.into_iter().map(|(k, h)| (k, h.finalize())).collect();
+    let mut out = BTreeMap::new();
+    for date in first.iter_days().take_while(|d| *d <= last) {
+        let p = Params { window: *window, tz: *tz, from: date, to: date };
+        let (ds, de) = p.date_micros(date);
+        let mut h = blake3::Hasher::new();
+        h.update(format!("v{RULES_VERSION} {window} {} {date}\n", tz.name()).as_bytes());
+        for (hour, fp) in hours.range((ds - window.micros() - MICROS_PER_HOUR + 1)..de) {
+            h.update(&hour.to_le_bytes());
+            h.update(fp.as_bytes());
+        }
+        out.insert(date, h.finalize().to_hex().to_string());
+    }
+    out
+}
+
+/// The dates whose fingerprint differs from the state's, grouped in contiguous ranges of at
+/// most [`MAX_RANGE_DAYS`].
+pub fn stale_ranges(state: &State, tz: &Tz, current: &BTreeMap<NaiveDate, String>) -> Vec<(NaiveDate, NaiveDate)> {
+    let same_zone = state.tz.as_deref() == Some(tz.name());
+    let mut ranges: Vec<(NaiveDate, NaiveDate)> = Vec::new();
+    for (date, fp) in current {
+        if same_zone && state.dates.get(date) == Some(fp) {
+            continue;
+        }
+        match ranges.last_mut() {
+            Some((start, end))
+                if crate::params::next_day(*end) == *date && (*date - *start).num_days() < MAX_RANGE_DAYS as i64 =>
+            {
+                *end = *date
+            }
+            _ => ranges.push((*date, *date)),
+        }
+    }
+    ranges
+}
+
+async fn read_state(lake: &Lake, window: &Window) -> Result<State> {
+    let path = reports::state_file(window);
+    match lake.get_optional(&path).await? {
+        None => Ok(State::default()),
+        Some(b) => serde_json::from_slice(&b).map_err(|e| PipelineError::Invalid(format!("{path} is not a nightly state file: {e}"))),
+    }
+}
+
+async fn record(lake: &Lake, window: &Window, tz: &Tz, done: BTreeMap<NaiveDate, String>) -> Result<()> {
+    let path = reports::state_file(window);
+    let zone = tz.name().to_string();
+    lake.update(&path, move |current| {
+        let mut state: State = match current {
+            Some(b) => serde_json::from_slice(b).map_err(|e| LakeError::Invalid(format!("nightly state: {e}")))?,
+            None => State::default(),
+        };
+        if state.tz.as_deref() != Some(zone.as_str()) {
+            state = State { tz: Some(zone.clone()), dates: BTreeMap::new() };
+        }
+        state.dates.extend(done.clone());
+        let json = serde_json::to_vec_pretty(&state).map_err(|e| LakeError::Invalid(format!("nightly state: {e}")))?;
+        Ok((Some(Bytes::from(json)), ()))
+    })
+    .await?;
+    Ok(())
+}
+
+/// Takes (`take`) or renews/releases the lease; `Err(holder)` when someone else holds it.
+async fn lease(lake: &Lake, window: &Window, owner: &str, until_us: i64, take: bool) -> Result<std::result::Result<(), Lease>> {
+    let path = reports::lock_file(window);
+    let me = Lease {
+        owner: owner.to_string(),
+        host: std::env::var("HOSTNAME").unwrap_or_default(),
+        pid: std::process::id(),
+        expires_at_us: until_us,
+    };
+    let now = Utc::now().timestamp_micros();
+    Ok(lake
+        .update(&path, move |current| {
+            let held: Option<Lease> = current.and_then(|b| serde_json::from_slice(b).ok());
+            match held {
+                Some(h) if h.owner != me.owner && h.expires_at_us > now => Ok((None, Err(h))),
+                Some(h) if h.owner != me.owner && !take => Ok((None, Err(h))),
+                _ => {
+                    let json = serde_json::to_vec(&me).map_err(|e| LakeError::Invalid(e.to_string()))?;
+                    Ok((Some(Bytes::from(json)), Ok(())))
+                }
+            }
+        })
+        .await?)
+}
+
+/// Brings every date from the first hit's date up to the day before `today` (in `tz`) up
+/// to date.
+pub async fn nightly(lake: &Lake, window: Window, tz: Tz, today: NaiveDate, progress: &Progress) -> Result<Outcome> {
+    let owner = uuid::Uuid::new_v4().to_string();
+    let expiry = || Utc::now().timestamp_micros() + LEASE.as_micros() as i64;
+    if let Err(holder) = lease(lake, &window, &owner, expiry(), true).await? {
+        let until = chrono::DateTime::<Utc>::from_timestamp_micros(holder.expires_at_us).unwrap_or_default().to_rfc3339();
+        tracing::warn!(owner = %holder.owner, host = %holder.host, pid = holder.pid, until = %until, "another nightly holds the lock; nothing done");
+        return Ok(Outcome::Busy { owner: holder.owner, until });
+    }
+    let lost = Arc::new(AtomicBool::new(false));
+    let heartbeat = {
+        let (lake, owner, lost) = (lake.clone(), owner.clone(), lost.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LEASE / 3).await;
+                let until = Utc::now().timestamp_micros() + LEASE.as_micros() as i64;
+                match lease(&lake, &window, &owner, until, false).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => {
+                        lost.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not renew the nightly lock; retrying"),
+                }
+            }
+        })
+    };
+    let result = catch_up(lake, window, tz, today, progress, &lost).await;
+    heartbeat.abort();
+    // Release: an expired lease in our name lets the next nightly start at once.
+    if let Err(e) = lease(lake, &window, &owner, 0, false).await {
+        tracing::warn!(error = %e, "could not release the nightly lock; it expires by itself");
+    }
+    result
+}
+
+async fn catch_up(lake: &Lake, window: Window, tz: Tz, today: NaiveDate, progress: &Progress, lost: &AtomicBool) -> Result<Outcome> {
+    progress.step("listing the lake");
+    let files = read::list_hits(lake, None).await?;
+    let Some(first_hour) = files.iter().map(|f| f.hour_start).min() else {
+        tracing::info!("no hits in the lake; nothing to do");
+        return Ok(Outcome::Done { runs: Vec::new() });
+    };
+    let first = local_date(&tz, first_hour);
+    let Some(last) = today.pred_opt().filter(|l| *l >= first) else {
+        return Ok(Outcome::Done { runs: Vec::new() });
+    };
+    let current = fingerprints(&files, &window, &tz, first, last);
+    let state = read_state(lake, &window).await?;
+    let ranges = stale_ranges(&state, &tz, &current);
+    tracing::info!(first = %first, last = %last, stale_ranges = ranges.len(), "nightly plan");
+    let mut runs = Vec::new();
+    for (from, to) in ranges {
+        if lost.load(Ordering::SeqCst) {
+            return Err(PipelineError::Invalid("lost the nightly lock to another process; stopping".into()));
+        }
+        let p = Params::new(window, tz, from, to)?;
+        let summary = run(lake, &p, Some(files.clone()), "nightly", progress).await?;
+        let done = current.range(from..=to).map(|(d, f)| (*d, f.clone())).collect();
+        record(lake, &window, &tz, done).await?;
+        runs.push(summary);
+    }
+    Ok(Outcome::Done { runs })
+}
+
+/// Today's date in `tz`.
+pub fn today_in(tz: &Tz) -> NaiveDate {
+    Utc::now().with_timezone(tz).date_naive()
+}
+
+/// Parses `HH:MM`, naming the flag on error.
+pub fn parse_at(text: &str) -> Result<NaiveTime> {
+    NaiveTime::parse_from_str(text, "%H:%M").map_err(|_| PipelineError::Flag {
+        flag: "--at",
+        value: text.to_string(),
+        reason: "not a time of day written HH:MM (24-hour)".into(),
+    })
+}
+
+/// How long until the next `at` o'clock in `tz` (a time skipped by DST runs at the next
+/// valid instant).
+pub fn until_next(at: NaiveTime, tz: &Tz, now: chrono::DateTime<Utc>) -> Duration {
+    let local_today = now.with_timezone(tz).date_naive();
+    for day in local_today.iter_days().take(3) {
+        let mut t = day.and_time(at);
+        for _ in 0..8 {
+            if let Some(when) = tz.from_local_datetime(&t).earliest() {
+                let when = when.with_timezone(&Utc);
+                if when > now {
+                    return (when - now).to_std().unwrap_or_default();
+                }
+                break;
+            }
+            t += chrono::Duration::minutes(15);
+        }
+    }
+    Duration::from_secs(24 * 3600)
+}
+
+/// Runs `nightly` every day at `at` in `tz`, forever. A failed night is logged and retried
+/// the next day (its dates stay stale, so nothing is skipped).
+pub async fn schedule(lake: &Lake, window: Window, tz: Tz, at: NaiveTime) -> Result<()> {
+    loop {
+        let wait = until_next(at, &tz, Utc::now());
+        tracing::info!(window = %window, tz = tz.name(), at = %at.format("%H:%M"), wait_s = wait.as_secs(), "next nightly scheduled");
+        tokio::time::sleep(wait).await;
+        match nightly(lake, window, tz, today_in(&tz), &Progress::quiet()).await {
+            Ok(Outcome::Done { runs }) => tracing::info!(ranges = runs.len(), "nightly finished"),
+            Ok(Outcome::Busy { owner, until }) => tracing::warn!(%owner, %until, "nightly skipped: lock held"),
+            Err(e) => tracing::error!(error = %e, "nightly failed; its dates stay stale and are retried next time"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_run_time() {
+        let tz: Tz = "Europe/Paris".parse().unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 3, 28, 23, 0, 0).unwrap(); // 00:00 Paris on the 29th
+        // 02:30 does not exist on 2026-03-29 in Paris: runs at 03:00 local (01:00 UTC).
+        let wait = until_next(parse_at("02:30").unwrap(), &tz, now);
+        assert_eq!(wait, Duration::from_secs(2 * 3600));
+        assert!(parse_at("25:00").is_err());
+    }
+
+    #[test]
+    fn late_file_marks_later_dates_stale() {
+        let w: Window = "2d".parse().unwrap();
+        let tz = Tz::UTC;
+        let d = |day| NaiveDate::from_ymd_opt(2026, 1, day).unwrap();
+        let file = |day: u32, name: &str| HitFile {
+            path: format!("hits/date=2026-01-{day:02}/hour=05/{name}.parquet"),
+            size: 10,
+            e_tag: None,
+            hour_start: d(day).and_hms_opt(5, 0, 0).unwrap().and_utc().timestamp_micros(),
+        };
+        let before = fingerprints(&[file(1, "a")], &w, &tz, d(1), d(10));
+        let state = State { tz: Some("UTC".into()), dates: before.clone() };
+        let after = fingerprints(&[file(1, "a"), file(4, "late")], &w, &tz, d(1), d(10));
+        // Day 4's hour is seen by days 4, 5 and 6 (a 2-day window reaches back from day 6's start to day 4's start).
+        assert_eq!(stale_ranges(&state, &tz, &after), vec![(d(4), d(6))]);
+        let other_zone: Tz = "Asia/Tokyo".parse().unwrap();
+        assert_eq!(stale_ranges(&state, &other_zone, &after).len(), 1);
+    }
+}

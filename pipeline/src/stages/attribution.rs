@@ -1,0 +1,94 @@
+//! Statuses and the `attributions` table (SPEC §4.4–5): one row per conversion hit.
+
+use lake::schema::{hit, report, status};
+use polars::prelude::*;
+
+use super::{local_date, ts_us, work};
+use crate::params::Params;
+
+/// A lower-case hyphenated UUID of version 7 (RFC 9562 variant).
+const UUID_V7: &str = r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$";
+
+/// The Unix time in µs embedded in a UUIDv7 `click_id` (its first 48 bits are
+/// milliseconds), or null when the `click_id` is not a UUIDv7.
+pub fn uuid_v7_micros() -> Expr {
+    let key = col(work::CLICK_KEY);
+    let hex = concat_str([key.clone().str().slice(lit(0), lit(8)), key.clone().str().slice(lit(9), lit(4))], "", false);
+    when(key.str().contains(lit(UUID_V7), true).fill_null(lit(false)))
+        .then(hex.str().to_integer(lit(16), Some(DataType::Int64), false) * lit(1000i64))
+        .otherwise(lit(NULL).cast(DataType::Int64))
+}
+
+/// `floor(µs / 10⁶)` for a non-negative µs count, exactly: the remainder is taken off
+/// first, so the division is exact whether polars divides integers or floats.
+fn whole_seconds(micros: Expr) -> Expr {
+    let rem = micros.clone() % lit(1_000_000i64);
+    ((micros - rem) / lit(1_000_000i64)).cast(DataType::Int64)
+}
+
+/// Joins each conversion to its session (from [`super::sessions::find`]) and assigns its
+/// status; returns the `attributions` columns in file order.
+pub fn assign(conv: LazyFrame, sessions: LazyFrame, p: &Params) -> LazyFrame {
+    let w = p.window.micros();
+    let ts = ts_us(hit::TS);
+    let found = col(work::S_CLICK_TS).is_not_null();
+    let embedded = uuid_v7_micros();
+    let outside = embedded.clone().lt(ts.clone() - lit(w)).or(embedded.gt(ts.clone())).fill_null(lit(false));
+    let st = when(col(work::DUPLICATE))
+        .then(lit(status::DUPLICATE))
+        .when(col(work::CLICK_KEY).is_not_null())
+        .then(
+            when(found.clone().and(col(work::S_OFFER_ID).eq(col(hit::OFFER_ID))))
+                .then(lit(status::ATTRIBUTED))
+                .when(found.clone())
+                .then(lit(status::OFFER_MISMATCH))
+                .when(outside)
+                .then(lit(status::OUTSIDE_WINDOW))
+                .otherwise(lit(status::UNKNOWN_CLICK)),
+        )
+        .when(found.clone())
+        .then(lit(status::ATTRIBUTED))
+        .otherwise(lit(status::NO_CLICK));
+    let attributed = col(report::STATUS).eq(lit(status::ATTRIBUTED));
+    let if_attributed = |e: Expr| when(attributed.clone()).then(e).otherwise(lit(NULL));
+    let utc = DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC));
+    conv.join(sessions, [col(hit::HIT_ID)], [col(hit::HIT_ID)], JoinArgs::new(JoinType::Left))
+        .with_column(st.alias(report::STATUS))
+        .select([
+            col(hit::HIT_ID),
+            col(hit::TS),
+            local_date(p),
+            col(hit::KIND),
+            col(hit::OFFER_ID),
+            col(hit::EVENT),
+            col(hit::ORDER_ID),
+            col(hit::AMOUNT_MICROS),
+            col(hit::CURRENCY),
+            // The click_id sent, or the session's when it was found through the visitor.
+            when(col(hit::CLICK_ID).is_null().or(col(hit::CLICK_ID).eq(lit(""))).and(attributed.clone()))
+                .then(col(work::S_CLICK_ID))
+                .otherwise(col(hit::CLICK_ID))
+                .alias(hit::CLICK_ID),
+            col(hit::VISITOR_ID),
+            col(report::STATUS),
+            if_attributed(col(work::S_MEMBER_ID)).cast(DataType::String).alias(hit::MEMBER_ID),
+            if_attributed(col(work::S_LINK_CODE)).cast(DataType::String).alias(hit::LINK_CODE),
+            if_attributed(col(work::S_CLICK_TS)).cast(DataType::Int64).cast(utc).alias(report::CLICK_TS),
+            if_attributed(whole_seconds(ts - col(work::S_CLICK_TS))).cast(DataType::Int64).alias(report::LAG_SECONDS),
+        ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid_v7_time() {
+        let ms: i64 = 1_767_225_600_123; // 2026-01-01T00:00:00.123Z
+        let u = uuid::Builder::from_unix_timestamp_millis(ms as u64, &[7; 10]).into_uuid().to_string();
+        let df = df!(work::CLICK_KEY => [Some(u.as_str()), Some("0190c3a4-0000-4000-8000-000000000000"), Some("nope"), None]).unwrap();
+        let out = df.lazy().select([uuid_v7_micros().alias("t")]).collect().unwrap();
+        let t: Vec<Option<i64>> = out.column("t").unwrap().i64().unwrap().iter().collect();
+        assert_eq!(t, vec![Some(ms * 1000), None, None, None]);
+    }
+}

@@ -1,0 +1,85 @@
+//! Bot clicks (SPEC §4.2): a missing or empty `user_agent`, or one containing a known
+//! crawler, monitor, scripted client or link-preview token, case-insensitively. In-app
+//! browsers (Instagram, TikTok, Facebook `FBAN`/`FBAV`) carry none of these tokens and
+//! count as people. The flag only splits `clicks` from `bot_clicks`; it never changes
+//! attribution.
+
+use lake::schema::hit;
+use polars::prelude::*;
+
+use super::work;
+use crate::params::Params;
+
+/// The project's bot list: the spec's tokens first, then common crawlers, link
+/// unfurlers, uptime monitors, headless browsers and HTTP libraries. Matched as lower-case
+/// substrings. `queries/attribution.sql` carries the same list (a test checks it).
+pub const BOT_TOKENS: &[&str] = &[
+    // SPEC §4.2
+    "bot", "crawl", "spider", "slurp", "facebookexternalhit", "whatsapp", "preview", "headless", "curl", "wget",
+    "python-requests",
+    // crawlers and fetchers without "bot" in their name
+    "mediapartners-google", "google-inspectiontool", "feedfetcher", "ia_archiver", "scrapy", "archive.org",
+    "meta-externalagent", "meta-externalfetcher", "facebookcatalog", "chatgpt-user", "perplexity",
+    // link unfurlers
+    "embedly", "vkshare", "pinterest/", "skypeuripreview", "redditbot", "iframely",
+    // monitors and scripted clients
+    "pingdom", "uptime", "lighthouse", "phantomjs", "puppeteer", "playwright", "selenium", "python-urllib",
+    "go-http-client", "libwww-perl", "apache-httpclient", "okhttp", "java/", "node-fetch", "axios/",
+];
+
+fn escape(token: &str) -> String {
+    token.chars().flat_map(|c| if c.is_ascii_alphanumeric() || c == '_' { vec![c] } else { vec!['\\', c] }).collect()
+}
+
+/// The bot expression over `user_agent`.
+pub fn is_bot() -> Expr {
+    let pattern = format!("(?i){}", BOT_TOKENS.iter().map(|t| escape(t)).collect::<Vec<_>>().join("|"));
+    let ua = col(hit::USER_AGENT);
+    ua.clone()
+        .is_null()
+        .or(ua.clone().eq(lit("")))
+        .or(ua.str().contains(lit(pattern), true).fill_null(lit(true)))
+}
+
+/// Adds [`work::IS_BOT`].
+pub fn flag(clicks: LazyFrame, _p: &Params) -> LazyFrame {
+    clicks.with_column(is_bot().alias(work::IS_BOT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(uas: &[Option<&str>]) -> Vec<bool> {
+        let df = df!(hit::USER_AGENT => uas.to_vec()).unwrap();
+        let out = df.lazy().select([is_bot().alias("b")]).collect().unwrap();
+        out.column("b").unwrap().bool().unwrap().iter().map(|b| b.unwrap_or(false)).collect()
+    }
+
+    #[test]
+    fn bots_and_people() {
+        let bots = [
+            None,
+            Some(""),
+            Some("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"),
+            Some("facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)"),
+            Some("WhatsApp/2.23.20.0"),
+            Some("curl/8.4.0"),
+            Some("Wget/1.21"),
+            Some("python-requests/2.31"),
+            Some("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 HeadlessChrome/120.0 Safari/537.36"),
+            Some("Mozilla/5.0 (compatible; Yahoo! Slurp; http://help.yahoo.com/help/us/ysearch/slurp)"),
+            Some("Mozilla/5.0 (compatible; bingbot/2.0) BingPreview/1.0b"),
+            Some("SomeSPIDER/1.0"),
+            Some("commoncrawl CCBot"),
+        ];
+        assert!(flags(&bots).into_iter().all(|b| b), "{:?}", flags(&bots));
+        let people = [
+            Some("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 Instagram 309.0.0.28.111"),
+            Some("Mozilla/5.0 (iPhone; CPU iPhone OS 16_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 [FBAN/FBIOS;FBAV/430.0.0.35.108;FBBV/1]"),
+            Some("Mozilla/5.0 (Linux; Android 13; SM-G991B) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/119.0 Mobile Safari/537.36 trill_320104 BytedanceWebview/d8a21c6 musical_ly_2023201040"),
+            Some("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"),
+        ];
+        assert!(flags(&people).into_iter().all(|b| !b));
+    }
+}

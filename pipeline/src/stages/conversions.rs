@@ -1,0 +1,24 @@
+//! Conversions (SPEC §4.3): `pixel` and `postback` hits, with their join keys normalized and
+//! the order-duplicate flag set.
+
+use lake::schema::{hit, HitKind, DEFAULT_EVENT};
+use polars::prelude::*;
+
+use super::{dedup, non_empty, work};
+use crate::params::Params;
+
+/// Keeps conversion hits; `event` defaults to `purchase`; adds [`work::CLICK_KEY`],
+/// [`work::VISITOR_KEY`] and [`work::DUPLICATE`]. Deduplicates by `hit_id` after the kind
+/// filter (copies of a hit share its kind). `hits` must cover the range's lookback, so every
+/// earlier twin within `W` is present.
+pub fn prepare(hits: LazyFrame, p: &Params) -> LazyFrame {
+    let is_conversion =
+        col(hit::KIND).eq(lit(HitKind::Pixel.as_str())).or(col(hit::KIND).eq(lit(HitKind::Postback.as_str())));
+    let conv = dedup::hits(hits.filter(is_conversion), p)
+        .with_columns([
+            col(hit::EVENT).fill_null(lit(DEFAULT_EVENT)),
+            non_empty(hit::CLICK_ID).str().to_lowercase().alias(work::CLICK_KEY),
+            non_empty(hit::VISITOR_ID).alias(work::VISITOR_KEY),
+        ]);
+    dedup::orders(conv, p)
+}

@@ -1,0 +1,53 @@
+//! The aggregate report tables (SPEC §5): `clicks` from click hits, `conversions` and
+//! `revenue` from `attributions`. Counts are int64; money is summed as int64 micros.
+
+use lake::schema::{hit, report, status, HitKind};
+use polars::prelude::*;
+
+use super::{local_date, work};
+use crate::params::Params;
+
+/// `clicks`: per date × offer × member, people's clicks, their distinct visitors, and bot
+/// clicks. Expects deduplicated hits flagged by [`super::bots::flag`].
+pub fn clicks(hits: LazyFrame, p: &Params) -> LazyFrame {
+    let people = col(work::IS_BOT).not();
+    hits.filter(col(hit::KIND).eq(lit(HitKind::Click.as_str())))
+        .with_column(local_date(p))
+        .group_by([col(report::DATE), col(hit::OFFER_ID), col(hit::MEMBER_ID)])
+        .agg([
+            people.clone().sum().cast(DataType::Int64).alias(report::CLICKS),
+            col(hit::VISITOR_ID)
+                .filter(people.and(col(hit::VISITOR_ID).is_not_null()))
+                .n_unique()
+                .cast(DataType::Int64)
+                .alias(report::UNIQUE_CLICKS),
+            col(work::IS_BOT).sum().cast(DataType::Int64).alias(report::BOT_CLICKS),
+        ])
+        .sort([report::DATE, hit::OFFER_ID, hit::MEMBER_ID], SortMultipleOptions::default().with_nulls_last(true))
+}
+
+fn attributed(attributions: LazyFrame) -> LazyFrame {
+    attributions.filter(col(report::STATUS).eq(lit(status::ATTRIBUTED)))
+}
+
+/// `conversions`: attributed conversions per date × offer × member × event.
+pub fn conversions(attributions: LazyFrame, _p: &Params) -> LazyFrame {
+    let keys = [report::DATE, hit::OFFER_ID, hit::MEMBER_ID, hit::EVENT];
+    attributed(attributions)
+        .group_by(keys.map(col))
+        .agg([len().cast(DataType::Int64).alias(report::CONVERSIONS)])
+        .sort(keys, SortMultipleOptions::default().with_nulls_last(true))
+}
+
+/// `revenue`: attributed conversions with an amount, per date × offer × member × currency.
+pub fn revenue(attributions: LazyFrame, _p: &Params) -> LazyFrame {
+    let keys = [report::DATE, hit::OFFER_ID, hit::MEMBER_ID, hit::CURRENCY];
+    attributed(attributions)
+        .filter(col(hit::AMOUNT_MICROS).is_not_null())
+        .group_by(keys.map(col))
+        .agg([
+            len().cast(DataType::Int64).alias(report::ORDERS),
+            col(hit::AMOUNT_MICROS).sum().cast(DataType::Int64).alias(report::REVENUE_MICROS),
+        ])
+        .sort(keys, SortMultipleOptions::default().with_nulls_last(true))
+}

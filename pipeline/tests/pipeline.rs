@@ -1,0 +1,819 @@
+//! The pipeline's integration tests: small lakes built here (no binary fixtures) for every
+//! status and edge, nightly against one run, a property test, the DuckDB twin, bad input,
+//! and an S3 lake when one is available.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{NaiveDate, TimeZone, Utc};
+use futures::TryStreamExt;
+use lake::layout::{self, REPORT_TABLES, TABLE_ATTRIBUTIONS, TABLE_CLICKS, TABLE_CONVERSIONS, TABLE_REVENUE};
+use lake::schema::{hit, report, status, HitKind};
+use lake::window::Window;
+use lake::Lake;
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutPayload};
+use pipeline::gen::{self, GenConfig, Hit};
+use pipeline::nightly::{self, Outcome};
+use pipeline::params::{parse_tz, Params};
+use pipeline::progress::Progress;
+use polars::prelude::*;
+
+// ---------------------------------------------------------------- helpers
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn memory_lake() -> Lake {
+    Lake::open(&format!("memory://pipeline-test-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst))).unwrap()
+}
+
+fn date(y: i32, m: u32, d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, d).unwrap()
+}
+
+fn at(y: i32, m: u32, d: u32, h: u32, mi: u32, s: u32) -> i64 {
+    Utc.with_ymd_and_hms(y, m, d, h, mi, s).unwrap().timestamp_micros()
+}
+
+const SECOND: i64 = 1_000_000;
+const DAY: i64 = 86_400 * SECOND;
+
+fn services_required() -> bool {
+    std::env::var("CLICKTRAIL_REQUIRE_SERVICES").as_deref() == Ok("1")
+}
+
+/// Builds hits by hand.
+#[derive(Default)]
+struct Lakefile {
+    hits: Vec<Hit>,
+    n: u16,
+}
+
+impl Lakefile {
+    fn uuid7(&mut self, ts: i64) -> String {
+        self.n += 1;
+        let mut rand = [0x11u8; 10];
+        rand[8..].copy_from_slice(&self.n.to_be_bytes());
+        uuid::Builder::from_unix_timestamp_millis((ts / 1000) as u64, &rand).into_uuid().to_string()
+    }
+
+    fn click_as(&mut self, ts: i64, offer: &str, member: &str, visitor: &str, click_id: &str, ua: &str) -> String {
+        let hit_id = self.uuid7(ts);
+        self.hits.push(Hit {
+            hit_id,
+            kind: HitKind::Click.as_str(),
+            ts,
+            offer_id: offer.into(),
+            member_id: Some(member.into()),
+            link_code: Some(format!("code-{member}")),
+            click_id: Some(click_id.into()),
+            visitor_id: Some(visitor.into()),
+            user_agent: Some(ua.into()),
+            ..Default::default()
+        });
+        click_id.to_string()
+    }
+
+    fn click(&mut self, ts: i64, offer: &str, member: &str, visitor: &str) -> String {
+        let id = self.uuid7(ts);
+        self.click_as(ts, offer, member, visitor, &id, "Mozilla/5.0 (iPhone) Instagram 300.0")
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn conv(
+        &mut self,
+        kind: HitKind,
+        ts: i64,
+        offer: &str,
+        click_id: Option<&str>,
+        visitor: Option<&str>,
+        order: Option<&str>,
+        amount: Option<(i64, &str)>,
+    ) -> String {
+        let hit_id = self.uuid7(ts);
+        self.hits.push(Hit {
+            hit_id: hit_id.clone(),
+            kind: kind.as_str(),
+            ts,
+            offer_id: offer.into(),
+            click_id: click_id.map(Into::into),
+            visitor_id: visitor.map(Into::into),
+            event: Some("purchase".into()),
+            order_id: order.map(Into::into),
+            amount_micros: amount.map(|a| a.0),
+            currency: amount.map(|a| a.1.to_string()),
+            user_agent: Some("Mozilla/5.0".into()),
+            ..Default::default()
+        });
+        hit_id
+    }
+
+    async fn write(&self, lake: &Lake, name: &str) {
+        gen::write_hits(lake, &self.hits, name).await.unwrap();
+    }
+}
+
+async fn run(lake: &Lake, window: &str, tz: &str, from: NaiveDate, to: NaiveDate) -> pipeline::RunSummary {
+    let p = Params::new(window.parse().unwrap(), parse_tz(tz).unwrap(), from, to).unwrap();
+    pipeline::run(lake, &p, None, "test", &Progress::quiet()).await.unwrap()
+}
+
+/// Every file of a report table, read with polars, concatenated (date folders in order).
+async fn table(lake: &Lake, window: &str, table: &str) -> DataFrame {
+    let prefix = Path::from(format!("{}/window={window}/{table}", layout::REPORTS_DIR));
+    let mut paths: Vec<Path> =
+        lake.store().list(Some(&prefix)).map_ok(|m| m.location).try_collect().await.unwrap();
+    paths.sort();
+    let mut out: Option<DataFrame> = None;
+    for p in paths {
+        let bytes = lake.get_optional(&p).await.unwrap().unwrap();
+        let df = ParquetReader::new(Cursor::new(bytes.to_vec())).finish().unwrap();
+        out = Some(match out {
+            None => df,
+            Some(mut acc) => {
+                acc.vstack_mut(&df).unwrap();
+                acc
+            }
+        });
+    }
+    out.unwrap_or_default()
+}
+
+/// A frame's rows in a canonical order, temporal columns as integers, for comparisons.
+fn canonical(df: &DataFrame) -> DataFrame {
+    let exprs: Vec<Expr> = df
+        .schema()
+        .iter()
+        .map(|(name, dt)| match dt {
+            DataType::Datetime(_, _) => col(name.clone()).cast(DataType::Int64),
+            DataType::Date => col(name.clone()).cast(DataType::Int32),
+            DataType::Int32 | DataType::UInt32 | DataType::UInt64 => col(name.clone()).cast(DataType::Int64),
+            _ => col(name.clone()),
+        })
+        .collect();
+    let names: Vec<PlSmallStr> = df.get_column_names().into_iter().cloned().collect();
+    df.clone()
+        .lazy()
+        .select(exprs)
+        .sort(names, SortMultipleOptions::default().with_nulls_last(true))
+        .collect()
+        .unwrap()
+}
+
+fn assert_frames_equal(what: &str, a: &DataFrame, b: &DataFrame) {
+    let (a, b) = (canonical(a), canonical(b));
+    assert_eq!(a.get_column_names(), b.get_column_names(), "{what}: columns");
+    assert_eq!(a.height(), b.height(), "{what}: row count\n{a}\n{b}");
+    if !a.equals_missing(&b) {
+        for i in 0..a.height() {
+            let (ra, rb) = (a.get_row(i).unwrap(), b.get_row(i).unwrap());
+            assert_eq!(ra, rb, "{what}: first differing row {i}");
+        }
+        panic!("{what}: frames differ");
+    }
+}
+
+fn strings(df: &DataFrame, column: &str) -> Vec<Option<String>> {
+    df.column(column).unwrap().str().unwrap().iter().map(|s| s.map(str::to_string)).collect()
+}
+
+fn ints(df: &DataFrame, column: &str) -> Vec<Option<i64>> {
+    let c = df.column(column).unwrap().cast(&DataType::Int64).unwrap();
+    c.i64().unwrap().iter().collect()
+}
+
+/// `hit_id` → (status, member_id, lag_seconds, click_id) from `attributions`.
+fn by_hit(df: &DataFrame) -> BTreeMap<String, (String, Option<String>, Option<i64>, Option<String>)> {
+    let ids = strings(df, hit::HIT_ID);
+    let st = strings(df, report::STATUS);
+    let mem = strings(df, hit::MEMBER_ID);
+    let lag = ints(df, report::LAG_SECONDS);
+    let cid = strings(df, hit::CLICK_ID);
+    (0..df.height())
+        .map(|i| (ids[i].clone().unwrap(), (st[i].clone().unwrap(), mem[i].clone(), lag[i], cid[i].clone())))
+        .collect()
+}
+
+// ---------------------------------------------------------------- rules, statuses, edges
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_status_and_window_edge() {
+    let lake = memory_lake();
+    let mut b = Lakefile::default();
+    let w = 28 * DAY;
+    let t = at(2026, 2, 10, 12, 0, 0);
+    let o1 = "offer1";
+
+    // Window start is inclusive to the microsecond: a click exactly W before converts…
+    let c_edge = b.click(t - w, o1, "m_edge", "v_edge");
+    let p_edge = b.conv(HitKind::Postback, t, o1, Some(&c_edge), None, None, None);
+    // …one a microsecond earlier does not, and its UUIDv7 time is outside: outside_window.
+    let c_old = b.click(t - w - 1, o1, "m_old", "v_old");
+    let p_old = b.conv(HitKind::Postback, t, o1, Some(&c_old), None, None, None);
+    // The window end is inclusive too: a click in the conversion's microsecond, lag 0.
+    let c_same = b.click(t, o1, "m_same", "v_same");
+    let p_same = b.conv(HitKind::Postback, t, o1, Some(&c_same), None, None, None);
+    // A click after the conversion is not its session; its UUIDv7 time is after: outside_window.
+    let c_after = b.click(t + 1000, o1, "m_after", "v_after");
+    let p_after = b.conv(HitKind::Postback, t, o1, Some(&c_after), None, None, None);
+    // lag_seconds is floored: 1.999999 s → 1; the click_id is matched whatever its case.
+    let c_lag = b.click(t - 2 * SECOND + 1, o1, "m_lag", "v_lag");
+    let p_lag = b.conv(HitKind::Pixel, t, o1, Some(&c_lag.to_uppercase()), Some("v_lag"), None, None);
+    // Unknown click ids: a v4, and a v7 whose time is inside the window.
+    let p_v4 = b.conv(HitKind::Postback, t, o1, Some("0b7e8f3c-6d1a-4c2b-9e4f-123456789abc"), None, None, None);
+    let v7_inside = b.uuid7(t - DAY);
+    let p_v7 = b.conv(HitKind::Postback, t, o1, Some(&v7_inside), None, None, None);
+    // A click of another offer: offer_mismatch.
+    let c_o2 = b.click(t - 3600 * SECOND, "offer2", "m_o2", "v_o2");
+    let p_mis = b.conv(HitKind::Postback, t, o1, Some(&c_o2), None, None, None);
+    // No click id, a visitor without clicks; and neither: no_click.
+    let p_novis = b.conv(HitKind::Pixel, t, o1, None, Some("v_nobody"), None, None);
+    let p_none = b.conv(HitKind::Pixel, t, o1, None, None, None, None);
+    // Visitor path: last click on the offer; same-microsecond tie → greater click_id.
+    let tie = t - 7200 * SECOND;
+    b.click_as(tie, o1, "m_small", "v_tie", "01900000-0000-7000-8000-00000000000a", "Mozilla/5.0");
+    let c_big = b.click_as(tie, o1, "m_big", "v_tie", "01900000-0000-7000-8000-00000000000f", "Mozilla/5.0");
+    b.click(tie - DAY, o1, "m_earlier", "v_tie");
+    b.click(t - 60 * SECOND, "offer2", "m_other_offer", "v_tie");
+    b.click(t + 1, o1, "m_later", "v_tie");
+    let p_tie = b.conv(HitKind::Pixel, t, o1, None, Some("v_tie"), None, Some((5_000_000, "USD")));
+    // A visitor whose only click on the offer is W + 1 µs old: no_click.
+    b.click(t - w - 1, o1, "m_stale", "v_stale");
+    let p_stale = b.conv(HitKind::Pixel, t, o1, None, Some("v_stale"), None, None);
+    // Bot clicks still attribute.
+    let bot_id = b.uuid7(t - 10 * SECOND);
+    let c_bot = b.click_as(t - 10 * SECOND, o1, "m_bot", "v_bot", &bot_id, "curl/8.0");
+    let p_bot = b.conv(HitKind::Postback, t, o1, Some(&c_bot), None, None, None);
+    // Order duplicates, the first twin exactly W earlier (before the range: straddling it).
+    let c_ord = b.click(t - w - DAY, o1, "m_ord", "v_ord");
+    let c_ord2 = b.click(t - 10 * SECOND, o1, "m_ord2", "v_ord2");
+    let _first = b.conv(HitKind::Pixel, t - w, o1, None, Some("v_ord"), Some("ord-dup"), Some((1_000_000, "USD")));
+    let p_dup = b.conv(HitKind::Postback, t, o1, Some(&c_ord2), None, Some("ord-dup"), Some((1_000_000, "USD")));
+    // …and W + 1 µs earlier: not a duplicate.
+    let _old_twin = b.conv(HitKind::Pixel, t - w - 1, o1, None, Some("v_ord"), Some("ord-fresh"), None);
+    let p_fresh = b.conv(HitKind::Postback, t, o1, Some(&c_ord2), None, Some("ord-fresh"), Some((2_000_000, "EUR")));
+    // Same microsecond twins: the smaller hit_id is first, the other is the duplicate.
+    let p_twin_a = b.conv(HitKind::Pixel, t, o1, Some(&c_ord2), None, Some("ord-same"), None);
+    let p_twin_b = b.conv(HitKind::Postback, t, o1, Some(&c_ord2), None, Some("ord-same"), None);
+    // Same order id, another event: another key.
+    let p_signup = {
+        let id = b.conv(HitKind::Postback, t, o1, Some(&c_ord2), None, Some("ord-dup"), None);
+        b.hits.last_mut().unwrap().event = Some("signup".into());
+        id
+    };
+    let _ = c_ord;
+    b.write(&lake, "a").await;
+    // The same hits uploaded again under another name: deduplicated by hit_id.
+    b.write(&lake, "a-again").await;
+
+    run(&lake, "28d", "UTC", date(2026, 2, 10), date(2026, 2, 10)).await;
+    let att = table(&lake, "28d", TABLE_ATTRIBUTIONS).await;
+    let got = by_hit(&att);
+    let st = |id: &str| got.get(id).map(|r| r.0.as_str()).unwrap_or("<missing>");
+    assert_eq!(st(&p_edge), status::ATTRIBUTED);
+    assert_eq!(got[&p_edge].2, Some(28 * 86_400));
+    assert_eq!(got[&p_edge].1.as_deref(), Some("m_edge"));
+    assert_eq!(st(&p_old), status::OUTSIDE_WINDOW);
+    assert_eq!(st(&p_same), status::ATTRIBUTED);
+    assert_eq!(got[&p_same].2, Some(0));
+    assert_eq!(st(&p_after), status::OUTSIDE_WINDOW);
+    assert_eq!(st(&p_lag), status::ATTRIBUTED);
+    assert_eq!(got[&p_lag].2, Some(1));
+    assert_eq!(got[&p_lag].3, Some(c_lag.to_uppercase()), "the click_id sent is kept");
+    assert_eq!(st(&p_v4), status::UNKNOWN_CLICK);
+    assert_eq!(st(&p_v7), status::UNKNOWN_CLICK);
+    assert_eq!(st(&p_mis), status::OFFER_MISMATCH);
+    assert_eq!(got[&p_mis].1, None, "member is null unless attributed");
+    assert_eq!(st(&p_novis), status::NO_CLICK);
+    assert_eq!(st(&p_none), status::NO_CLICK);
+    assert_eq!(st(&p_tie), status::ATTRIBUTED);
+    assert_eq!(got[&p_tie].1.as_deref(), Some("m_big"));
+    assert_eq!(got[&p_tie].3.as_deref(), Some(c_big.as_str()), "the session's click_id when found by visitor");
+    assert_eq!(st(&p_stale), status::NO_CLICK);
+    assert_eq!(st(&p_bot), status::ATTRIBUTED);
+    assert_eq!(st(&p_dup), status::DUPLICATE);
+    assert_eq!(st(&p_fresh), status::ATTRIBUTED);
+    let (first, second) = if p_twin_a < p_twin_b { (&p_twin_a, &p_twin_b) } else { (&p_twin_b, &p_twin_a) };
+    assert_eq!(st(first), status::ATTRIBUTED);
+    assert_eq!(st(second), status::DUPLICATE);
+    assert_eq!(st(&p_signup), status::ATTRIBUTED);
+    // Only the range's conversions, each once.
+    assert_eq!(att.height(), got.len());
+    assert_eq!(got.len(), 18);
+    // Null columns unless attributed.
+    for (id, (s, member, lag, _)) in &got {
+        assert_eq!(s == status::ATTRIBUTED, member.is_some(), "{id}");
+        assert_eq!(s == status::ATTRIBUTED, lag.is_some(), "{id}");
+    }
+
+    // Revenue: attributed with an amount only, per currency, exact.
+    let rev = table(&lake, "28d", TABLE_REVENUE).await;
+    let cur = strings(&rev, hit::CURRENCY);
+    let sums = ints(&rev, report::REVENUE_MICROS);
+    let mut by_cur: BTreeMap<String, i64> = BTreeMap::new();
+    for i in 0..rev.height() {
+        *by_cur.entry(cur[i].clone().unwrap()).or_default() += sums[i].unwrap();
+    }
+    assert_eq!(by_cur, BTreeMap::from([("EUR".to_string(), 2_000_000), ("USD".to_string(), 5_000_000)]));
+
+    // Clicks of the date: people and bots apart.
+    let clicks = table(&lake, "28d", TABLE_CLICKS).await;
+    let members = strings(&clicks, hit::MEMBER_ID);
+    let bots = ints(&clicks, report::BOT_CLICKS);
+    let people = ints(&clicks, report::CLICKS);
+    let i = members.iter().position(|m| m.as_deref() == Some("m_bot")).unwrap();
+    assert_eq!((people[i], bots[i]), (Some(0), Some(1)));
+    let i = members.iter().position(|m| m.as_deref() == Some("m_big")).unwrap();
+    assert_eq!((people[i], bots[i]), (Some(1), Some(0)));
+    assert!(!members.iter().any(|m| m.as_deref() == Some("m_edge")), "m_edge clicked on another date");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paris_days_across_dst() {
+    let lake = memory_lake();
+    let mut b = Lakefile::default();
+    // 2026-03-29: Paris moves from +01:00 to +02:00 at 02:00 local.
+    let c1 = b.click(at(2026, 3, 28, 23, 30, 0), "o", "m", "v1"); // 00:30 on the 29th in Paris
+    b.click(at(2026, 3, 28, 22, 59, 59) + 999_999, "o", "m", "v2"); // 23:59:59.999999 on the 28th
+    b.click(at(2026, 3, 29, 21, 59, 59) + 999_999, "o", "m", "v3"); // 23:59:59.999999 on the 29th (CEST)
+    b.click(at(2026, 3, 29, 22, 0, 0), "o", "m", "v4"); // 00:00 on the 30th
+    let p = b.conv(HitKind::Postback, at(2026, 3, 29, 22, 0, 0), "o", Some(&c1), None, None, Some((10, "usd")));
+    b.write(&lake, "h").await;
+    run(&lake, "28d", "Europe/Paris", date(2026, 3, 28), date(2026, 3, 30)).await;
+    let clicks = table(&lake, "28d", TABLE_CLICKS).await;
+    let dates: Vec<Option<i64>> = ints(&clicks.lazy().select([col(report::DATE).cast(DataType::Int32)]).collect().unwrap(), report::DATE);
+    let d = |y, m, dd| Some((date(y, m, dd) - date(1970, 1, 1)).num_days());
+    assert_eq!(dates, vec![d(2026, 3, 28), d(2026, 3, 29), d(2026, 3, 30)]);
+    let c = ints(&table(&lake, "28d", TABLE_CLICKS).await, report::CLICKS);
+    assert_eq!(c, vec![Some(1), Some(2), Some(1)]);
+    // The in-file date equals the folder's, and every date has its file even when empty.
+    for t in REPORT_TABLES {
+        for day in 28..=30 {
+            let path = lake::reports::date_file(&"28d".parse().unwrap(), t, date(2026, 3, day));
+            let bytes = lake.get_optional(&path).await.unwrap().unwrap_or_else(|| panic!("{path} missing"));
+            // The Parquet types are the contract's (lake::reports), whatever Arrow hint polars adds.
+            let reader = parquet::file::reader::SerializedFileReader::new(bytes.clone()).unwrap();
+            let meta = parquet::file::reader::FileReader::metadata(&reader).file_metadata().clone();
+            let arrow = parquet::arrow::parquet_to_arrow_schema(meta.schema_descr(), None).unwrap();
+            let expected = lake::reports::table_schema(t);
+            let types = |s: &arrow_schema::Schema| s.fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect::<Vec<_>>();
+            assert_eq!(types(&arrow), types(&expected), "{path}");
+            let df = ParquetReader::new(Cursor::new(bytes.to_vec())).finish().unwrap();
+            assert_eq!(df.get_column_names().len(), lake::reports::columns(t).len(), "{path}");
+            if df.height() > 0 {
+                let days = df.column(report::DATE).unwrap().cast(&DataType::Int32).unwrap();
+                assert!(days.i32().unwrap().iter().all(|x| x.map(i64::from) == d(2026, 3, day)), "{path}");
+            }
+        }
+    }
+    let att = table(&lake, "28d", TABLE_ATTRIBUTIONS).await;
+    assert_eq!(by_hit(&att)[&p].0, status::ATTRIBUTED);
+    let days = ints(&att.lazy().select([col(report::DATE).cast(DataType::Int32)]).collect().unwrap(), report::DATE);
+    assert_eq!(days, vec![d(2026, 3, 30)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_currencies_sum_exactly() {
+    let lake = memory_lake();
+    let mut b = Lakefile::default();
+    let t = at(2026, 5, 1, 10, 0, 0);
+    let c = b.click(t - DAY, "o", "m", "v");
+    for i in 0..10 {
+        b.conv(HitKind::Postback, t + i, "o", Some(&c), None, Some(&format!("u{i}")), Some((100_000, "USD"))); // 0.1 × 10
+    }
+    b.conv(HitKind::Postback, t, "o", Some(&c), None, Some("e1"), Some((19_990_000, "EUR")));
+    b.conv(HitKind::Postback, t, "o", Some(&c), None, Some("e2"), Some((10_000, "EUR")));
+    b.conv(HitKind::Postback, t, "o", Some(&c), None, Some("j1"), Some((1_000_000_000_000_000_000, "JPY")));
+    b.conv(HitKind::Pixel, t, "o", None, None, Some("x"), Some((7, "USD"))); // no_click: not revenue
+    b.conv(HitKind::Postback, t, "o", Some(&c), None, Some("sig"), None); // no amount: not an order
+    b.write(&lake, "h").await;
+    run(&lake, "28d", "UTC", date(2026, 5, 1), date(2026, 5, 1)).await;
+    let rev = table(&lake, "28d", TABLE_REVENUE).await;
+    assert_eq!(strings(&rev, hit::CURRENCY), vec![Some("EUR".into()), Some("JPY".into()), Some("USD".into())]);
+    assert_eq!(ints(&rev, report::ORDERS), vec![Some(2), Some(1), Some(10)]);
+    assert_eq!(ints(&rev, report::REVENUE_MICROS), vec![Some(20_000_000), Some(1_000_000_000_000_000_000), Some(1_000_000)]);
+    let conv = table(&lake, "28d", TABLE_CONVERSIONS).await;
+    assert_eq!(ints(&conv, report::CONVERSIONS), vec![Some(14)]);
+}
+
+// ---------------------------------------------------------------- runs, windows, nightly
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_window_writes_beside_and_reruns_are_idempotent() {
+    let lake = memory_lake();
+    let cfg = GenConfig { hits: 6_000, days: 12, visitors: 500, members: 40, offers: 3, ..Default::default() };
+    gen::generate(&lake, &cfg).await.unwrap();
+    let (from, to) = (date(2026, 1, 8), date(2026, 1, 12));
+    run(&lake, "28d", "UTC", from, to).await;
+    let before: Vec<DataFrame> = futures::future::join_all(REPORT_TABLES.map(|t| table(&lake, "28d", t))).await;
+    let summary = run(&lake, "36h", "UTC", from, to).await;
+    assert_eq!(summary.manifest.window, "36h");
+    run(&lake, "28d", "UTC", from, to).await; // again: same files, nothing doubled
+    for (t, b) in REPORT_TABLES.iter().zip(&before) {
+        assert_frames_equal(t, b, &table(&lake, "28d", t).await);
+        assert!(table(&lake, "36h", t).await.height() > 0, "{t} of 36h");
+    }
+    // A shorter window attributes no more than a longer one.
+    let count = |df: &DataFrame| strings(df, report::STATUS).iter().filter(|s| s.as_deref() == Some(status::ATTRIBUTED)).count();
+    assert!(count(&table(&lake, "36h", TABLE_ATTRIBUTIONS).await) < count(&before[3]));
+    // The manifest says what was read and written.
+    let m = &summary.manifest;
+    assert_eq!((m.tz.as_str(), m.from, m.to), ("UTC", from, to));
+    assert!(m.input_rows > 0 && !m.input_files.is_empty());
+    assert_eq!(m.input_rows, m.input_files.iter().map(|f| f.rows).sum::<i64>());
+    assert_eq!(m.dates.len(), 5);
+    let manifest = lake.get_optional(&Path::from(summary.manifest_path.as_str())).await.unwrap().unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    assert_eq!(json["window"], "36h");
+    assert_eq!(json["output_rows"][TABLE_ATTRIBUTIONS].as_u64().unwrap() as usize, table(&lake, "36h", TABLE_ATTRIBUTIONS).await.height());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_a_date_removes_stray_files_and_empty_dates_get_a_file() {
+    let lake = memory_lake();
+    let stray = layout::report_date_dir(&"28d".parse().unwrap(), TABLE_CLICKS, date(2026, 1, 1)).join("old-writer.parquet");
+    lake.store().put(&stray, PutPayload::from_static(b"junk")).await.unwrap();
+    run(&lake, "28d", "UTC", date(2026, 1, 1), date(2026, 1, 2)).await;
+    assert!(lake.get_optional(&stray).await.unwrap().is_none());
+    for t in REPORT_TABLES {
+        let df = table(&lake, "28d", t).await;
+        assert_eq!(df.height(), 0);
+        assert_eq!(df.get_column_names().len(), lake::reports::columns(t).len());
+    }
+}
+
+async fn all_tables(lake: &Lake, window: &str) -> Vec<DataFrame> {
+    let mut out = Vec::new();
+    for t in REPORT_TABLES {
+        out.push(table(lake, window, t).await);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nightly_day_by_day_equals_one_run_and_catches_late_uploads() {
+    let cfg = GenConfig { hits: 8_000, days: 8, visitors: 400, members: 30, offers: 3, ..Default::default() };
+    let (nightly_lake, batch_lake) = (memory_lake(), memory_lake());
+    gen::generate(&nightly_lake, &cfg).await.unwrap();
+    gen::generate(&batch_lake, &cfg).await.unwrap();
+    let w: Window = "2d".parse().unwrap();
+    let tz = parse_tz("America/New_York").unwrap();
+    let first = date(2025, 12, 31); // the first UTC hours are still the 31st in New York
+    let last = date(2026, 1, 8);
+    // Day by day, as cron would.
+    for today in first.iter_days().skip(1).take_while(|d| *d <= pipeline::params::next_day(last)) {
+        match nightly::nightly(&nightly_lake, w, tz, today, &Progress::quiet()).await.unwrap() {
+            Outcome::Done { runs } => assert!(runs.len() <= 1, "one range per night"),
+            Outcome::Busy { .. } => panic!("not locked"),
+        }
+    }
+    run(&batch_lake, "2d", "America/New_York", first, last).await;
+    let (a, b) = (all_tables(&nightly_lake, "2d").await, all_tables(&batch_lake, "2d").await);
+    for (t, (a, b)) in REPORT_TABLES.iter().zip(a.iter().zip(&b)) {
+        assert_frames_equal(t, a, b);
+    }
+    // Nothing changed: nothing to do.
+    let today = pipeline::params::next_day(last);
+    match nightly::nightly(&nightly_lake, w, tz, today, &Progress::quiet()).await.unwrap() {
+        Outcome::Done { runs } => assert!(runs.is_empty()),
+        Outcome::Busy { .. } => panic!("not locked"),
+    }
+    // A late upload into an old hour: a click on Jan 3 that a Jan 4 conversion names.
+    let mut late = Lakefile::default();
+    let c = late.click(at(2026, 1, 3, 15, 0, 0), "offer0", "m_late", "v_late");
+    late.conv(HitKind::Postback, at(2026, 1, 4, 15, 0, 0), "offer0", Some(&c), None, None, Some((42, "USD")));
+    let mut late_click = late.hits.clone();
+    late_click.truncate(1);
+    // The conversion was on time; only the click is late.
+    gen::write_hits(&nightly_lake, &late.hits[1..], "ontime").await.unwrap();
+    gen::write_hits(&batch_lake, &late.hits[1..], "ontime").await.unwrap();
+    nightly::nightly(&nightly_lake, w, tz, today, &Progress::quiet()).await.unwrap();
+    gen::write_hits(&nightly_lake, &late_click, "late").await.unwrap();
+    gen::write_hits(&batch_lake, &late_click, "late").await.unwrap();
+    match nightly::nightly(&nightly_lake, w, tz, today, &Progress::quiet()).await.unwrap() {
+        Outcome::Done { runs } => {
+            let dates: BTreeSet<NaiveDate> = runs.iter().flat_map(|r| r.manifest.dates.keys().copied()).collect();
+            assert!(dates.contains(&date(2026, 1, 3)) && dates.contains(&date(2026, 1, 4)), "{dates:?}");
+            assert!(!dates.contains(&date(2026, 1, 1)), "{dates:?}");
+        }
+        Outcome::Busy { .. } => panic!("not locked"),
+    }
+    run(&batch_lake, "2d", "America/New_York", first, last).await;
+    let (a, b) = (all_tables(&nightly_lake, "2d").await, all_tables(&batch_lake, "2d").await);
+    for (t, (a, b)) in REPORT_TABLES.iter().zip(a.iter().zip(&b)) {
+        assert_frames_equal(t, a, b);
+    }
+    let att = by_hit(&a[3]);
+    assert_eq!(att[&late.hits[1].hit_id].0, status::ATTRIBUTED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_lock_stops_a_second_nightly() {
+    let lake = memory_lake();
+    let mut b = Lakefile::default();
+    b.click(at(2026, 1, 1, 1, 0, 0), "o", "m", "v");
+    b.write(&lake, "h").await;
+    let w: Window = "28d".parse().unwrap();
+    let lock = lake::reports::lock_file(&w);
+    let held = serde_json::json!({"owner": "other", "host": "h", "pid": 1, "expires_at_us": Utc::now().timestamp_micros() + 60_000_000});
+    lake.store().put(&lock, PutPayload::from(serde_json::to_vec(&held).unwrap())).await.unwrap();
+    let out = nightly::nightly(&lake, w, chrono_tz::Tz::UTC, date(2026, 1, 3), &Progress::quiet()).await.unwrap();
+    assert!(matches!(out, Outcome::Busy { .. }));
+    assert_eq!(table(&lake, "28d", TABLE_CLICKS).await.height(), 0, "nothing written");
+    // An expired lease (its holder crashed) is taken over.
+    let expired = serde_json::json!({"owner": "other", "host": "h", "pid": 1, "expires_at_us": 0});
+    lake.store().put(&lock, PutPayload::from(serde_json::to_vec(&expired).unwrap())).await.unwrap();
+    let out = nightly::nightly(&lake, w, chrono_tz::Tz::UTC, date(2026, 1, 3), &Progress::quiet()).await.unwrap();
+    assert!(matches!(out, Outcome::Done { ref runs } if runs.len() == 1));
+    assert_eq!(ints(&table(&lake, "28d", TABLE_CLICKS).await, report::CLICKS), vec![Some(1)]);
+    // Two at once: one does the work, the other finds the lock or nothing stale; never twice.
+    lake.store().put(&Path::from("hits/date=2026-01-02/hour=01/x.parquet"), PutPayload::from(gen::to_parquet(&b.hits.iter().map(|h| Hit { hit_id: "other".into(), ts: at(2026, 1, 2, 1, 0, 0), ..h.clone() }).collect::<Vec<_>>()).unwrap())).await.unwrap();
+    let (q1, q2) = (Progress::quiet(), Progress::quiet());
+    let (x, y) = tokio::join!(
+        nightly::nightly(&lake, w, chrono_tz::Tz::UTC, date(2026, 1, 3), &q1),
+        nightly::nightly(&lake, w, chrono_tz::Tz::UTC, date(2026, 1, 3), &q2)
+    );
+    let ran = |o: &Outcome| matches!(o, Outcome::Done { runs } if !runs.is_empty());
+    assert!(ran(&x.unwrap()) ^ ran(&y.unwrap()), "exactly one of two concurrent nightlies runs");
+    assert_eq!(ints(&table(&lake, "28d", TABLE_CLICKS).await, report::CLICKS), vec![Some(1), Some(1)]);
+}
+
+// ---------------------------------------------------------------- bad input
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_or_truncated_files_are_named() {
+    let mut b = Lakefile::default();
+    b.click(at(2026, 1, 1, 1, 0, 0), "o", "m", "v");
+    let good = gen::to_parquet(&b.hits).unwrap();
+    for (name, bytes) in [
+        ("truncated", good[..good.len() / 2].to_vec()),
+        ("garbage", b"this is not parquet at all".to_vec()),
+        ("empty", Vec::new()),
+    ] {
+        let lake = memory_lake();
+        let path = format!("hits/date=2026-01-01/hour=01/{name}.parquet");
+        lake.store().put(&Path::from(path.as_str()), PutPayload::from(bytes)).await.unwrap();
+        let p = Params::new("28d".parse().unwrap(), chrono_tz::Tz::UTC, date(2026, 1, 1), date(2026, 1, 1)).unwrap();
+        let err = pipeline::run(&lake, &p, None, "test", &Progress::quiet()).await.unwrap_err().to_string();
+        assert!(err.contains(&path), "{name}: {err}");
+        assert!(table(&lake, "28d", TABLE_CLICKS).await.height() == 0, "{name}: nothing written");
+    }
+    // A file whose data pages are damaged but whose footer is intact.
+    let lake = memory_lake();
+    let mut many = Lakefile::default();
+    for i in 0..2000 {
+        many.click(at(2026, 1, 1, 1, 0, 0) + i, "o", "m", &format!("v{i}"));
+    }
+    let mut bytes = gen::to_parquet(&many.hits).unwrap();
+    let n = bytes.len();
+    for x in bytes[8..n / 2].iter_mut() {
+        *x ^= 0x5a;
+    }
+    let path = "hits/date=2026-01-01/hour=01/damaged.parquet";
+    lake.store().put(&Path::from(path), PutPayload::from(bytes)).await.unwrap();
+    let p = Params::new("28d".parse().unwrap(), chrono_tz::Tz::UTC, date(2026, 1, 1), date(2026, 1, 1)).unwrap();
+    let err = pipeline::run(&lake, &p, None, "test", &Progress::quiet()).await.unwrap_err().to_string();
+    assert!(err.contains(path), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_optional_columns_read_as_null() {
+    use arrow_array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
+    use std::sync::Arc;
+    let lake = memory_lake();
+    let ts = at(2026, 1, 1, 1, 0, 0);
+    // Another writer: only some columns, in another order, plus one of its own.
+    let schema = Arc::new(arrow_schema::Schema::new(vec![
+        arrow_schema::Field::new(hit::KIND, arrow_schema::DataType::Utf8, false),
+        arrow_schema::Field::new(hit::HIT_ID, arrow_schema::DataType::Utf8, false),
+        arrow_schema::Field::new(hit::OFFER_ID, arrow_schema::DataType::Utf8, false),
+        arrow_schema::Field::new(hit::TS, lake::schema::ts_type(), false),
+        arrow_schema::Field::new(hit::VISITOR_ID, arrow_schema::DataType::Utf8, true),
+        arrow_schema::Field::new("extra", arrow_schema::DataType::Utf8, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from(vec!["click", "pixel"])) as ArrayRef,
+            Arc::new(StringArray::from(vec!["h1", "h2"])),
+            Arc::new(StringArray::from(vec!["o", "o"])),
+            Arc::new(TimestampMicrosecondArray::from(vec![ts, ts + 1]).with_timezone("UTC")),
+            Arc::new(StringArray::from(vec![Some("v"), Some("v")])),
+            Arc::new(StringArray::from(vec![Some("x"), None])),
+        ],
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    lake.store().put(&Path::from("hits/date=2026-01-01/hour=01/foreign.parquet"), PutPayload::from(buf)).await.unwrap();
+    // And a normal file beside it.
+    let mut b = Lakefile::default();
+    b.click(ts + 5, "o", "m", "v2");
+    b.write(&lake, "normal").await;
+    run(&lake, "28d", "UTC", date(2026, 1, 1), date(2026, 1, 1)).await;
+    let clicks = table(&lake, "28d", TABLE_CLICKS).await;
+    // The foreign click has no user_agent (a bot) and no member.
+    assert_eq!(strings(&clicks, hit::MEMBER_ID), vec![Some("m".into()), None]);
+    assert_eq!(ints(&clicks, report::BOT_CLICKS), vec![Some(0), Some(1)]);
+    let att = by_hit(&table(&lake, "28d", TABLE_ATTRIBUTIONS).await);
+    assert_eq!(att["h2"].0, status::ATTRIBUTED, "visitor path through the foreign click");
+}
+
+#[test]
+fn bad_flags_are_named_by_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_pipeline");
+    for (args, needle) in [
+        (vec!["run", "--date", "2026-01-01", "--window", "3w"], "--window"),
+        (vec!["run", "--date", "2026-01-01", "--tz", "Mars/Olympus"], "--tz"),
+        (vec!["run", "--date", "2026-02-30"], "--date"),
+        (vec!["run", "--from", "2026-02-03", "--to", "2026-02-01"], "--from"),
+        (vec!["schedule", "--at", "7pm"], "--at"),
+    ] {
+        let out = std::process::Command::new(bin).args(&args).env("CLICKTRAIL_LAKE", dir.path()).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+    let out = std::process::Command::new(bin).args(["run", "--date", "2026-01-01"]).env("CLICKTRAIL_LAKE", dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(dir.path().join("reports/window=28d/clicks/date=2026-01-01/part-0.parquet").exists());
+}
+
+// ---------------------------------------------------------------- properties
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_hits() -> impl Strategy<Value = Vec<(u8, i64, u8, u8, u8, u8, u8, u8)>> {
+        // (kind, ts offset in minutes, offer, visitor, click pool idx, order idx, amount, currency)
+        prop::collection::vec((0u8..4, 0i64..(6 * 24 * 60), 0u8..2, 0u8..4, 0u8..6, 0u8..5, 0u8..4, 0u8..3), 1..60)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+        #[test]
+        fn every_conversion_gets_one_status_and_revenue_adds_up(rows in arb_hits()) {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(async {
+                let lake = memory_lake();
+                let base = at(2026, 1, 1, 0, 0, 0);
+                let mut b = Lakefile::default();
+                let pool: Vec<String> = (0..6).map(|i| b.uuid7(base + i * 3_600_000_000)).collect();
+                let mut conversions = BTreeMap::new();
+                for (kind, minutes, offer, visitor, click, order, amount, currency) in rows {
+                    // Minutes plus a sub-minute part so that ties and exact edges occur.
+                    let ts = base + minutes * 60_000_000 + i64::from(click % 2) * 17;
+                    let offer = format!("o{offer}");
+                    let visitor = format!("v{visitor}");
+                    if kind == 0 {
+                        b.click_as(ts, &offer, &format!("m{click}"), &visitor, &pool[click as usize], "Mozilla/5.0");
+                    } else {
+                        let k = if kind == 1 { HitKind::Pixel } else { HitKind::Postback };
+                        let cid = (kind != 1 || click % 3 == 0).then(|| pool[click as usize].as_str());
+                        let vis = (kind == 1).then_some(visitor.as_str());
+                        let ord = (order > 0).then(|| format!("ord{order}"));
+                        let amt = (amount > 0).then(|| (i64::from(amount) * 333_333, ["USD", "EUR", "JPY"][currency as usize]));
+                        let id = b.conv(k, ts, &offer, cid, vis, ord.as_deref(), amt);
+                        conversions.insert(id, ts);
+                    }
+                }
+                b.write(&lake, "p").await;
+                run(&lake, "2d", "Asia/Kolkata", date(2026, 1, 2), date(2026, 1, 5)).await;
+                let p = Params::new("2d".parse().unwrap(), parse_tz("Asia/Kolkata").unwrap(), date(2026, 1, 2), date(2026, 1, 5)).unwrap();
+                let (lo, hi) = p.range_micros();
+                let expected: BTreeSet<&String> = conversions.iter().filter(|(_, ts)| (lo..hi).contains(*ts)).map(|(id, _)| id).collect();
+                let att = table(&lake, "2d", TABLE_ATTRIBUTIONS).await;
+                let got = by_hit(&att);
+                prop_assert_eq!(att.height(), got.len(), "one row per conversion");
+                prop_assert_eq!(got.keys().collect::<BTreeSet<_>>(), expected);
+                let amounts = ints(&att, hit::AMOUNT_MICROS);
+                let statuses = strings(&att, report::STATUS);
+                let mut attributed_sum = 0i64;
+                let mut attributed = 0i64;
+                for i in 0..att.height() {
+                    let s = statuses[i].clone().unwrap();
+                    prop_assert!(status::ALL.contains(&s.as_str()));
+                    if s == status::ATTRIBUTED {
+                        attributed += 1;
+                        attributed_sum += amounts[i].unwrap_or(0);
+                    }
+                }
+                let rev = table(&lake, "2d", TABLE_REVENUE).await;
+                prop_assert_eq!(ints(&rev, report::REVENUE_MICROS).iter().map(|x| x.unwrap()).sum::<i64>(), attributed_sum);
+                let conv = table(&lake, "2d", TABLE_CONVERSIONS).await;
+                prop_assert_eq!(ints(&conv, report::CONVERSIONS).iter().map(|x| x.unwrap()).sum::<i64>(), attributed);
+                Ok(())
+            })?;
+        }
+    }
+}
+
+// ---------------------------------------------------------------- the SQL twin, DuckDB, S3
+
+fn python_duckdb() -> bool {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import duckdb"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        assert!(!services_required(), "python3 with duckdb is required (CLICKTRAIL_REQUIRE_SERVICES=1)");
+        eprintln!("skipped: python3 with duckdb not available (pip install duckdb)");
+    }
+    ok
+}
+
+fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+#[test]
+fn sql_twin_has_the_same_bot_list() {
+    let sql = std::fs::read_to_string(workspace_root().join("queries/attribution.sql")).unwrap();
+    let start = sql.find("len(list_filter([").unwrap();
+    let end = sql[start..].find("]").unwrap() + start;
+    let listed: Vec<String> = sql[start..end].split('\'').skip(1).step_by(2).map(str::to_string).collect();
+    assert_eq!(listed, pipeline::stages::bots::BOT_TOKENS.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_equals_the_sql_twin_on_duckdb() {
+    if !python_duckdb() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().join("lake").to_str().unwrap()).unwrap();
+    let cfg = GenConfig { seed: 7, hits: 120_000, days: 21, visitors: 8_000, members: 300, offers: 6, ..Default::default() };
+    gen::generate(&lake, &cfg).await.unwrap();
+    let (from, to) = (date(2026, 1, 9), date(2026, 1, 20));
+    for (window, tz) in [("7d", "Europe/Paris"), ("36h", "America/Los_Angeles")] {
+        run(&lake, window, tz, from, to).await;
+        let out = dir.path().join(format!("sql-{window}"));
+        let w: Window = window.parse().unwrap();
+        let status = std::process::Command::new("python3")
+            .arg(workspace_root().join("bench/duckdb_attribution.py"))
+            .args([lake.local_root().unwrap().to_str().unwrap(), &w.micros().to_string(), tz, &from.to_string(), &to.to_string()])
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        for t in REPORT_TABLES {
+            let sql = ParquetReader::new(std::fs::File::open(out.join(format!("{t}.parquet"))).unwrap()).finish().unwrap();
+            let ours = table(&lake, window, t).await;
+            let sql = sql.select(lake::reports::columns(t).iter().copied()).unwrap();
+            assert!(ours.height() > 0, "{window} {t} is empty");
+            assert_frames_equal(&format!("{window} {t}"), &ours, &sql);
+        }
+        let statuses: BTreeSet<String> =
+            strings(&table(&lake, window, TABLE_ATTRIBUTIONS).await, report::STATUS).into_iter().flatten().collect();
+        assert_eq!(statuses.len(), 6, "every status occurs: {statuses:?}");
+    }
+    // DuckDB reads the reports with hive partitioning (the in-file date equals the folder's).
+    let root = lake.local_root().unwrap().display().to_string();
+    let script = concat!(
+        "import sys, duckdb\n",
+        "for t in ['clicks', 'conversions', 'revenue', 'attributions']:\n",
+        "    glob = sys.argv[1] + '/reports/window=7d/' + t + '/*/*.parquet'\n",
+        "    r = duckdb.sql(\"SELECT count(*), count(DISTINCT date), min(typeof(date)) FROM read_parquet('\" + glob + \"', hive_partitioning = true)\").fetchall()[0]\n",
+        "    print(t, r[0], r[1], r[2])\n",
+    );
+    let out = std::process::Command::new("python3").args(["-c", script, &root]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for line in text.lines() {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let ours = table(&lake, "7d", parts[0]).await.height();
+        assert_eq!(parts[1].parse::<usize>().unwrap(), ours, "{line}");
+        assert_eq!(parts[2], "12", "{line}");
+        assert_eq!(parts[3], "DATE", "{line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_lake() {
+    let Ok(base) = std::env::var("CLICKTRAIL_TEST_S3_URL") else {
+        assert!(!services_required(), "CLICKTRAIL_TEST_S3_URL is required (CLICKTRAIL_REQUIRE_SERVICES=1)");
+        eprintln!("skipped: CLICKTRAIL_TEST_S3_URL not set");
+        return;
+    };
+    let url = format!("{}/pipeline-{}", base.trim_end_matches('/'), uuid::Uuid::new_v4().simple());
+    let lake = Lake::open(&url).unwrap();
+    let mem = memory_lake();
+    let cfg = GenConfig { hits: 3_000, days: 5, visitors: 300, members: 20, offers: 2, ..Default::default() };
+    gen::generate(&lake, &cfg).await.unwrap();
+    gen::generate(&mem, &cfg).await.unwrap();
+    run(&lake, "28d", "UTC", date(2026, 1, 2), date(2026, 1, 5)).await;
+    run(&lake, "28d", "UTC", date(2026, 1, 2), date(2026, 1, 5)).await; // replace in place
+    run(&mem, "28d", "UTC", date(2026, 1, 2), date(2026, 1, 5)).await;
+    for t in REPORT_TABLES {
+        assert_frames_equal(t, &table(&lake, "28d", t).await, &table(&mem, "28d", t).await);
+    }
+    let out = nightly::nightly(&lake, "28d".parse().unwrap(), chrono_tz::Tz::UTC, date(2026, 1, 7), &Progress::quiet()).await.unwrap();
+    assert!(matches!(out, Outcome::Done { .. }));
+}
