@@ -8,6 +8,14 @@ test:
 ci:
     bash .ci/run
 
+# Build, fill the local lake, run a collector with live traffic, attribute, print the leaderboard
+demo *ARGS:
+    cargo run --release --bin demo -- {{ARGS}}
+
+# Traffic: `just gen http --customers 500` (through a running collector) or `just gen lake --hits 1000000` (straight to the lake)
+gen MODE *ARGS:
+    if [ "{{MODE}}" = "lake" ]; then cargo run --release --bin pipeline -- gen {{ARGS}}; else cargo run --release --bin gen -- {{MODE}} {{ARGS}}; fi
+
 # Run the collector on the local default lake (data/lake) and spool (data/spool)
 serve *ARGS:
     cargo run --release --bin collector -- serve {{ARGS}}

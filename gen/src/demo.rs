@@ -225,7 +225,7 @@ fn batches(dir: &Path, from: NaiveDate, to: NaiveDate) -> anyhow::Result<Vec<Rec
 }
 
 fn text(b: &RecordBatch, c: &str, r: usize) -> String {
-    b.column_by_name(c).filter(|a| !a.is_null(r)).map(|a| a.as_string::<i32>().value(r).to_string()).unwrap_or_default()
+    b.column_by_name(c).filter(|a| !a.is_null(r)).map(|a| string_at(a.as_ref(), r)).unwrap_or_default()
 }
 
 fn int(b: &RecordBatch, c: &str, r: usize) -> i64 {
@@ -307,5 +307,14 @@ fn print_board(rows: &HashMap<(String, String), Row>, top: usize, from: NaiveDat
         if n == 0 {
             println!("  {}", widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  "));
         }
+    }
+}
+
+/// A string cell, whichever Arrow string layout the writer chose (Utf8, LargeUtf8, Utf8View).
+fn string_at(a: &dyn Array, row: usize) -> String {
+    match a.data_type() {
+        arrow_schema::DataType::LargeUtf8 => a.as_string::<i64>().value(row).to_string(),
+        arrow_schema::DataType::Utf8View => a.as_string_view().value(row).to_string(),
+        _ => a.as_string::<i32>().value(row).to_string(),
     }
 }

@@ -246,13 +246,15 @@ async fn customer(sim: &Sim, world: &World, i: usize, rng: &mut StdRng) -> anyho
     let amount = |rng: &mut StdRng| Some(rng.random_range(100..50_000i64) * 10_000 + rng.random_range(0..100) * 100);
     let conv = |order_id: String, rng: &mut StdRng, offer_id: &str| {
         let purchase = rng.random_bool(0.8);
+        let amount_micros = if purchase { amount(rng) } else { None };
         TruthConversion {
             kind: String::new(),
             offer_id: offer_id.to_string(),
             event: if purchase { "purchase".into() } else { ["signup", "download", "form"][rng.random_range(0..3)].into() },
             order_id,
-            amount_micros: if purchase { amount(rng) } else { None },
-            currency: None,
+            amount_micros,
+            // Sent without a currency, an amount takes the offer's.
+            currency: amount_micros.map(|_| offer.currency.clone()),
             status: String::new(),
             member_id: None,
         }
@@ -291,8 +293,6 @@ async fn customer(sim: &Sim, world: &World, i: usize, rng: &mut StdRng) -> anyho
     if c.amount_micros.is_some() && rng.random_bool(0.2) {
         // Some shops report in another currency.
         c.currency = Some(["EUR", "USD", "GBP"][rng.random_range(0..3)].to_string());
-    } else if c.amount_micros.is_some() {
-        c.currency = Some(offer.currency.clone());
     }
     let way = rng.random_range(0..100);
     let first_kind;

@@ -44,7 +44,7 @@ fn read_table(dir: &Path) -> Vec<RecordBatch> {
 
 fn s(b: &RecordBatch, col: &str, row: usize) -> Option<String> {
     let c = b.column_by_name(col).unwrap_or_else(|| panic!("column {col} missing"));
-    (!c.is_null(row)).then(|| c.as_string::<i32>().value(row).to_string())
+    (!c.is_null(row)).then(|| string_at(c.as_ref(), row))
 }
 
 fn i(b: &RecordBatch, col: &str, row: usize) -> Option<i64> {
@@ -147,4 +147,13 @@ async fn collector_to_pipeline_matches_ground_truth() {
         }
     }
     assert_eq!(have, want);
+}
+
+/// A string cell, whichever Arrow string layout the writer chose (Utf8, LargeUtf8, Utf8View).
+fn string_at(a: &dyn Array, row: usize) -> String {
+    match a.data_type() {
+        arrow_schema::DataType::LargeUtf8 => a.as_string::<i64>().value(row).to_string(),
+        arrow_schema::DataType::Utf8View => a.as_string_view().value(row).to_string(),
+        _ => a.as_string::<i32>().value(row).to_string(),
+    }
 }
