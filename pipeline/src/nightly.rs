@@ -283,6 +283,7 @@ pub async fn schedule(lake: &Lake, window: Window, tz: Tz, at: NaiveTime) -> Res
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

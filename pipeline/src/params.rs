@@ -108,6 +108,7 @@ pub fn next_day(d: NaiveDate) -> NaiveDate {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -2,6 +2,8 @@
 //! status and edge, nightly against one run, a property test, the DuckDB twin, bad input,
 //! and an S3 lake when one is available.
 
+#![allow(clippy::unwrap_used, clippy::type_complexity)] // tests: a failed unwrap is a failed test
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};

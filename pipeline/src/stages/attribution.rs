@@ -79,6 +79,7 @@ pub fn assign(conv: LazyFrame, sessions: LazyFrame, p: &Params) -> LazyFrame {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -47,6 +47,7 @@ pub fn flag(clicks: LazyFrame, _p: &Params) -> LazyFrame {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
