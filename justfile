@@ -24,6 +24,10 @@ serve *ARGS:
 bench-collector:
     bash bench/collector.sh
 
+# Pipeline wall time and peak RSS against DuckDB running queries/attribution.sql (10M and 50M hits; BENCH_SIZES, BENCH_RUNS override)
+bench-pipeline:
+    bash bench/pipeline.sh
+
 # Lint
 lint:
     cargo clippy --workspace --all-targets -- -D warnings

@@ -76,7 +76,7 @@ RSS_KB=$(awk '/VmHWM/ {print $2}' /proc/$CPID/status)
 
 # Everything acknowledged must be in the lake: stop with SIGTERM (flush) and count rows.
 kill -TERM $CPID; wait $CPID || true
-HITS=$(python3 -c "import duckdb,sys; print(duckdb.sql(\"select count(*) from read_parquet('$WORK/lake/hits/*/*/*.parquet')\").fetchone()[0])" 2>/dev/null || echo "n/a (pip install duckdb)")
+HITS=$(python3 -c "import duckdb,sys; print(duckdb.sql(\"select count(*) from read_parquet('$WORK/lake/hits/*/*/*.parquet')\").fetchall()[0][0])" 2>/dev/null || echo "n/a (pip install duckdb)")
 
 RATIO=$(awk -v c="$CR" -v n="$NR_" 'BEGIN {printf "%.2f", c/n}')
 mkdir -p bench/out

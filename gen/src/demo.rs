@@ -69,7 +69,9 @@ fn build_binaries() -> anyhow::Result<()> {
     // Under `cargo run` CARGO names the cargo that built us; build the siblings the same way.
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--bin", "collector", "--bin", "pipeline"]);
+    // The whole workspace's binaries: building a subset would resolve features differently
+    // and compile the heavy dependencies (polars) a second time.
+    cmd.args(["build", "--workspace", "--bins"]);
     if release {
         cmd.arg("--release");
     }
