@@ -78,17 +78,18 @@ async fn collector_to_pipeline_matches_ground_truth() {
     }
 
     let lake = lake::Lake::open(&lake_url).unwrap();
+    let first_day = chrono::Utc::now().date_naive();
     let truth = gen::http::run(&lake, &gen::http::HttpConfig { collector: base, customers: 600, seed: 7, concurrency: 8 }).await.unwrap();
     assert_eq!(truth.refused, 0);
-    // A day boundary between the traffic and the pipeline's date would split the check.
-    let today = chrono::Utc::now().date_naive();
+    // Traffic that crosses midnight (UTC) spans two dates: attribute both.
+    let last_day = chrono::Utc::now().date_naive();
 
     let term = Command::new("kill").args(["-TERM", &collector.id().to_string()]).status().unwrap();
     assert!(term.success());
     assert!(collector.wait().unwrap().success(), "collector exits 0 on SIGTERM");
 
     let out = Command::new(binary("pipeline"))
-        .args(["--lake", &lake_url, "run", "--date", &today.to_string()])
+        .args(["--lake", &lake_url, "run", "--from", &first_day.to_string(), "--to", &last_day.to_string()])
         .stdin(Stdio::null())
         .output()
         .unwrap();
