@@ -40,6 +40,9 @@ struct Args {
     /// Rows of the leaderboard
     #[arg(long, default_value_t = 15)]
     top: usize,
+    /// Use the collector and pipeline binaries already built beside this one
+    #[arg(long)]
+    skip_build: bool,
 }
 
 fn main() -> ExitCode {
@@ -129,8 +132,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     let from = today.checked_sub_days(Days::new(u64::from(args.days))).context("--days is too large")?;
     let lake_url = args.lake.display().to_string();
 
-    step("building collector and pipeline");
-    build_binaries()?;
+    if !args.skip_build {
+        step("building collector and pipeline");
+        build_binaries()?;
+    }
     let bin = bin_dir()?;
 
     step(&format!("filling {lake_url} with {} days of synthetic history ({} hits)", args.days, args.history_hits));
