@@ -28,6 +28,11 @@ impl ApiError {
         ApiError::BadRequest { field, message: message.into() }
     }
 
+    /// 404 for an offer id not in the registry.
+    pub fn unknown_offer(field: &'static str, id: &str) -> ApiError {
+        ApiError::NotFound { field: Some(field), message: format!("unknown offer {id:?}") }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
@@ -44,6 +49,16 @@ impl ApiError {
 impl From<SpoolError> for ApiError {
     fn from(e: SpoolError) -> ApiError {
         ApiError::Unavailable(e.to_string())
+    }
+}
+
+/// A body that could not be read: over the limit (413) or otherwise malformed (400).
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(e: axum::extract::rejection::BytesRejection) -> ApiError {
+        match e {
+            axum::extract::rejection::BytesRejection::FailedToBufferBody(_) => ApiError::TooLarge,
+            other => ApiError::bad("body", other.body_text()),
+        }
     }
 }
 

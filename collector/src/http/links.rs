@@ -4,25 +4,19 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use lake::registry::Link;
 use serde_json::{json, Value};
 
-use super::postback::constant_time_eq;
-use super::{pairs, ApiError, SharedState};
+use super::{bearer, constant_time_eq, pairs, ApiError, SharedState};
 use crate::registry::NewLink;
 
 fn authorize(app: &SharedState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = &app.admin_token else {
         return Err(ApiError::Unauthorized("the admin API is off: start the collector with --admin-token".into()));
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
+    match bearer(headers) {
         Some(t) if constant_time_eq(t.as_bytes(), expected.as_bytes()) => Ok(()),
         Some(_) => Err(ApiError::Unauthorized("bad admin token".into())),
         None => Err(ApiError::Unauthorized("admin token required (Authorization: Bearer)".into())),
@@ -51,10 +45,7 @@ pub async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     authorize(&app, &headers)?;
-    let body = body.map_err(|e| match e {
-        BytesRejection::FailedToBufferBody(_) => ApiError::TooLarge,
-        other => ApiError::bad("body", other.body_text()),
-    })?;
+    let body = body?;
     let new: NewLink = serde_json::from_slice(&body).map_err(|e| {
         let msg = e.to_string();
         let field = ["offer_id", "member_id", "destination_url", "code"]

@@ -158,6 +158,18 @@ pub fn encode_params(rest: &[(String, String)]) -> Option<String> {
     Some(s.finish())
 }
 
+/// The token of an `Authorization: Bearer <token>` header (the scheme in any case).
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Compares secrets in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Is `s` a UUID (any version, hyphenated)?
 pub fn parse_uuid(s: &str) -> Option<uuid::Uuid> {
     (s.len() == 36).then(|| uuid::Uuid::parse_str(s).ok()).flatten()

@@ -31,9 +31,7 @@ pub async fn pixel(
     input.extend(pairs(query.as_deref()));
     let offer_id = input.offer_id()?;
     let registry = app.registry.get();
-    let offer = registry
-        .offer(offer_id)
-        .ok_or_else(|| ApiError::NotFound { field: Some("offer"), message: format!("unknown offer {offer_id:?}") })?;
+    let offer = registry.offer(offer_id).ok_or_else(|| ApiError::unknown_offer("offer", offer_id))?;
     if input.token.is_some() {
         // A postback token must never be stored with a browser hit's params.
         return Err(ApiError::bad("token", "pixels take no token; send server-side conversions to /postback"));
@@ -59,9 +57,7 @@ pub async fn script(State(app): State<SharedState>, RawQuery(query): RawQuery) -
         None => ("null".to_string(), DEFAULT_COOKIE_DAYS),
         Some(id) => {
             let registry = app.registry.get();
-            let offer = registry
-                .offer(id)
-                .ok_or_else(|| ApiError::NotFound { field: Some("offer"), message: format!("unknown offer {id:?}") })?;
+            let offer = registry.offer(id).ok_or_else(|| ApiError::unknown_offer("offer", id))?;
             (serde_json::to_string(&offer.offer_id).unwrap_or_default(), offer.cookie_days)
         }
     };

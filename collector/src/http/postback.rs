@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::conversion::ConversionInput;
-use super::{pairs, ApiError, Peer, SharedState};
+use super::{bearer, constant_time_eq, pairs, ApiError, Peer, SharedState};
 use crate::spool::Durability;
 
 /// JSON body fields as text: strings as they are, numbers as their exact literal (so
@@ -50,19 +50,6 @@ fn json_pairs(body: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
     Ok(out)
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
-}
-
-/// Compares secrets in time independent of where they differ.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 pub async fn postback(
     State(app): State<SharedState>,
     method: Method,
@@ -71,10 +58,7 @@ pub async fn postback(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let body = body.map_err(|e| match e {
-        BytesRejection::FailedToBufferBody(_) => ApiError::TooLarge,
-        other => ApiError::bad("body", other.body_text()),
-    })?;
+    let body = body?;
     let mut input = ConversionInput::default();
     if method == Method::POST && !body.is_empty() {
         let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -97,9 +81,7 @@ pub async fn postback(
 
     let offer_id = input.offer_id()?;
     let registry = app.registry.get();
-    let offer = registry
-        .offer(offer_id)
-        .ok_or_else(|| ApiError::NotFound { field: Some("offer"), message: format!("unknown offer {offer_id:?}") })?;
+    let offer = registry.offer(offer_id).ok_or_else(|| ApiError::unknown_offer("offer", offer_id))?;
     let token = input.token.as_deref().or_else(|| bearer(&headers));
     match token {
         None => return Err(ApiError::Unauthorized("postback token is required (token= or Authorization: Bearer)".into())),
