@@ -59,7 +59,7 @@ pub async fn collect(lf: LazyFrame, step: &str, inputs: &Inputs) -> Result<DataF
 }
 
 /// The polars type of a report column.
-fn report_dtype(column: &str) -> DataType {
+pub fn report_dtype(column: &str) -> DataType {
     match reports::column_type(column) {
         arrow_schema::DataType::Date32 => DataType::Date,
         arrow_schema::DataType::Int64 => DataType::Int64,

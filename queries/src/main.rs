@@ -1,1 +1,309 @@
-fn main() {}
+//! `queries`: named SQL, ad-hoc SQL and exports over a clicktrail lake.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use chrono::NaiveDate;
+use clap::{Args, Parser, Subcommand};
+use lake::window::Window;
+use lake::Lake;
+use queries::catalog::{self, Value};
+use queries::engine::{self, Scope};
+use queries::output::Format;
+use queries::source::Source;
+use queries::Target;
+
+#[derive(Parser, Debug)]
+#[command(name = "queries", version, about = "Named SQL, ad-hoc SQL and exports over a clicktrail lake")]
+struct Cli {
+    /// The lake: a folder, file://, s3://, gs://, az:// or memory:// URL
+    #[arg(long, env = "CLICKTRAIL_LAKE", default_value = "data/lake", global = true)]
+    lake: String,
+    /// A folder of your own .sql files, added to (or replacing) the built-in queries
+    #[arg(long, env = "CLICKTRAIL_QUERIES_DIR", global = true)]
+    queries_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List the named queries: name, purpose, parameters
+    List {
+        /// table or json
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Print a named query's SQL
+    Show { name: String },
+    /// Run a named query
+    Run {
+        name: String,
+        /// A query parameter, NAME=VALUE (repeatable)
+        #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_kv)]
+        params: Vec<(String, String)>,
+        #[command(flatten)]
+        scope: ScopeArgs,
+        #[command(flatten)]
+        out: OutArgs,
+    },
+    /// Run one SQL statement over the lake's tables: clicks, conversions, revenue and
+    /// attributions (of --window), hits, offers, links
+    Sql {
+        statement: String,
+        #[command(flatten)]
+        scope: ScopeArgs,
+        #[command(flatten)]
+        out: OutArgs,
+    },
+    /// Export a report table (clicks, conversions, revenue, attributions), the raw hits or a
+    /// named query to a CSV, JSON lines or Parquet file, or to PostgreSQL (--to postgres://…)
+    Export {
+        /// A table name or a named query
+        source: String,
+        #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_kv)]
+        params: Vec<(String, String)>,
+        /// Report window
+        #[arg(long, default_value = "28d")]
+        window: String,
+        /// First date (YYYY-MM-DD; default: the first date with reports)
+        #[arg(long)]
+        from: Option<String>,
+        /// Last date (YYYY-MM-DD), or the destination: postgres://user:pass@host/db (may be
+        /// given twice, once for each)
+        #[arg(long = "to", value_name = "DATE|URL")]
+        to: Vec<String>,
+        /// One date (same as --from D --to D)
+        #[arg(long, conflicts_with = "from")]
+        date: Option<String>,
+        /// Output file (.csv, .jsonl, .parquet)
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// File format (default: from the file name)
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+        /// PostgreSQL table (default: the source's name); schema.table allowed
+        #[arg(long)]
+        table: Option<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ScopeArgs {
+    /// Report window whose tables are read
+    #[arg(long, default_value = "28d")]
+    window: String,
+    /// First date (YYYY-MM-DD; default: the first date with reports)
+    #[arg(long)]
+    from: Option<String>,
+    /// Last date (YYYY-MM-DD; default: the last date with reports)
+    #[arg(long)]
+    to: Option<String>,
+    /// One date (same as --from D --to D)
+    #[arg(long, conflicts_with_all = ["from", "to"])]
+    date: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct OutArgs {
+    /// Output format (default: table, or from --out's extension)
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Write to this file instead of standard output (written whole or not at all)
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn parse_kv(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("{text:?} is not NAME=VALUE")),
+    }
+}
+
+fn date(flag: &str, text: &str) -> Result<NaiveDate> {
+    match NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        Ok(d) => Ok(d),
+        Err(_) => bail!("--{flag} {text:?} is not a date (YYYY-MM-DD)"),
+    }
+}
+
+fn window(text: &str) -> Result<Window> {
+    text.parse().map_err(|e| anyhow::anyhow!("--window {text:?}: {e}"))
+}
+
+fn scope(window_text: &str, from: Option<&str>, to: Option<&str>, one: Option<&str>) -> Result<Scope> {
+    let window = window(window_text)?;
+    if let Some(d) = one {
+        let d = date("date", d)?;
+        return Ok(Scope { window, from: Some(d), to: Some(d) });
+    }
+    Ok(Scope { window, from: from.map(|t| date("from", t)).transpose()?, to: to.map(|t| date("to", t)).transpose()? })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("queries: error: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            let text = format!("{e:#}");
+            eprintln!("queries: error: {}", text.split_whitespace().collect::<Vec<_>>().join(" "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The reader went away (`queries … | head`): not an error.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let all = catalog::load(cli.queries_dir.as_deref())?;
+    match cli.command {
+        Command::List { format } => Ok(list(&all, format)?),
+        Command::Show { name } => {
+            let q = find(&all, &name)?;
+            std::io::Write::write_all(&mut std::io::stdout().lock(), q.sql.as_bytes())?;
+            Ok(())
+        }
+        Command::Run { name, params, scope: s, out } => {
+            let q = find(&all, &name)?;
+            let values = q.bind(&params)?;
+            let scope = scope(&s.window, s.from.as_deref(), s.to.as_deref(), s.date.as_deref())?;
+            let target = Target::from_flags(out.out, out.format)?;
+            let source = Source::new(Lake::open(&cli.lake)?);
+            let what = format!("query {name}");
+            let prepared = engine::prepare(&source, &what, &q.sql, &scope, values).await?;
+            let rows = queries::deliver(&what, prepared, &target, &scope.window.to_string()).await?;
+            report(&target, rows);
+            Ok(())
+        }
+        Command::Sql { statement, scope: s, out } => {
+            let scope = scope(&s.window, s.from.as_deref(), s.to.as_deref(), s.date.as_deref())?;
+            let target = Target::from_flags(out.out, out.format)?;
+            let source = Source::new(Lake::open(&cli.lake)?);
+            let prepared = engine::prepare(&source, "SQL", &statement, &scope, Default::default()).await?;
+            let rows = queries::deliver("SQL", prepared, &target, &scope.window.to_string()).await?;
+            report(&target, rows);
+            Ok(())
+        }
+        Command::Export { source: name, params, window: w, from, to, date: one, out, format, table } => {
+            let mut to_date = None;
+            let mut dest = None;
+            for t in to {
+                if t.contains("://") {
+                    if dest.replace(t).is_some() {
+                        bail!("--to: two destinations given");
+                    }
+                } else if to_date.replace(date("to", &t)?).is_some() {
+                    bail!("--to: two last dates given");
+                }
+            }
+            let scope = scope(&w, from.as_deref(), to_date.map(|d| d.to_string()).as_deref(), one.as_deref())?;
+            let target = match (dest, out) {
+                (Some(_), Some(_)) => bail!("give --out FILE or --to postgres://…, not both"),
+                (Some(url), None) => {
+                    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                        bail!("--to {}: only postgres:// and postgresql:// destinations are known", queries::pg::redact(&url));
+                    }
+                    if format.is_some() {
+                        bail!("--format is for files; a PostgreSQL export is loaded with COPY");
+                    }
+                    Target::Postgres { url, table: table.clone().unwrap_or_else(|| name.clone()) }
+                }
+                (None, Some(path)) => Target::from_flags(Some(path), format)?,
+                (None, None) => bail!("export needs --out FILE or --to postgres://…"),
+            };
+            let source = Source::new(Lake::open(&cli.lake)?);
+            let (what, sql, values) = if lake::layout::REPORT_TABLES.contains(&name.as_str()) || name == "hits" {
+                if !params.is_empty() {
+                    bail!("--param is for named queries; {name} is a table");
+                }
+                if name == "hits" && matches!(target, Target::Postgres { .. }) {
+                    bail!("hits are exported to files; PostgreSQL takes the report tables and named queries");
+                }
+                (format!("table {name}"), format!("SELECT * FROM {name}"), Default::default())
+            } else {
+                let q = find(&all, &name)?;
+                let values: std::collections::BTreeMap<String, Value> = q.bind(&params)?;
+                (format!("query {name}"), q.sql.clone(), values)
+            };
+            let prepared = engine::prepare(&source, &what, &sql, &scope, values).await?;
+            let (from, to) = (prepared.from, prepared.to);
+            let rows = queries::deliver(&what, prepared, &target, &scope.window.to_string()).await?;
+            match &target {
+                Target::Postgres { url, table } => eprintln!(
+                    "exported {rows} rows of {what} (window {}, {from} .. {to}) to {} table {table}",
+                    scope.window,
+                    queries::pg::redact(url)
+                ),
+                _ => report(&target, rows),
+            }
+            Ok(())
+        }
+    }
+}
+
+fn find<'a>(all: &'a std::collections::BTreeMap<String, catalog::Query>, name: &str) -> Result<&'a catalog::Query> {
+    match all.get(name) {
+        Some(q) => Ok(q),
+        None => bail!(
+            "no query named {name:?}; `queries list` shows them ({})",
+            all.keys().cloned().collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+fn report(target: &Target, rows: u64) {
+    if let Target::File(path, _) = target {
+        eprintln!("wrote {rows} rows to {}", path.display());
+    }
+}
+
+fn list(all: &std::collections::BTreeMap<String, catalog::Query>, format: Format) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if format == Format::Json {
+        for q in all.values() {
+            let line = serde_json::json!({
+                "name": q.name,
+                "purpose": q.purpose,
+                "tables": q.tables,
+                "params": q.params.iter().map(|p| serde_json::json!({
+                    "name": p.name, "type": p.ty.as_str(), "default": p.default, "help": p.help,
+                })).collect::<Vec<_>>(),
+            });
+            writeln!(out, "{line}")?;
+        }
+        return Ok(());
+    }
+    for q in all.values() {
+        writeln!(out, "{}", q.name)?;
+        writeln!(out, "    {}", q.purpose)?;
+        for p in &q.params {
+            let default = match &p.default {
+                Some(d) if d.is_empty() => "''".to_string(),
+                Some(d) => d.clone(),
+                None => "required".to_string(),
+            };
+            writeln!(out, "    --param {}=… ({}, default {default}): {}", p.name, p.ty.as_str(), p.help)?;
+        }
+        writeln!(out, "    tables: {}", q.tables.join(", "))?;
+    }
+    writeln!(out, "\nEvery query also takes --window, --from, --to (or --date), --format and --out; see `queries run --help`.")?;
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! `queries`: the analysts' side of clicktrail. Named SQL questions (`queries/*.sql`), ad-hoc
+//! SQL over the lake's tables, and exports to files and PostgreSQL for BI tools. SQL runs
+//! in polars' SQL engine over lazy scans of the lake, so only the tables, dates and columns
+//! a statement touches are read, and results stream to their destination batch by batch.
+
+pub mod catalog;
+pub mod engine;
+pub mod output;
+pub mod pg;
+pub mod source;
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Result};
+use polars::prelude::*;
+
+use crate::engine::Prepared;
+use crate::output::Format;
+
+/// Where a result goes.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Stdout(Format),
+    File(PathBuf, Format),
+    Postgres { url: String, table: String },
+}
+
+impl Target {
+    /// `--out`/`--format` as given: a file (format from `--format` or its extension) or
+    /// standard output (format from `--format`, a table by default).
+    pub fn from_flags(out: Option<PathBuf>, format: Option<Format>) -> Result<Target> {
+        match out {
+            Some(path) if path.as_os_str() == "-" => Ok(Target::Stdout(format.unwrap_or(Format::Table))),
+            Some(path) => {
+                let format = match format.or_else(|| Format::from_path(&path)) {
+                    Some(f) => f,
+                    None => bail!("--out {}: say --format (csv, json, parquet or table); the file name does not tell", path.display()),
+                };
+                Ok(Target::File(path, format))
+            }
+            None => {
+                let format = format.unwrap_or(Format::Table);
+                if format == Format::Parquet && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                    bail!("--format parquet is binary: give --out FILE (or redirect standard output)");
+                }
+                Ok(Target::Stdout(format))
+            }
+        }
+    }
+}
+
+/// Sends a prepared result to `target`; returns the rows written. `what` names it in
+/// errors; `window` labels the rows in PostgreSQL.
+pub async fn deliver(what: &str, mut prepared: Prepared, target: &Target, window: &str) -> Result<u64> {
+    let schema = engine::schema(what, &mut prepared.lf)?;
+    let lf = prepared.lf;
+    let name = what.to_string();
+    match target {
+        Target::Stdout(format) => {
+            let sink = output::sink(*format, std::io::BufWriter::new(std::io::stdout()), &schema)?;
+            blocking(move || engine::stream(&name, lf, sink)).await
+        }
+        Target::File(path, format) => {
+            let (file, handle) = output::AtomicFile::create(path)?;
+            let sink = output::sink(*format, std::io::BufWriter::with_capacity(1 << 20, handle), &schema)?;
+            let rows = blocking(move || engine::stream(&name, lf, sink)).await?;
+            file.commit()?;
+            Ok(rows)
+        }
+        Target::Postgres { url, table } => {
+            let replace = pg::Replace {
+                window: window.to_string(),
+                dates: schema.get(lake::schema::report::DATE).is_some().then_some((prepared.from, prepared.to)),
+            };
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<bytes::Bytes>>(4);
+            let sink = Box::new(pg::CopySink::new(&schema, window, tx.clone()));
+            let producer = tokio::task::spawn_blocking(move || {
+                let r = engine::stream(&name, lf, sink);
+                if let Err(e) = &r {
+                    let _ = tx.send(Err(anyhow!("{e:#}")));
+                }
+                r
+            });
+            let loaded = pg::export(url, table, &schema, &replace, rx).await;
+            let produced = producer.await.map_err(|e| anyhow!("{what}: stopped: {e}"))?;
+            let loaded = loaded?;
+            produced?;
+            Ok(loaded)
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| anyhow!("stopped: {e}"))?
+}
+
+/// A result collected whole (tests and small answers).
+pub fn collect(what: &str, prepared: Prepared) -> Result<DataFrame> {
+    engine::collect(what, prepared.lf)
+}

@@ -1,0 +1,251 @@
+//! The lake's tables as polars lazy frames: the four report tables of a window (only the
+//! date folders a query needs), the raw hits, and the registry.
+//!
+//! A local lake is scanned in place. Files of any other store are downloaded once into a
+//! temporary folder that lives as long as the [`Source`], so polars needs no second
+//! object-store client and its credentials. Every report file's Parquet footer is read
+//! before the scan, so a truncated or foreign file is named instead of failing anonymously
+//! in the middle of a query.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use anyhow::{anyhow, Context, Result};
+use chrono::NaiveDate;
+use futures::{StreamExt, TryStreamExt};
+use lake::layout::{PARQUET_EXT, REPORTS_DIR};
+use lake::registry;
+use lake::reports;
+use lake::window::Window;
+use lake::Lake;
+use object_store::path::Path;
+use object_store::ObjectStoreExt;
+use polars::prelude::*;
+
+/// How many downloads run at once from a remote lake.
+const FETCH_CONCURRENCY: usize = 8;
+
+/// Reads tables out of one lake.
+pub struct Source {
+    lake: Lake,
+    tmp: Mutex<Option<tempfile::TempDir>>,
+    /// Things that must outlive the scans (the hits' temporary copies).
+    keep: Mutex<Vec<pipeline::read::Inputs>>,
+}
+
+/// The polars schema of a report table.
+pub fn report_schema(table: &str) -> SchemaRef {
+    Arc::new(reports::columns(table).iter().map(|c| Field::new((*c).into(), pipeline::write::report_dtype(c))).collect())
+}
+
+fn days(date: NaiveDate) -> i32 {
+    (date - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()).num_days() as i32
+}
+
+impl Source {
+    pub fn new(lake: Lake) -> Source {
+        Source { lake, tmp: Mutex::new(None), keep: Mutex::new(Vec::new()) }
+    }
+
+    pub fn lake(&self) -> &Lake {
+        &self.lake
+    }
+
+    /// The report files of `window`'s `table`, by date.
+    pub async fn report_files(&self, window: &Window, table: &str) -> Result<BTreeMap<NaiveDate, Vec<Path>>> {
+        let prefix = Path::from(format!("{REPORTS_DIR}/window={window}/{table}"));
+        let metas: Vec<_> = self
+            .lake
+            .store()
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .with_context(|| format!("listing {prefix} in lake {}", self.lake.url()))?;
+        let mut out: BTreeMap<NaiveDate, Vec<Path>> = BTreeMap::new();
+        for m in metas {
+            if !m.location.as_ref().ends_with(PARQUET_EXT) {
+                continue;
+            }
+            let date = m.location.parts().find_map(|p| {
+                p.as_ref().strip_prefix("date=").and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+            });
+            if let Some(date) = date {
+                out.entry(date).or_default().push(m.location);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The dates `window` has reports for (its `clicks` table: the pipeline writes the four
+    /// tables of a date together).
+    pub async fn report_dates(&self, window: &Window) -> Result<BTreeSet<NaiveDate>> {
+        Ok(self.report_files(window, lake::layout::TABLE_CLICKS).await?.into_keys().collect())
+    }
+
+    /// Every window that has reports in the lake.
+    pub async fn windows(&self) -> Result<Vec<Window>> {
+        let listed = self
+            .lake
+            .store()
+            .list_with_delimiter(Some(&Path::from(REPORTS_DIR)))
+            .await
+            .with_context(|| format!("listing {REPORTS_DIR} in lake {}", self.lake.url()))?;
+        let mut out: Vec<Window> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().and_then(|f| f.strip_prefix("window=")).and_then(|w| w.parse().ok()))
+            .collect();
+        out.sort_by_key(|w| w.hours());
+        Ok(out)
+    }
+
+    /// `window`'s `table` for the dates `from..=to`, lazily. A date with no file has no rows.
+    pub async fn scan_report(&self, window: &Window, table: &str, from: NaiveDate, to: NaiveDate) -> Result<LazyFrame> {
+        let files: Vec<Path> = self
+            .report_files(window, table)
+            .await?
+            .into_iter()
+            .filter(|(d, _)| *d >= from && *d <= to)
+            .flat_map(|(_, f)| f)
+            .collect();
+        let locals = self.localize(files).await?;
+        let schema = report_schema(table);
+        let lf = if locals.is_empty() {
+            DataFrame::empty_with_schema(&schema).lazy()
+        } else {
+            scan_parquet(&locals, schema.clone()).map_err(|e| anyhow!("planning the scan of {table} (window {window}): {e}"))?
+        };
+        let date = col(lake::schema::report::DATE).cast(DataType::Int32);
+        Ok(lf
+            .select(schema.iter_names().map(|n| col(n.clone())).collect::<Vec<_>>())
+            .filter(date.clone().gt_eq(lit(days(from))).and(date.lt_eq(lit(days(to))))))
+    }
+
+    /// The raw hits whose `ts` falls on a UTC date in `from..=to` (every hit when `None`),
+    /// lazily, with every column of the hit schema (a file missing an optional column reads
+    /// it as null). Raw means raw: a retried upload shows twice; the pipeline deduplicates.
+    pub async fn scan_hits(&self, range: Option<(NaiveDate, NaiveDate)>) -> Result<LazyFrame> {
+        let micros = range.map(|(from, to)| {
+            let lo = from.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc().timestamp_micros();
+            let hi = to.succ_opt().unwrap_or(to).and_hms_opt(0, 0, 0).unwrap_or_default().and_utc().timestamp_micros();
+            (lo, hi)
+        });
+        let files = pipeline::read::list_hits(&self.lake, micros).await?;
+        let inputs = pipeline::read::fetch(&self.lake, files).await?;
+        let (lo, hi) = micros.unwrap_or((i64::MIN, i64::MAX));
+        let all: Vec<&pipeline::read::LocalFile> = inputs.files.iter().collect();
+        let lf = pipeline::read::scan(&all, &lake::schema::hit::ALL, lo, hi)?;
+        self.keep.lock().map_err(|_| anyhow!("source lock poisoned"))?.push(inputs);
+        Ok(lf)
+    }
+
+    /// The registry as two frames: offers (without their postback tokens, which are
+    /// secrets) and links. A lake without a registry gives empty frames.
+    pub async fn registry(&self) -> Result<(DataFrame, DataFrame)> {
+        let offers = match self.lake.get_optional(&lake::layout::offers()).await? {
+            Some(b) => registry::parse_offers(&b)?,
+            None => Vec::new(),
+        };
+        let links = match self.lake.get_optional(&lake::layout::links()).await? {
+            Some(b) => registry::parse_links(&b)?,
+            None => Vec::new(),
+        };
+        let offers = DataFrame::new_infer_height(vec![
+            Column::new("offer_id".into(), offers.iter().map(|o| o.offer_id.as_str()).collect::<Vec<_>>()),
+            Column::new("destination_url".into(), offers.iter().map(|o| o.destination_url.as_str()).collect::<Vec<_>>()),
+            Column::new("currency".into(), offers.iter().map(|o| o.currency.as_str()).collect::<Vec<_>>()),
+            Column::new("cookie_days".into(), offers.iter().map(|o| i64::from(o.cookie_days)).collect::<Vec<_>>()),
+        ])?;
+        let links = DataFrame::new_infer_height(vec![
+            Column::new("code".into(), links.iter().map(|l| l.code.as_str()).collect::<Vec<_>>()),
+            Column::new("offer_id".into(), links.iter().map(|l| l.offer_id.as_str()).collect::<Vec<_>>()),
+            Column::new("member_id".into(), links.iter().map(|l| l.member_id.as_str()).collect::<Vec<_>>()),
+            Column::new("destination_url".into(), links.iter().map(|l| l.destination_url.as_str()).collect::<Vec<_>>()),
+            Column::new("created_at".into(), links.iter().map(|l| l.created_at.as_str()).collect::<Vec<_>>()),
+        ])?;
+        Ok((offers, links))
+    }
+
+    /// Local paths of `files`, downloading them from a remote lake, each footer checked.
+    async fn localize(&self, files: Vec<Path>) -> Result<Vec<PathBuf>> {
+        let pairs: Vec<(Path, PathBuf)> = match self.lake.local_root() {
+            Some(_) => files.into_iter().map(|f| (f.clone(), self.lake.local_path(&f).unwrap_or_default())).collect(),
+            None => {
+                let dir = {
+                    let mut tmp = self.tmp.lock().map_err(|_| anyhow!("source lock poisoned"))?;
+                    if tmp.is_none() {
+                        *tmp = Some(tempfile::Builder::new().prefix("clicktrail-queries-").tempdir().context("creating a temporary folder")?);
+                    }
+                    tmp.as_ref().map(|t| t.path().to_path_buf()).unwrap_or_default()
+                };
+                futures::stream::iter(files)
+                    .map(|f| {
+                        let local = dir.join(format!("{}{PARQUET_EXT}", uuid_like(&f)));
+                        async move {
+                            let bytes = self
+                                .lake
+                                .store()
+                                .get(&f)
+                                .await
+                                .with_context(|| format!("reading {f} from lake {}", self.lake.url()))?
+                                .bytes()
+                                .await
+                                .with_context(|| format!("reading {f} from lake {}", self.lake.url()))?;
+                            tokio::fs::write(&local, &bytes).await.with_context(|| format!("writing {}", local.display()))?;
+                            Ok::<_, anyhow::Error>((f, local))
+                        }
+                    })
+                    .buffered(FETCH_CONCURRENCY)
+                    .try_collect()
+                    .await?
+            }
+        };
+        tokio::task::spawn_blocking(move || {
+            for (name, local) in &pairs {
+                check_footer(name.as_ref(), local)?;
+            }
+            Ok::<_, anyhow::Error>(pairs.into_iter().map(|(_, l)| l).collect())
+        })
+        .await
+        .map_err(|e| anyhow!("footer check stopped: {e}"))?
+    }
+}
+
+/// A file name for a downloaded object: its path with separators replaced.
+fn uuid_like(path: &Path) -> String {
+    path.as_ref().replace(['/', '='], "_")
+}
+
+/// Reads a report file's Parquet footer, naming the file when it is not Parquet.
+fn check_footer(name: &str, local: &std::path::Path) -> Result<()> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let file = std::fs::File::open(local).with_context(|| format!("report file {name}"))?;
+    let reader = SerializedFileReader::new(file).map_err(|e| anyhow!("report file {name} is not a valid Parquet file ({e})"))?;
+    let _ = reader.metadata().file_metadata().num_rows();
+    Ok(())
+}
+
+/// A lazy scan of report files with the table's schema.
+fn scan_parquet(locals: &[PathBuf], schema: SchemaRef) -> PolarsResult<LazyFrame> {
+    let paths: Vec<PlRefPath> = locals.iter().map(|p| PlRefPath::new(p.to_string_lossy().as_ref())).collect();
+    let options = ParquetOptions { schema: Some(schema.clone()), ..Default::default() };
+    let args = UnifiedScanArgs {
+        schema: Some(schema),
+        hive_options: HiveOptions { enabled: Some(false), ..HiveOptions::new_disabled() },
+        glob: false,
+        cast_columns_policy: CastColumnsPolicy {
+            integer_upcast: true,
+            datetime_nanoseconds_downcast: true,
+            datetime_milliseconds_upcast: true,
+            datetime_convert_timezone: true,
+            null_upcast: true,
+            categorical_to_string: true,
+            ..CastColumnsPolicy::ERROR_ON_MISMATCH
+        },
+        missing_columns_policy: MissingColumnsPolicy::Insert,
+        extra_columns_policy: ExtraColumnsPolicy::Ignore,
+        ..Default::default()
+    };
+    Ok(LazyFrame::from(DslBuilder::scan_parquet(ScanSources::Paths(paths.into_iter().collect()), options, args)?.build()))
+}

@@ -1,0 +1,579 @@
+//! The queries' tests: a small lake built here (every status, two offers, two currencies,
+//! a bot, a conversion that only the longer window attributes), attributed by the real
+//! pipeline with 28d and 7d; every named query run and its answer checked; the CLI run as a
+//! user runs it; export round trips through CSV, JSON lines, Parquet (read back by polars,
+//! and by DuckDB when it is installed) and a real PostgreSQL when one is given.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::collections::BTreeMap;
+use std::path::Path as FsPath;
+use std::process::Command;
+
+use chrono::{NaiveDate, TimeZone, Utc};
+use lake::schema::HitKind;
+use lake::Lake;
+use pipeline::gen::{self, Hit};
+use pipeline::params::{parse_tz, Params};
+use pipeline::progress::Progress;
+use polars::prelude::*;
+use queries::catalog;
+use queries::engine::{self, Scope};
+use queries::source::Source;
+
+// ---------------------------------------------------------------- the lake
+
+fn date(d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 3, d).unwrap()
+}
+
+fn at(d: u32, h: u32, m: u32) -> i64 {
+    Utc.with_ymd_and_hms(2026, 3, d, h, m, 0).unwrap().timestamp_micros()
+}
+
+struct Builder {
+    hits: Vec<Hit>,
+    n: u16,
+}
+
+impl Builder {
+    fn uuid7(&mut self, ts: i64) -> String {
+        self.n += 1;
+        let mut rand = [0x22u8; 10];
+        rand[8..].copy_from_slice(&self.n.to_be_bytes());
+        uuid::Builder::from_unix_timestamp_millis((ts / 1000) as u64, &rand).into_uuid().to_string()
+    }
+
+    fn click(&mut self, ts: i64, offer: &str, member: &str, visitor: &str, ua: &str) -> String {
+        let id = self.uuid7(ts);
+        self.hits.push(Hit {
+            hit_id: id.clone(),
+            kind: HitKind::Click.as_str(),
+            ts,
+            offer_id: offer.into(),
+            member_id: Some(member.into()),
+            link_code: Some(format!("{member}-{offer}")),
+            click_id: Some(id.clone()),
+            visitor_id: Some(visitor.into()),
+            user_agent: Some(ua.into()),
+            ..Default::default()
+        });
+        id
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn conv(&mut self, kind: HitKind, ts: i64, offer: &str, event: &str, click: Option<&str>, visitor: Option<&str>, order: Option<&str>, amount: Option<(i64, &str)>) -> String {
+        let id = self.uuid7(ts);
+        self.hits.push(Hit {
+            hit_id: id.clone(),
+            kind: kind.as_str(),
+            ts,
+            offer_id: offer.into(),
+            click_id: click.map(Into::into),
+            visitor_id: visitor.map(Into::into),
+            event: Some(event.into()),
+            order_id: order.map(Into::into),
+            amount_micros: amount.map(|a| a.0),
+            currency: amount.map(|a| a.1.to_string()),
+            user_agent: Some("Mozilla/5.0".into()),
+            ..Default::default()
+        });
+        id
+    }
+}
+
+const PHONE: &str = "Mozilla/5.0 (iPhone) Instagram 300.0";
+
+/// The scenario every test reads. Returns the lake's folder (kept by the TempDir).
+async fn build_lake(dir: &FsPath) -> Lake {
+    let lake = Lake::open(dir.to_str().unwrap()).unwrap();
+    let mut b = Builder { hits: Vec::new(), n: 0 };
+    let c1 = b.click(at(1, 10, 0), "shoes", "ann", "v1", PHONE);
+    b.click(at(1, 10, 5), "shoes", "ann", "", "facebookexternalhit/1.1");
+    let c2 = b.click(at(1, 11, 0), "shoes", "bob", "v2", PHONE);
+    let c3 = b.click(at(1, 12, 0), "news", "cara", "v3", PHONE);
+    // ann: attributed 30 minutes later (19.99 USD), then the same order again by pixel.
+    b.conv(HitKind::Postback, at(1, 10, 30), "shoes", "purchase", Some(&c1), None, Some("o1"), Some((19_990_000, "USD")));
+    b.conv(HitKind::Pixel, at(1, 10, 31), "shoes", "purchase", Some(&c1), Some("v1"), Some("o1"), Some((19_990_000, "USD")));
+    // bob: 50 EUR a day later by click id; 100 USD ten days later through his visitor (28d only).
+    b.conv(HitKind::Postback, at(2, 11, 0), "shoes", "purchase", Some(&c2), None, Some("o3"), Some((50_000_000, "EUR")));
+    b.conv(HitKind::Pixel, at(11, 11, 0), "shoes", "purchase", None, Some("v2"), Some("o2"), Some((100_000_000, "USD")));
+    // cara: a signup an hour later, no amount.
+    b.conv(HitKind::Pixel, at(1, 13, 0), "news", "signup", Some(&c3), None, None, None);
+    // not attributed: an unknown click id, an offer mismatch, no click at all.
+    b.conv(HitKind::Postback, at(2, 9, 0), "shoes", "purchase", Some("not-a-click"), None, Some("o7"), Some((1_000_000, "USD")));
+    b.conv(HitKind::Pixel, at(2, 9, 30), "news", "signup", Some(&c1), None, None, None);
+    b.conv(HitKind::Pixel, at(3, 8, 0), "shoes", "purchase", None, None, Some("o9"), Some((5_000_000, "USD")));
+    gen::write_hits(&lake, &b.hits, "test").await.unwrap();
+    for window in ["28d", "7d"] {
+        let p = Params::new(window.parse().unwrap(), parse_tz("UTC").unwrap(), date(1), date(11)).unwrap();
+        pipeline::run(&lake, &p, None, "test", &Progress::quiet()).await.unwrap();
+    }
+    lake
+}
+
+async fn fixture() -> (tempfile::TempDir, Lake) {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = build_lake(&dir.path().join("lake")).await;
+    (dir, lake)
+}
+
+async fn run_query(lake: &Lake, name: &str, params: &[(&str, &str)]) -> DataFrame {
+    let all = catalog::builtin().unwrap();
+    let q = &all[name];
+    let given: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let values = q.bind(&given).unwrap();
+    let source = Source::new(lake.clone());
+    let scope = Scope { window: "28d".parse().unwrap(), from: None, to: None };
+    let prepared = engine::prepare(&source, name, &q.sql, &scope, values).await.unwrap();
+    queries::collect(name, prepared).unwrap()
+}
+
+/// The rows of `df` as text, one string per row, columns joined by `|` (nulls empty).
+fn rows(df: &DataFrame, columns: &[&str]) -> Vec<String> {
+    let df = df.select(columns.iter().copied()).unwrap();
+    (0..df.height())
+        .map(|i| {
+            df.get_row(i)
+                .unwrap()
+                .0
+                .iter()
+                .map(|v| match v {
+                    AnyValue::Null => String::new(),
+                    AnyValue::String(s) => s.to_string(),
+                    AnyValue::StringOwned(s) => s.to_string(),
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("|")
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------- every named query
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_summary() {
+    let (_d, lake) = fixture().await;
+    let df = run_query(&lake, "member_summary", &[]).await;
+    assert_eq!(
+        rows(&df, &["offer_id", "member_id", "currency", "clicks", "unique_clicks", "bot_clicks", "conversions", "orders", "revenue_micros", "conversion_rate_pct", "epc_micros"]),
+        vec![
+            "shoes|bob|USD|1|1|0|2|1|100000000|200.0|100000000",
+            "shoes|bob|EUR|1|1|0|2|1|50000000|200.0|50000000",
+            "shoes|ann|USD|1|1|1|1|1|19990000|100.0|19990000",
+            "news|cara||1|1|0|1|0|0|100.0|0",
+        ]
+    );
+    let only = run_query(&lake, "member_summary", &[("offer", "news")]).await;
+    assert_eq!(rows(&only, &["member_id"]), vec!["cara"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_members() {
+    let (_d, lake) = fixture().await;
+    let df = run_query(&lake, "top_members", &[]).await;
+    assert_eq!(
+        rows(&df, &["rank", "member_id", "offers", "clicks", "conversions", "orders", "currency", "revenue_micros", "epc_micros"]),
+        vec!["1|bob|1|1|2|1|USD|100000000|100000000", "2|ann|1|1|1|1|USD|19990000|19990000", "3|cara|1|1|1|0|USD|0|0"]
+    );
+    let eur = run_query(&lake, "top_members", &[("currency", "eur"), ("limit", "1")]).await;
+    assert_eq!(rows(&eur, &["rank", "member_id", "currency", "revenue_micros"]), vec!["1|bob|EUR|50000000"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_trend() {
+    let (_d, lake) = fixture().await;
+    let df = run_query(&lake, "daily_trend", &[]).await;
+    assert_eq!(
+        rows(&df, &["date", "currency", "clicks", "bot_clicks", "conversions", "orders", "revenue_micros"]),
+        vec![
+            "2026-03-01|USD|3|1|2|1|19990000",
+            "2026-03-02|EUR|0|0|1|1|50000000",
+            "2026-03-11|USD|0|0|1|1|100000000",
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offer_summary() {
+    let (_d, lake) = fixture().await;
+    let df = run_query(&lake, "offer_summary", &[]).await;
+    assert_eq!(
+        rows(&df, &["offer_id", "currency", "members", "clicks", "bot_clicks", "conversions_reported", "conversions_attributed", "attributed_pct", "orders", "revenue_micros"]),
+        vec!["news||1|1|0|2|1|50.0|0|0", "shoes|EUR|2|2|1|6|3|50.0|1|50000000", "shoes|USD|2|2|1|6|3|50.0|2|119990000"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_distribution() {
+    let (_d, lake) = fixture().await;
+    let df = run_query(&lake, "lag_distribution", &[]).await;
+    assert_eq!(
+        rows(&df, &["lag", "conversions", "share_pct", "cumulative_pct", "min_lag_seconds", "max_lag_seconds"]),
+        vec![
+            "under 1 hour|1|25.0|25.0|1800|1800",
+            "1 hour to 1 day|1|25.0|50.0|3600|3600",
+            "1 to 3 days|1|25.0|75.0|86400|86400",
+            "7 to 14 days|1|25.0|100.0|864000|864000",
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unattributed() {
+    let (_d, lake) = fixture().await;
+    let df = run_query(&lake, "unattributed", &[]).await;
+    assert_eq!(
+        rows(&df, &["status", "offer_id", "currency", "conversions", "with_amount", "amount_micros", "example_order_id"]),
+        vec![
+            "duplicate|shoes|USD|1|1|19990000|o1",
+            "no_click|shoes|USD|1|1|5000000|o9",
+            "offer_mismatch|news||1|0|0|",
+            "unknown_click|shoes|USD|1|1|1000000|o7",
+        ]
+    );
+    assert!(rows(&df, &["example_click_id"])[3] == "not-a-click");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bot_share() {
+    let (_d, lake) = fixture().await;
+    let df = run_query(&lake, "bot_share", &[]).await;
+    assert_eq!(
+        rows(&df, &["offer_id", "member_id", "clicks", "bot_clicks", "all_clicks", "bot_share_pct"]),
+        vec!["shoes|ann|1|1|2|50.0", "news|cara|1|0|1|0.0", "shoes|bob|1|0|1|0.0"]
+    );
+    let busy = run_query(&lake, "bot_share", &[("min_clicks", "2")]).await;
+    assert_eq!(rows(&busy, &["member_id"]), vec!["ann"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_comparison() {
+    let (_d, lake) = fixture().await;
+    let df = run_query(&lake, "window_comparison", &[]).await;
+    // Under 7d bob's visitor conversion ten days after his click is not attributed.
+    assert_eq!(
+        rows(&df, &["offer_id", "member_id", "currency", "this_window", "other_window", "conversions", "other_conversions", "conversions_diff", "revenue_micros", "other_revenue_micros", "revenue_diff_micros"]),
+        vec![
+            "shoes|bob|USD|28d|7d|1|0|-1|100000000|0|-100000000",
+            "news|cara||28d|7d|1|1|0|0|0|0",
+            "shoes|ann|USD|28d|7d|1|1|0|19990000|19990000|0",
+            "shoes|bob|EUR|28d|7d|1|1|0|50000000|50000000|0",
+        ]
+    );
+}
+
+#[test]
+fn every_sql_file_is_tested() {
+    let tested = ["member_summary", "top_members", "daily_trend", "offer_summary", "lag_distribution", "unattributed", "bot_share", "window_comparison"];
+    let all = catalog::builtin().unwrap();
+    let names: Vec<&str> = all.keys().map(String::as_str).collect();
+    assert_eq!(names.len(), tested.len(), "a query without a test: {names:?}");
+    for n in names {
+        assert!(tested.contains(&n), "{n} has no test");
+    }
+}
+
+// ---------------------------------------------------------------- the command line
+
+fn cli(lake: &FsPath, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_queries")).arg("--lake").arg(lake).args(args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_list_run_and_sql() {
+    let (d, _lake) = fixture().await;
+    let lake = d.path().join("lake");
+    let (ok, out, _) = cli(&lake, &["list"]);
+    assert!(ok);
+    for name in ["member_summary", "window_comparison", "lag_distribution"] {
+        assert!(out.contains(name), "{out}");
+    }
+    assert!(out.contains("--param other=… (window, default 7d): the window to compare with"), "{out}");
+
+    // A readable table, money as exact decimals beside the micros.
+    let (ok, out, err) = cli(&lake, &["run", "top_members"]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].split_whitespace().collect::<Vec<_>>().starts_with(&["rank", "member_id"]), "{out}");
+    assert!(lines[2].contains("bob") && lines[2].contains("100.00"), "{out}");
+    assert!(!lines[0].contains("_micros"), "the table shows money once, as a decimal: {out}");
+    assert!(lines[3].contains("19.99"), "{out}");
+    assert!(out.ends_with("(3 rows)\n"), "{out}");
+
+    // CSV to standard output.
+    let (ok, out, err) = cli(&lake, &["run", "top_members", "--format", "csv", "--param", "limit=2"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "rank,member_id,offers,clicks,unique_clicks,conversions,orders,currency,revenue_micros,revenue,conversion_rate_pct,epc_micros,epc\r\n\
+         1,bob,1,1,1,2,1,USD,100000000,100.00,200,100000000,100.00\r\n\
+         2,ann,1,1,1,1,1,USD,19990000,19.99,100,19990000,19.99\r\n"
+    );
+
+    // Ad-hoc SQL over the tables, a date range and JSON lines.
+    let (ok, out, err) = cli(
+        &lake,
+        &["sql", "SELECT status, COUNT(*) AS n FROM attributions GROUP BY status ORDER BY status", "--from", "2026-03-01", "--to", "2026-03-02", "--format", "json"],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "{\"status\":\"attributed\",\"n\":3}\n{\"status\":\"duplicate\",\"n\":1}\n{\"status\":\"offer_mismatch\",\"n\":1}\n{\"status\":\"unknown_click\",\"n\":1}\n"
+    );
+    let (ok, out, err) = cli(&lake, &["sql", "SELECT COUNT(*) AS n FROM hits", "--format", "csv"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "n\r\n12\r\n");
+    let (ok, out, err) = cli(&lake, &["sql", "SELECT l.member_id, c.clicks FROM clicks c JOIN links l ON l.member_id = c.member_id", "--format", "csv"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "member_id,clicks\r\n", "an empty registry joins nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_errors_name_the_problem() {
+    let (d, _lake) = fixture().await;
+    let lake = d.path().join("lake");
+    let err_of = |args: &[&str]| {
+        let (ok, _, err) = cli(&lake, args);
+        assert!(!ok, "{args:?} succeeded");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        err
+    };
+    assert!(err_of(&["run", "nope"]).contains("no query named \"nope\""));
+    assert!(err_of(&["run", "top_members", "--param", "limit=lots"]).contains("query top_members: parameter limit: \"lots\" is not an integer"));
+    assert!(err_of(&["run", "top_members", "--param", "colour=red"]).contains("query top_members: no parameter \"colour\""));
+    assert!(err_of(&["run", "window_comparison", "--param", "other=3x"]).contains("parameter other"));
+    assert!(err_of(&["run", "window_comparison", "--param", "other=1d"]).contains("needs reports for window 1d"));
+    assert!(err_of(&["run", "top_members", "--window", "1d"]).contains("no reports for window 1d"));
+    assert!(err_of(&["run", "top_members", "--window", "soon"]).contains("--window \"soon\""));
+    assert!(err_of(&["run", "top_members", "--from", "2026-13-01"]).contains("--from \"2026-13-01\" is not a date"));
+    let e = err_of(&["sql", "SELECT nonsense FROM clicks"]);
+    assert!(e.starts_with("queries: error: SQL:") && e.contains("nonsense"), "{e}");
+    assert!(err_of(&["sql", "SELEC 1"]).contains("SQL:"));
+    assert!(err_of(&["export", "clicks"]).contains("--out FILE or --to postgres://"));
+    assert!(err_of(&["export", "clicks", "--out", d.path().join("x.bin").to_str().unwrap()]).contains("--format"));
+    assert!(err_of(&["export", "clicks", "--out", d.path().join("no/such/dir/x.csv").to_str().unwrap()]).contains("does not exist"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_report_file_is_named() {
+    let (d, _lake) = fixture().await;
+    let lake = d.path().join("lake");
+    let file = lake.join("reports/window=28d/revenue/date=2026-03-02/part-0.parquet");
+    std::fs::write(&file, b"PAR1 this is not parquet").unwrap();
+    let (ok, _, err) = cli(&lake, &["run", "member_summary"]);
+    assert!(!ok);
+    assert!(err.contains("revenue/date=2026-03-02/part-0.parquet") && err.contains("not a valid Parquet file"), "{err}");
+}
+
+// ---------------------------------------------------------------- exports
+
+/// The whole table through the library, sorted, as text rows.
+async fn table_rows(lake: &Lake, window: &str, table: &str) -> Vec<String> {
+    let source = Source::new(lake.clone());
+    let scope = Scope { window: window.parse().unwrap(), from: None, to: None };
+    let p = engine::prepare(&source, "t", &format!("SELECT * FROM {table}"), &scope, BTreeMap::new()).await.unwrap();
+    let df = queries::collect("t", p).unwrap();
+    let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut out = rows(&df, &names);
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_round_trips_through_csv_json_and_parquet() {
+    let (d, lake) = fixture().await;
+    let root = d.path().join("lake");
+    for table in ["clicks", "revenue", "attributions"] {
+        let want = table_rows(&lake, "28d", table).await;
+        assert!(!want.is_empty());
+
+        // Parquet: read back with polars, micros as integers and a decimal beside them.
+        let pq = d.path().join(format!("{table}.parquet"));
+        let (ok, _, err) = cli(&root, &["export", table, "--out", pq.to_str().unwrap()]);
+        assert!(ok, "{err}");
+        let back = ParquetReader::new(std::fs::File::open(&pq).unwrap()).finish().unwrap();
+        let cols: Vec<String> = lake::reports::columns(table).iter().map(|c| c.to_string()).collect();
+        let cols_ref: Vec<&str> = cols.iter().map(String::as_str).collect();
+        let mut got = rows(&back, &cols_ref);
+        got.sort();
+        assert_eq!(got, want, "{table} parquet");
+        if table == "revenue" {
+            assert_eq!(back.column("revenue").unwrap().dtype(), &DataType::Decimal(38, 6));
+        }
+
+        // CSV: header, then every row; read back with polars' CSV reader as text.
+        let csv = d.path().join(format!("{table}.csv"));
+        let (ok, _, err) = cli(&root, &["export", table, "--out", csv.to_str().unwrap()]);
+        assert!(ok, "{err}");
+        let text = std::fs::read_to_string(&csv).unwrap();
+        let header = text.lines().next().unwrap().to_string();
+        let mut expected_header: Vec<String> = Vec::new();
+        for c in lake::reports::columns(table) {
+            expected_header.push(c.to_string());
+            if let Some(base) = c.strip_suffix("_micros") {
+                expected_header.push(base.to_string());
+            }
+        }
+        assert_eq!(header, expected_header.join(","));
+        assert_eq!(text.lines().count(), want.len() + 1);
+        let read = CsvReadOptions::default()
+            .with_has_header(true)
+            .with_infer_schema_length(Some(0))
+            .try_into_reader_with_file_path(Some(csv.clone()))
+            .unwrap()
+            .finish()
+            .unwrap();
+        assert_eq!(read.height(), want.len());
+        if table == "revenue" {
+            let mut money = rows(&read, &["revenue_micros", "revenue"]);
+            money.sort();
+            assert!(money.contains(&"19990000|19.99".to_string()), "{money:?}");
+            assert!(money.contains(&"50000000|50.00".to_string()), "{money:?}");
+        }
+
+        // JSON lines: one object per row.
+        let js = d.path().join(format!("{table}.jsonl"));
+        let (ok, _, err) = cli(&root, &["export", table, "--out", js.to_str().unwrap()]);
+        assert!(ok, "{err}");
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&js).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), want.len());
+        if table == "attributions" {
+            let attributed = lines.iter().find(|l| l["order_id"] == "o1" && l["status"] == "attributed").unwrap();
+            assert_eq!(attributed["amount_micros"], 19_990_000);
+            assert_eq!(attributed["amount"], "19.99");
+            assert_eq!(attributed["lag_seconds"], 1800);
+            assert_eq!(attributed["ts"], "2026-03-01T10:30:00.000000Z");
+        }
+    }
+
+    // A named query exports too, with its parameters, and a date range limits the rows.
+    let out = d.path().join("eur.csv");
+    let (ok, _, err) = cli(&root, &["export", "top_members", "--param", "currency=EUR", "--out", out.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(std::fs::read_to_string(&out).unwrap().contains("\r\n1,bob,1,1,1,2,1,EUR,50000000,50.00,"));
+    let out = d.path().join("day.csv");
+    let (ok, _, err) = cli(&root, &["export", "clicks", "--date", "2026-03-01", "--out", out.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parquet_exports_read_in_duckdb() {
+    let duckdb = Command::new("python3").args(["-c", "import duckdb"]).status().map(|s| s.success()).unwrap_or(false);
+    if !duckdb {
+        assert!(std::env::var("CLICKTRAIL_REQUIRE_SERVICES").as_deref() != Ok("1"), "CI must have duckdb (pip install duckdb)");
+        eprintln!("skipped: python3 with duckdb is not installed");
+        return;
+    }
+    let (d, _lake) = fixture().await;
+    let root = d.path().join("lake");
+    let pq = d.path().join("revenue.parquet");
+    let (ok, _, err) = cli(&root, &["export", "revenue", "--out", pq.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let script = format!(
+        "import duckdb\nrows = duckdb.sql(\"SELECT currency, SUM(revenue_micros)::BIGINT, SUM(revenue)::VARCHAR, typeof(ANY_VALUE(revenue)), typeof(ANY_VALUE(date)) FROM '{}' GROUP BY currency ORDER BY currency\").fetchall()\nprint(rows)",
+        pq.display()
+    );
+    let out = Command::new("python3").args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "[('EUR', 50000000, '50.000000', 'DECIMAL(38,6)', 'DATE'), ('USD', 119990000, '119.990000', 'DECIMAL(38,6)', 'DATE')]"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_export_is_idempotent_and_exact() {
+    let Ok(url) = std::env::var("CLICKTRAIL_TEST_PG_URL") else {
+        assert!(std::env::var("CLICKTRAIL_REQUIRE_SERVICES").as_deref() != Ok("1"), "CI must set CLICKTRAIL_TEST_PG_URL");
+        eprintln!("skipped: CLICKTRAIL_TEST_PG_URL is not set");
+        return;
+    };
+    let (d, lake) = fixture().await;
+    let root = d.path().join("lake");
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let suffix = std::process::id();
+    let table = format!("revenue_{suffix}");
+    let attributions = format!("attr_{suffix}");
+    client.batch_execute(&format!("DROP TABLE IF EXISTS {table}; DROP TABLE IF EXISTS {attributions}")).await.unwrap();
+
+    let export = |args: Vec<String>| {
+        let mut full = vec!["export".to_string()];
+        full.extend(args);
+        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+        cli(&root, &refs)
+    };
+    let count = |sql: String| {
+        let client = &client;
+        async move { client.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    // Twice: the same rows, not twice the rows.
+    for _ in 0..2 {
+        let (ok, _, err) = export(vec!["revenue".into(), "--to".into(), url.clone(), "--table".into(), table.clone()]);
+        assert!(ok, "{err}");
+        assert_eq!(count(format!("SELECT COUNT(*) FROM {table}")).await, 3);
+    }
+    // Another window lives beside the first.
+    let (ok, _, err) = export(vec!["revenue".into(), "--window".into(), "7d".into(), "--to".into(), url.clone(), "--table".into(), table.clone()]);
+    assert!(ok, "{err}");
+    assert_eq!(count(format!("SELECT COUNT(*) FROM {table}")).await, 5);
+    assert_eq!(count(format!("SELECT COUNT(*) FROM {table} WHERE \"window\" = '7d'")).await, 2);
+    // Exact money: integer micros and the generated decimal.
+    let rows = client
+        .query(&format!("SELECT date::text, member_id, currency, revenue_micros, revenue::text FROM {table} WHERE \"window\" = '28d' ORDER BY date, currency"), &[])
+        .await
+        .unwrap();
+    let got: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{}|{}|{}|{}|{}", r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, String>(2), r.get::<_, i64>(3), r.get::<_, String>(4)))
+        .collect();
+    assert_eq!(
+        got,
+        vec!["2026-03-01|ann|USD|19990000|19.990000", "2026-03-02|bob|EUR|50000000|50.000000", "2026-03-11|bob|USD|100000000|100.000000"]
+    );
+    // Re-exporting one date replaces only that date.
+    client.batch_execute(&format!("UPDATE {table} SET revenue_micros = 1 WHERE date = '2026-03-01'")).await.unwrap();
+    let (ok, _, err) = export(vec!["revenue".into(), "--date".into(), "2026-03-01".into(), "--to".into(), url.clone(), "--table".into(), table.clone()]);
+    assert!(ok, "{err}");
+    assert_eq!(count(format!("SELECT SUM(revenue_micros)::bigint FROM {table} WHERE \"window\" = '28d'")).await, 169_990_000);
+    assert_eq!(count(format!("SELECT COUNT(*) FROM {table}")).await, 5);
+
+    // attributions: every row equal to the lake's, nulls and empty strings kept apart.
+    let (ok, _, err) = export(vec!["attributions".into(), "--to".into(), url.clone(), "--table".into(), attributions.clone()]);
+    assert!(ok, "{err}");
+    let want = table_rows(&lake, "28d", "attributions").await;
+    let pg_rows = client
+        .query(
+            &format!(
+                "SELECT hit_id, to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), date::text, kind, offer_id, event, order_id, amount_micros::text, currency, click_id, visitor_id, status, member_id, link_code, to_char(click_ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), lag_seconds::text FROM {attributions}"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut got: Vec<String> = pg_rows
+        .iter()
+        .map(|r| (0..16).map(|i| r.get::<_, Option<String>>(i).unwrap_or_default()).collect::<Vec<_>>().join("|"))
+        .collect();
+    got.sort();
+    let want: Vec<String> = want
+        .iter()
+        .map(|w| {
+            // polars prints timestamps as `2026-03-01 10:30:00 UTC`.
+            w.split('|').map(|f| f.trim_end_matches(" UTC").to_string()).collect::<Vec<_>>().join("|")
+        })
+        .collect();
+    assert_eq!(got, want);
+
+    // A table of another shape is refused, and nothing is changed.
+    let (ok, _, err) = export(vec!["clicks".into(), "--to".into(), url.clone(), "--table".into(), table.clone()]);
+    assert!(!ok);
+    assert!(err.contains("exists with columns"), "{err}");
+    assert_eq!(count(format!("SELECT COUNT(*) FROM {table}")).await, 5);
+    client.batch_execute(&format!("DROP TABLE {table}; DROP TABLE {attributions}")).await.unwrap();
+}
