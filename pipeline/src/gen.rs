@@ -33,6 +33,42 @@ pub struct GenConfig {
     pub offers: u32,
     pub members: u32,
     pub visitors: u64,
+    /// Offers and members taken from a registry instead of synthetic `offerN`/`mN` ids
+    /// (`offers` and `members` are then ignored).
+    pub registry: Option<GenRegistry>,
+}
+
+/// The offers, currencies and links to generate traffic for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenRegistry {
+    pub offers: Vec<GenOffer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenOffer {
+    pub offer_id: String,
+    pub currency: String,
+    /// (link code, member id)
+    pub links: Vec<(String, String)>,
+}
+
+impl GenRegistry {
+    /// Every offer of the registry that has at least one link.
+    pub fn from_registry(offers: &[lake::registry::Offer], links: &[lake::registry::Link]) -> Result<GenRegistry> {
+        let offers: Vec<GenOffer> = offers
+            .iter()
+            .map(|o| GenOffer {
+                offer_id: o.offer_id.clone(),
+                currency: o.currency.clone(),
+                links: links.iter().filter(|l| l.offer_id == o.offer_id).map(|l| (l.code.clone(), l.member_id.clone())).collect(),
+            })
+            .filter(|o| !o.links.is_empty())
+            .collect();
+        if offers.is_empty() {
+            return Err(PipelineError::Invalid("the registry has no offer with a link to generate traffic for".into()));
+        }
+        Ok(GenRegistry { offers })
+    }
 }
 
 impl Default for GenConfig {
@@ -45,6 +81,7 @@ impl Default for GenConfig {
             offers: 12,
             members: 2_000,
             visitors: 300_000,
+            registry: None,
         }
     }
 }
@@ -165,11 +202,41 @@ impl Gen {
         let bytes: [u8; 16] = self.rng.random();
         uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
     }
-    fn offer(&mut self) -> u32 {
-        self.skewed(u64::from(self.cfg.offers), 2) as u32
+    fn offer_count(&self) -> u32 {
+        match &self.cfg.registry {
+            Some(r) => r.offers.len() as u32,
+            None => self.cfg.offers,
+        }
     }
-    fn currency(offer: u32) -> &'static str {
-        CURRENCIES[offer as usize % CURRENCIES.len()]
+    fn offer(&mut self) -> u32 {
+        self.skewed(u64::from(self.offer_count()), 2) as u32
+    }
+    fn offer_id(&self, offer: u32) -> String {
+        match &self.cfg.registry {
+            Some(r) => r.offers[offer as usize % r.offers.len()].offer_id.clone(),
+            None => format!("offer{offer}"),
+        }
+    }
+    /// A member of `offer`, skewed towards the popular ones: (member id, link code).
+    fn member(&mut self, offer: u32) -> (String, String) {
+        let n = match &self.cfg.registry {
+            Some(r) => r.offers[offer as usize % r.offers.len()].links.len() as u64,
+            None => u64::from(self.cfg.members),
+        };
+        let i = self.skewed(n, 3);
+        match &self.cfg.registry {
+            Some(r) => {
+                let (code, member) = &r.offers[offer as usize % r.offers.len()].links[i as usize];
+                (member.clone(), code.clone())
+            }
+            None => (format!("m{i}"), format!("L{offer}x{i}")),
+        }
+    }
+    fn currency(&self, offer: u32) -> String {
+        match &self.cfg.registry {
+            Some(r) => r.offers[offer as usize % r.offers.len()].currency.clone(),
+            None => CURRENCIES[offer as usize % CURRENCIES.len()].to_string(),
+        }
     }
 }
 
@@ -193,7 +260,7 @@ pub async fn generate(lake: &Lake, cfg: &GenConfig) -> Result<u64> {
         for _ in 0..n {
             let ts = h0 + g.rng.random_range(0..MICROS_PER_HOUR);
             let offer = g.offer();
-            let member = g.skewed(u64::from(cfg.members), 3);
+            let (member_id, link_code) = g.member(offer);
             let visitor = g.skewed(cfg.visitors, 2);
             let bot = g.rng.random_bool(0.04);
             let ua = if bot { BOTS[g.rng.random_range(0..BOTS.len())] } else { BROWSERS[g.rng.random_range(0..BROWSERS.len())] };
@@ -203,9 +270,9 @@ pub async fn generate(lake: &Lake, cfg: &GenConfig) -> Result<u64> {
                 hit_id: g.uuid_v7(ts),
                 kind: HitKind::Click.as_str(),
                 ts,
-                offer_id: format!("offer{offer}"),
-                member_id: Some(format!("m{member}")),
-                link_code: Some(format!("L{offer}x{member}")),
+                offer_id: g.offer_id(offer),
+                member_id: Some(member_id),
+                link_code: Some(link_code),
                 click_id: Some(click_id.clone()),
                 visitor_id: Some(visitor_id.clone()),
                 user_agent: Some(ua.to_string()),
@@ -222,7 +289,7 @@ pub async fn generate(lake: &Lake, cfg: &GenConfig) -> Result<u64> {
                 let cts = ts + lag;
                 if cts < end {
                     order_seq += 1;
-                    let conv_offer = if g.rng.random_bool(0.01) { (offer + 1) % cfg.offers.max(1) } else { offer };
+                    let conv_offer = if g.rng.random_bool(0.01) { (offer + 1) % g.offer_count().max(1) } else { offer };
                     let (event, amount) = match g.rng.random_range(0..100) {
                         0..=84 => ("purchase", Some(g.rng.random_range(100..500_000i64) * 10_000 + g.rng.random_range(0..3i64))),
                         85..=94 => ("signup", None),
@@ -233,13 +300,13 @@ pub async fn generate(lake: &Lake, cfg: &GenConfig) -> Result<u64> {
                         hit_id: g.uuid_v7(cts),
                         kind: if style < 45 { HitKind::Postback.as_str() } else { HitKind::Pixel.as_str() },
                         ts: cts,
-                        offer_id: format!("offer{conv_offer}"),
+                        offer_id: g.offer_id(conv_offer),
                         click_id: (style < 75).then(|| click_id.clone()),
                         visitor_id: (style >= 45).then(|| visitor_id.clone()),
                         event: Some(event.to_string()),
                         order_id: (event == "purchase").then(|| format!("ord{order_seq}")),
                         amount_micros: amount,
-                        currency: Some(Gen::currency(conv_offer).to_string()),
+                        currency: Some(g.currency(conv_offer)),
                         user_agent: Some(BROWSERS[0].to_string()),
                         ..Default::default()
                     };
@@ -277,7 +344,7 @@ pub async fn generate(lake: &Lake, cfg: &GenConfig) -> Result<u64> {
                 hit_id: g.uuid_v7(ts),
                 kind: HitKind::Pixel.as_str(),
                 ts,
-                offer_id: format!("offer{offer}"),
+                offer_id: g.offer_id(offer),
                 click_id,
                 visitor_id,
                 event: Some("purchase".into()),

@@ -15,6 +15,10 @@ struct Cli {
     /// The lake: s3://bucket/prefix, gs://…, az://…, file:///path, a folder, or memory://.
     #[arg(long, global = true, env = lake::LAKE_ENV, default_value = lake::DEFAULT_LAKE)]
     lake: String,
+    /// Memory a run may use (12GiB, 800M…); a range that would need more runs in passes of
+    /// consecutive dates. Default: 60% of the machine's (or the cgroup's) memory.
+    #[arg(long, global = true, env = "CLICKTRAIL_MEMORY_BUDGET")]
+    memory_budget: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -75,6 +79,10 @@ enum Command {
         /// Distinct visitors (returning visitors are drawn from this pool).
         #[arg(long, env = "CLICKTRAIL_GEN_VISITORS", default_value_t = 300_000)]
         visitors: u64,
+        /// Use the lake's registry (registry/offers.csv, links.csv): its offers, currencies,
+        /// members and link codes, instead of synthetic ones.
+        #[arg(long)]
+        from_registry: bool,
     },
 }
 
@@ -83,6 +91,12 @@ fn window_zone(wz: &WindowZone) -> anyhow::Result<(lake::window::Window, chrono_
 }
 
 async fn main_inner(cli: Cli) -> anyhow::Result<()> {
+    if let Some(text) = &cli.memory_budget {
+        match pipeline::run::parse_bytes(text) {
+            Some(b) if b > 0 => pipeline::run::set_memory_budget(b),
+            _ => anyhow::bail!("invalid --memory-budget {text:?}: not a size (like 12GiB, 800M or 1000000000)"),
+        }
+    }
     let lake = Lake::open(&cli.lake).with_context(|| format!("while opening the lake {:?}", cli.lake))?;
     match cli.command {
         Command::Run { date, from, to, wz } => {
@@ -130,9 +144,22 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             let at = nightly::parse_at(&at)?;
             nightly::schedule(&lake, window, tz, at).await?;
         }
-        Command::Gen { seed, hits, start, days, visitors } => {
+        Command::Gen { seed, hits, start, days, visitors, from_registry } => {
             let start = parse_date("--start", &start)?;
-            let cfg = pipeline::gen::GenConfig { seed, hits, start, days, visitors, ..Default::default() };
+            let registry = if from_registry {
+                let read = |path: object_store::path::Path| {
+                    let lake = &lake;
+                    async move {
+                        lake.get_optional(&path).await?.ok_or_else(|| anyhow::anyhow!("--from-registry: {path} is not in lake {}", lake.url()))
+                    }
+                };
+                let offers = lake::registry::parse_offers(&read(lake::layout::offers()).await?)?;
+                let links = lake::registry::parse_links(&read(lake::layout::links()).await?)?;
+                Some(pipeline::gen::GenRegistry::from_registry(&offers, &links)?)
+            } else {
+                None
+            };
+            let cfg = pipeline::gen::GenConfig { seed, hits, start, days, visitors, registry, ..Default::default() };
             let n = pipeline::gen::generate(&lake, &cfg).await.context("while generating hits")?;
             println!("wrote {n} hit rows into {}", cli.lake);
         }

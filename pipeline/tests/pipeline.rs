@@ -511,6 +511,26 @@ async fn nightly_day_by_day_equals_one_run_and_catches_late_uploads() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_in_passes_writes_what_one_pass_writes() {
+    let cfg = GenConfig { hits: 20_000, days: 10, visitors: 500, members: 40, offers: 3, ..Default::default() };
+    let (one, passes) = (memory_lake(), memory_lake());
+    gen::generate(&one, &cfg).await.unwrap();
+    gen::generate(&passes, &cfg).await.unwrap();
+    let (first, last) = (date(2026, 1, 3), date(2026, 1, 10));
+    let p = Params::new("3d".parse().unwrap(), parse_tz("Europe/Paris").unwrap(), first, last).unwrap();
+    let a = pipeline::run::run_with_budget(&one, &p, None, "test", &Progress::quiet(), u64::MAX).await.unwrap();
+    // A budget below one day's estimate: one pass per date.
+    let b = pipeline::run::run_with_budget(&passes, &p, None, "test", &Progress::quiet(), 1).await.unwrap();
+    assert_eq!(a.manifest.output_rows, b.manifest.output_rows);
+    assert_eq!(b.manifest.dates.len(), 8);
+    let (x, y) = (all_tables(&one, "3d").await, all_tables(&passes, "3d").await);
+    for (t, (x, y)) in REPORT_TABLES.iter().zip(x.iter().zip(&y)) {
+        assert!(x.height() > 0, "{t} is empty");
+        assert_frames_equal(t, x, y);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_lock_stops_a_second_nightly() {
     let lake = memory_lake();
     let mut b = Lakefile::default();
