@@ -5,6 +5,7 @@
 --   in two currencies has a row for each, its click and conversion counts repeated; a
 --   member without revenue has one row with an empty currency. Biggest earners first.
 -- param: offer (string, default '') only this offer; empty: every offer
+-- param: limit (int, default 1000) rows at most
 -- tables: clicks, conversions, revenue
 WITH c AS (
     SELECT offer_id, member_id,
@@ -45,3 +46,4 @@ SELECT offer_id, member_id, currency, clicks, unique_clicks, bot_clicks, convers
             ELSE DIV(revenue_micros + clicks * 5000, clicks * 10000) * 10000 END AS epc_micros
 FROM t
 ORDER BY revenue_micros DESC, conversions DESC, clicks DESC, offer_id, member_id, currency
+LIMIT :limit

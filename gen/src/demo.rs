@@ -5,19 +5,13 @@
 //!
 //! `cargo run --release --bin demo` (options: `-- --help`).
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use arrow_array::cast::AsArray;
-use arrow_array::types::Int64Type;
-use arrow_array::{Array, RecordBatch};
-use chrono::{Days, NaiveDate, Utc};
+use chrono::{Days, Utc};
 use clap::Parser;
-use lake::money::format_micros;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 #[derive(Parser)]
 #[command(name = "demo", version, about = "Run clicktrail end to end on the local lake and print a member leaderboard")]
@@ -38,7 +32,7 @@ struct Args {
     #[arg(long, default_value_t = 2_000)]
     customers: usize,
     /// Rows of the leaderboard
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, default_value_t = 20)]
     top: usize,
     /// Use the collector and pipeline binaries already built beside this one
     #[arg(long)]
@@ -75,12 +69,35 @@ fn build_binaries() -> anyhow::Result<()> {
     // The whole workspace's binaries: building a subset would resolve features differently
     // and compile the heavy dependencies (polars) a second time.
     cmd.args(["build", "--workspace", "--bins"]);
+    // `cargo run` gave us its package's variables and a library path into target/; a nested
+    // build that sees them fingerprints some build scripts differently and rebuilds half the
+    // tree (then the next plain `cargo build` rebuilds it back). Hand it the user's
+    // environment instead.
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        let set_by_cargo_run = key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || matches!(key, "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_RUSTC_CURRENT_DIR");
+        if set_by_cargo_run {
+            cmd.env_remove(key);
+        }
+    }
+    if let Some(paths) = std::env::var_os("LD_LIBRARY_PATH") {
+        let target = dir.parent().map(Path::to_path_buf).unwrap_or_default();
+        let kept: Vec<PathBuf> =
+            std::env::split_paths(&paths).filter(|p| !p.starts_with(&target) && !p.to_string_lossy().contains("/rustlib/")).collect();
+        if kept.is_empty() {
+            cmd.env_remove("LD_LIBRARY_PATH");
+        } else if let Ok(joined) = std::env::join_paths(kept) {
+            cmd.env("LD_LIBRARY_PATH", joined);
+        }
+    }
     if release {
         cmd.arg("--release");
     }
     let status = cmd.status().context("while running cargo build")?;
     if !status.success() {
-        bail!("building collector and pipeline failed");
+        bail!("building the binaries failed");
     }
     Ok(())
 }
@@ -133,7 +150,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let lake_url = args.lake.display().to_string();
 
     if !args.skip_build {
-        step("building collector and pipeline");
+        step("building collector, pipeline and queries");
         build_binaries()?;
     }
     let bin = bin_dir()?;
@@ -149,6 +166,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             &from.to_string(),
             "--days",
             &args.days.to_string(),
+            "--from-registry",
         ]),
         "pipeline gen",
     )?;
@@ -185,143 +203,28 @@ fn run(args: Args) -> anyhow::Result<()> {
         "pipeline run",
     )?;
 
-    let board = leaderboard(&args.lake.join("reports/window=28d"), from, today)?;
-    print_board(&board, args.top, from, today);
+    step(&format!("member leaderboard, {from} .. {today}, 28-day last-click attribution"));
+    eprintln!("    (queries run member_summary: one row per offer, member and currency; unique clicks are daily unique visitors, summed)\n");
+    let from_s = from.to_string();
+    let today_s = today.to_string();
+    let limit = format!("limit={}", args.top);
+    check(
+        Command::new(bin.join("queries"))
+            .arg("--lake")
+            .arg(&args.lake)
+            .args(["run", "member_summary", "--from", &from_s, "--to", &today_s, "--param", &limit]),
+        "queries run member_summary",
+    )?;
+    let bin_rel = if bin.ends_with("release") { "target/release" } else { "target/debug" };
     println!(
-        "\nQuery further:\n  \
-         duckdb -c \"SELECT * FROM read_parquet('{lake_url}/reports/window=28d/revenue/*/*.parquet', hive_partitioning=true) ORDER BY revenue_micros DESC LIMIT 10\"\n  \
-         target/release/pipeline run --from {from} --to {today} --window 7d     # the same range with a 7-day window, beside the 28-day one\n  \
-         target/release/collector serve                                        # collect live hits into {lake_url}"
+        "\nQuery further (the lake is {lake_url}):\n  \
+         {bin_rel}/queries list                                          # every named question and its parameters\n  \
+         {bin_rel}/queries run top_members --param currency=EUR          # the top earners in one currency\n  \
+         {bin_rel}/queries run daily_trend --format csv --out trend.csv  # for a spreadsheet\n  \
+         {bin_rel}/queries sql \"SELECT status, COUNT(*) AS n FROM attributions GROUP BY status\"\n  \
+         {bin_rel}/pipeline run --from {from} --to {today} --window 7d    # the same range with a 7-day window, beside the 28-day one\n  \
+         {bin_rel}/queries run window_comparison --param other=7d        # then compare the two windows per member\n  \
+         {bin_rel}/queries export revenue --to postgres://user:pass@host/db   # load into PostgreSQL for a BI tool"
     );
     Ok(())
-}
-
-#[derive(Default)]
-struct Row {
-    clicks: i64,
-    unique: i64,
-    bots: i64,
-    conversions: i64,
-    revenue: BTreeMap<String, i64>,
-}
-
-fn date_of(path: &Path) -> Option<NaiveDate> {
-    path.components().find_map(|c| {
-        c.as_os_str().to_str()?.strip_prefix("date=").and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
-    })
-}
-
-fn batches(dir: &Path, from: NaiveDate, to: NaiveDate) -> anyhow::Result<Vec<RecordBatch>> {
-    let mut out = Vec::new();
-    let Ok(dates) = std::fs::read_dir(dir) else { return Ok(out) };
-    for d in dates.flatten() {
-        let p = d.path();
-        if !date_of(&p).is_some_and(|d| d >= from && d <= to) {
-            continue;
-        }
-        for f in std::fs::read_dir(&p)?.flatten() {
-            if f.path().extension().is_some_and(|e| e == "parquet") {
-                let file = std::fs::File::open(f.path())?;
-                for b in ParquetRecordBatchReaderBuilder::try_new(file)?.build()? {
-                    out.push(b?);
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn text(b: &RecordBatch, c: &str, r: usize) -> String {
-    b.column_by_name(c).filter(|a| !a.is_null(r)).map(|a| string_at(a.as_ref(), r)).unwrap_or_default()
-}
-
-fn int(b: &RecordBatch, c: &str, r: usize) -> i64 {
-    b.column_by_name(c).filter(|a| !a.is_null(r)).map(|a| a.as_primitive::<Int64Type>().value(r)).unwrap_or(0)
-}
-
-fn leaderboard(reports: &Path, from: NaiveDate, to: NaiveDate) -> anyhow::Result<HashMap<(String, String), Row>> {
-    let mut rows: HashMap<(String, String), Row> = HashMap::new();
-    for b in batches(&reports.join("clicks"), from, to)? {
-        for r in 0..b.num_rows() {
-            let row = rows.entry((text(&b, "offer_id", r), text(&b, "member_id", r))).or_default();
-            row.clicks += int(&b, "clicks", r);
-            row.unique += int(&b, "unique_clicks", r);
-            row.bots += int(&b, "bot_clicks", r);
-        }
-    }
-    for b in batches(&reports.join("conversions"), from, to)? {
-        for r in 0..b.num_rows() {
-            rows.entry((text(&b, "offer_id", r), text(&b, "member_id", r))).or_default().conversions += int(&b, "conversions", r);
-        }
-    }
-    for b in batches(&reports.join("revenue"), from, to)? {
-        for r in 0..b.num_rows() {
-            *rows
-                .entry((text(&b, "offer_id", r), text(&b, "member_id", r)))
-                .or_default()
-                .revenue
-                .entry(text(&b, "currency", r))
-                .or_default() += int(&b, "revenue_micros", r);
-        }
-    }
-    Ok(rows)
-}
-
-fn money(m: &BTreeMap<String, i64>, per: i64) -> String {
-    if m.is_empty() {
-        return "-".into();
-    }
-    m.iter()
-        .map(|(cur, v)| format!("{cur} {}", format_micros(if per > 0 { v / per } else { *v })))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn print_board(rows: &HashMap<(String, String), Row>, top: usize, from: NaiveDate, to: NaiveDate) {
-    let mut list: Vec<_> = rows.iter().collect();
-    // Most revenue first (all currencies' units summed only to rank), then most conversions.
-    list.sort_by(|a, b| {
-        let ra: i64 = a.1.revenue.values().sum();
-        let rb: i64 = b.1.revenue.values().sum();
-        rb.cmp(&ra).then(b.1.conversions.cmp(&a.1.conversions)).then(a.0.cmp(b.0))
-    });
-    println!("\nMember leaderboard, {from} .. {to}, 28-day last-click attribution ({} members; top {top}; unique = daily unique visitors, summed)\n", list.len());
-    let header = ["#", "offer", "member", "clicks", "unique", "bots", "conv.", "conv. rate", "revenue", "earnings per click"];
-    let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
-    for (i, ((offer, member), r)) in list.iter().take(top).enumerate() {
-        let rate = if r.clicks > 0 { format!("{:.1}%", 100.0 * r.conversions as f64 / r.clicks as f64) } else { "-".into() };
-        table.push(vec![
-            (i + 1).to_string(),
-            offer.clone(),
-            member.clone(),
-            r.clicks.to_string(),
-            r.unique.to_string(),
-            r.bots.to_string(),
-            r.conversions.to_string(),
-            rate,
-            money(&r.revenue, 0),
-            if r.clicks > 0 { money(&r.revenue, r.clicks) } else { "-".into() },
-        ]);
-    }
-    let widths: Vec<usize> = (0..header.len()).map(|c| table.iter().map(|row| row[c].chars().count()).max().unwrap_or(0)).collect();
-    for (n, row) in table.iter().enumerate() {
-        let line: Vec<String> = row
-            .iter()
-            .enumerate()
-            .map(|(c, v)| if c <= 2 || c >= 8 { format!("{v:<w$}", w = widths[c]) } else { format!("{v:>w$}", w = widths[c]) })
-            .collect();
-        println!("  {}", line.join("  ").trim_end());
-        if n == 0 {
-            println!("  {}", widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  "));
-        }
-    }
-}
-
-/// A string cell, whichever Arrow string layout the writer chose (Utf8, LargeUtf8, Utf8View).
-fn string_at(a: &dyn Array, row: usize) -> String {
-    match a.data_type() {
-        arrow_schema::DataType::LargeUtf8 => a.as_string::<i64>().value(row).to_string(),
-        arrow_schema::DataType::Utf8View => a.as_string_view().value(row).to_string(),
-        _ => a.as_string::<i32>().value(row).to_string(),
-    }
 }

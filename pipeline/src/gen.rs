@@ -291,7 +291,14 @@ pub async fn generate(lake: &Lake, cfg: &GenConfig) -> Result<u64> {
                     order_seq += 1;
                     let conv_offer = if g.rng.random_bool(0.01) { (offer + 1) % g.offer_count().max(1) } else { offer };
                     let (event, amount) = match g.rng.random_range(0..100) {
-                        0..=84 => ("purchase", Some(g.rng.random_range(100..500_000i64) * 10_000 + g.rng.random_range(0..3i64))),
+                        // Whole cents, mostly 5–150 with a tail to 600; now and then a sub-cent
+                        // amount (fuel, FX-converted) to keep the sums honest.
+                        0..=84 => {
+                            let u: f64 = g.rng.random();
+                            let cents = 500 + (u * u * 59_500.0) as i64;
+                            let sub_cent = if g.rng.random_bool(0.02) { g.rng.random_range(1..10_000i64) } else { 0 };
+                            ("purchase", Some(cents * 10_000 + sub_cent))
+                        }
                         85..=94 => ("signup", None),
                         _ => ("download", None),
                     };
