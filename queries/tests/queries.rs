@@ -86,7 +86,10 @@ const PHONE: &str = "Mozilla/5.0 (iPhone) Instagram 300.0";
 
 /// The scenario every test reads. Returns the lake's folder (kept by the TempDir).
 async fn build_lake(dir: &FsPath) -> Lake {
-    let lake = Lake::open(dir.to_str().unwrap()).unwrap();
+    fill(Lake::open(dir.to_str().unwrap()).unwrap()).await
+}
+
+async fn fill(lake: Lake) -> Lake {
     let mut b = Builder { hits: Vec::new(), n: 0 };
     let c1 = b.click(at(1, 10, 0), "shoes", "ann", "v1", PHONE);
     b.click(at(1, 10, 5), "shoes", "ann", "", "facebookexternalhit/1.1");
@@ -167,6 +170,14 @@ async fn member_summary() {
     );
     let only = run_query(&lake, "member_summary", &[("offer", "news")]).await;
     assert_eq!(rows(&only, &["member_id"]), vec!["cara"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_lake_is_read_through_its_store() {
+    // memory:// has no folder: report files are downloaded, as from S3.
+    let lake = fill(Lake::open(&format!("memory://queries-{}", std::process::id())).unwrap()).await;
+    let df = run_query(&lake, "member_summary", &[("offer", "shoes")]).await;
+    assert_eq!(rows(&df, &["member_id", "currency", "revenue_micros"]), vec!["bob|USD|100000000", "bob|EUR|50000000", "ann|USD|19990000"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
