@@ -445,6 +445,13 @@ impl AtomicFile {
     /// Syncs and renames the finished file into place.
     pub fn commit(mut self) -> Result<()> {
         let tmp = self.tmp.take().ok_or_else(|| anyhow!("file already committed"))?;
+        // A temporary file is private (0600); an export is an ordinary file for other tools.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
+                .with_context(|| format!("--out {}", self.path.display()))?;
+        }
         tmp.as_file().sync_all().with_context(|| format!("--out {}", self.path.display()))?;
         tmp.persist(&self.path).map_err(|e| anyhow!("--out {}: {}", self.path.display(), e.error))?;
         Ok(())

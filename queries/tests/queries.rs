@@ -406,6 +406,11 @@ async fn export_round_trips_through_csv_json_and_parquet() {
         let pq = d.path().join(format!("{table}.parquet"));
         let (ok, _, err) = cli(&root, &["export", table, "--out", pq.to_str().unwrap()]);
         assert!(ok, "{err}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&pq).unwrap().permissions().mode() & 0o777, 0o644, "readable by other tools");
+        }
         let back = ParquetReader::new(std::fs::File::open(&pq).unwrap()).finish().unwrap();
         let cols: Vec<String> = lake::reports::columns(table).iter().map(|c| c.to_string()).collect();
         let cols_ref: Vec<&str> = cols.iter().map(String::as_str).collect();
