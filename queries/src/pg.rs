@@ -74,7 +74,7 @@ pub fn create_table_sql(table: &str, schema: &Schema) -> Result<String> {
 /// Returns the rows loaded.
 pub async fn export(url: &str, table: &str, schema: &Schema, replace: &Replace, rx: Receiver<Result<Bytes>>) -> Result<u64> {
     let (mut client, conn) = tokio_postgres::connect(url, NoTls).await.map_err(|e| anyhow!("--to {}: cannot connect: {e}", redact(url)))?;
-    let conn_task = tokio::spawn(async move { conn.await });
+    let conn_task = tokio::spawn(conn);
     let result = async {
         let tx = client.transaction().await.context("starting a transaction")?;
         let (schema_name, bare) = match table.rsplit_once('.') {

@@ -2,7 +2,7 @@
 //! stops on SIGTERM, the real pipeline binary attributes the day, and its tables are
 //! checked against the generator's ground truth.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::type_complexity)]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
