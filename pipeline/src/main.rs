@@ -2,6 +2,12 @@
 //! flag up front, then hands over to the library; errors print as one line and exit 1.
 
 use anyhow::Context;
+
+/// jemalloc: memory a pass frees is reused by the next one instead of staying scattered
+/// over glibc's per-thread arenas (see BENCH.md, "Passes under a memory budget").
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand};
 use lake::Lake;
