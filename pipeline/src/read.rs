@@ -147,7 +147,8 @@ pub async fn fetch(lake: &Lake, files: Vec<HitFile>) -> Result<Inputs> {
     Ok(Inputs { files, _tmp: tmp })
 }
 
-async fn download(lake: &Lake, path: &str, local: &std::path::Path) -> Result<()> {
+/// Streams one object of the lake into a local file.
+pub async fn download(lake: &Lake, path: &str, local: &std::path::Path) -> Result<()> {
     use tokio::io::AsyncWriteExt;
     let location = Path::from(path);
     let got = lake.store().get(&location).await.map_err(PipelineError::store(path))?;
@@ -228,38 +229,41 @@ pub fn hit_polars_schema() -> SchemaRef {
     Arc::new(hit::ALL.iter().map(|c| Field::new((*c).into(), hit_dtype(c))).collect())
 }
 
+/// A lazy scan of local Parquet files with `schema`: columns selected by name, a missing
+/// column read as null, extra columns ignored, integers widened and timestamps of another
+/// unit or zone converted. No file: an empty frame with the schema.
+pub fn scan_parquet_files(paths: &[PathBuf], schema: SchemaRef) -> PolarsResult<LazyFrame> {
+    if paths.is_empty() {
+        return Ok(DataFrame::empty_with_schema(&schema).lazy());
+    }
+    let paths: Vec<PlRefPath> = paths.iter().map(|p| PlRefPath::new(p.to_string_lossy().as_ref())).collect();
+    let options = ParquetOptions { schema: Some(schema.clone()), ..Default::default() };
+    let args = UnifiedScanArgs {
+        schema: Some(schema),
+        hive_options: HiveOptions { enabled: Some(false), ..HiveOptions::new_disabled() },
+        glob: false,
+        cast_columns_policy: CastColumnsPolicy {
+            integer_upcast: true,
+            datetime_nanoseconds_downcast: true,
+            datetime_milliseconds_upcast: true,
+            datetime_convert_timezone: true,
+            null_upcast: true,
+            categorical_to_string: true,
+            ..CastColumnsPolicy::ERROR_ON_MISMATCH
+        },
+        missing_columns_policy: MissingColumnsPolicy::Insert,
+        extra_columns_policy: ExtraColumnsPolicy::Ignore,
+        ..Default::default()
+    };
+    Ok(LazyFrame::from(DslBuilder::scan_parquet(ScanSources::Paths(paths.into_iter().collect()), options, args)?.build()))
+}
+
 /// Scans `files` for `columns`, keeping rows with `ts` in `[lo, hi)`. No file: an empty
 /// frame with the same schema.
 pub fn scan(files: &[&LocalFile], columns: &[&str], lo: i64, hi: i64) -> Result<LazyFrame> {
     let selected: Vec<Expr> = columns.iter().map(|c| col(*c)).collect();
-    let lf = if files.is_empty() {
-        DataFrame::empty_with_schema(&hit_polars_schema()).lazy()
-    } else {
-        let paths: Vec<PlRefPath> = files.iter().map(|f| PlRefPath::new(f.local.to_string_lossy().as_ref())).collect();
-        let options = ParquetOptions { schema: Some(hit_polars_schema()), ..Default::default() };
-        let args = UnifiedScanArgs {
-            schema: Some(hit_polars_schema()),
-            hive_options: HiveOptions { enabled: Some(false), ..HiveOptions::new_disabled() },
-            glob: false,
-            cast_columns_policy: CastColumnsPolicy {
-                integer_upcast: true,
-                datetime_nanoseconds_downcast: true,
-                datetime_milliseconds_upcast: true,
-                datetime_convert_timezone: true,
-                null_upcast: true,
-                categorical_to_string: true,
-                ..CastColumnsPolicy::ERROR_ON_MISMATCH
-            },
-            missing_columns_policy: MissingColumnsPolicy::Insert,
-            extra_columns_policy: ExtraColumnsPolicy::Ignore,
-            ..Default::default()
-        };
-        LazyFrame::from(
-            DslBuilder::scan_parquet(ScanSources::Paths(paths.into_iter().collect()), options, args)
-                .map_err(PipelineError::polars("planning the hits scan"))?
-                .build(),
-        )
-    };
+    let paths: Vec<PathBuf> = files.iter().map(|f| f.local.clone()).collect();
+    let lf = scan_parquet_files(&paths, hit_polars_schema()).map_err(PipelineError::polars("planning the hits scan"))?;
     let ts = col(hit::TS).cast(DataType::Int64);
     Ok(lf.select(selected).filter(ts.clone().gt_eq(lit(lo)).and(ts.lt(lit(hi)))))
 }

@@ -170,14 +170,7 @@ pub async fn run_with_budget(
     tracing::info!(files = inputs.files.len(), rows = inputs.files.iter().map(|f| f.rows).sum::<i64>(), "inputs ready");
     progress.done();
 
-    let rows_in = |lo: i64, hi: i64| -> u64 {
-        inputs
-            .files
-            .iter()
-            .filter(|f| f.file.hour_start + read::MICROS_PER_HOUR > lo && f.file.hour_start < hi)
-            .map(|f| f.rows.max(0) as u64)
-            .sum()
-    };
+    let rows_in = |lo: i64, hi: i64| -> u64 { inputs.overlapping(lo, hi).iter().map(|f| f.rows.max(0) as u64).sum() };
     let passes = plan_passes(p, budget, rows_in);
     if passes.len() > 1 {
         tracing::info!(passes = passes.len(), budget, "the range runs in passes to stay within the memory budget");

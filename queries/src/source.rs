@@ -20,7 +20,6 @@ use lake::reports;
 use lake::window::Window;
 use lake::Lake;
 use object_store::path::Path;
-use object_store::ObjectStoreExt;
 use polars::prelude::*;
 
 /// How many downloads run at once from a remote lake.
@@ -111,11 +110,8 @@ impl Source {
             .collect();
         let locals = self.localize(files).await?;
         let schema = report_schema(table);
-        let lf = if locals.is_empty() {
-            DataFrame::empty_with_schema(&schema).lazy()
-        } else {
-            scan_parquet(&locals, schema.clone()).map_err(|e| anyhow!("planning the scan of {table} (window {window}): {e}"))?
-        };
+        let lf = pipeline::read::scan_parquet_files(&locals, schema.clone())
+            .map_err(|e| anyhow!("planning the scan of {table} (window {window}): {e}"))?;
         let date = col(lake::schema::report::DATE).cast(DataType::Int32);
         Ok(lf
             .select(schema.iter_names().map(|n| col(n.clone())).collect::<Vec<_>>())
@@ -183,16 +179,7 @@ impl Source {
                     .map(|f| {
                         let local = dir.join(format!("{}{PARQUET_EXT}", uuid_like(&f)));
                         async move {
-                            let bytes = self
-                                .lake
-                                .store()
-                                .get(&f)
-                                .await
-                                .with_context(|| format!("reading {f} from lake {}", self.lake.url()))?
-                                .bytes()
-                                .await
-                                .with_context(|| format!("reading {f} from lake {}", self.lake.url()))?;
-                            tokio::fs::write(&local, &bytes).await.with_context(|| format!("writing {}", local.display()))?;
+                            pipeline::read::download(&self.lake, f.as_ref(), &local).await?;
                             Ok::<_, anyhow::Error>((f, local))
                         }
                     })
@@ -224,28 +211,4 @@ fn check_footer(name: &str, local: &std::path::Path) -> Result<()> {
     let reader = SerializedFileReader::new(file).map_err(|e| anyhow!("report file {name} is not a valid Parquet file ({e})"))?;
     let _ = reader.metadata().file_metadata().num_rows();
     Ok(())
-}
-
-/// A lazy scan of report files with the table's schema.
-fn scan_parquet(locals: &[PathBuf], schema: SchemaRef) -> PolarsResult<LazyFrame> {
-    let paths: Vec<PlRefPath> = locals.iter().map(|p| PlRefPath::new(p.to_string_lossy().as_ref())).collect();
-    let options = ParquetOptions { schema: Some(schema.clone()), ..Default::default() };
-    let args = UnifiedScanArgs {
-        schema: Some(schema),
-        hive_options: HiveOptions { enabled: Some(false), ..HiveOptions::new_disabled() },
-        glob: false,
-        cast_columns_policy: CastColumnsPolicy {
-            integer_upcast: true,
-            datetime_nanoseconds_downcast: true,
-            datetime_milliseconds_upcast: true,
-            datetime_convert_timezone: true,
-            null_upcast: true,
-            categorical_to_string: true,
-            ..CastColumnsPolicy::ERROR_ON_MISMATCH
-        },
-        missing_columns_policy: MissingColumnsPolicy::Insert,
-        extra_columns_policy: ExtraColumnsPolicy::Ignore,
-        ..Default::default()
-    };
-    Ok(LazyFrame::from(DslBuilder::scan_parquet(ScanSources::Paths(paths.into_iter().collect()), options, args)?.build()))
 }
