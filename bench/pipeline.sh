@@ -22,7 +22,7 @@ mkdir -p "$out"
 
 command -v /usr/bin/time >/dev/null || { echo "needs /usr/bin/time (apt-get install time)" >&2; exit 1; }
 python3 -c 'import duckdb' || { echo "needs python3 with duckdb (pip install duckdb)" >&2; exit 1; }
-(cd "$root" && cargo build --release -p pipeline)
+(cd "$root" && cargo build --release --bin pipeline)
 target="${CARGO_TARGET_DIR:-$root/target}"
 bin="$target/release/pipeline"
 

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod output;
 pub mod pg;
 pub mod source;
+pub mod tls;
 
 use std::path::PathBuf;
 

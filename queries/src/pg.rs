@@ -15,7 +15,6 @@ use bytes::Bytes;
 use chrono::NaiveDate;
 use futures::SinkExt;
 use polars::prelude::*;
-use tokio_postgres::NoTls;
 
 use crate::output::{money_decimal_name, CsvSink, Sink};
 
@@ -73,8 +72,8 @@ pub fn create_table_sql(table: &str, schema: &Schema) -> Result<String> {
 /// Exports batches arriving on `rx` (CSV rows for COPY, already encoded) to `table`.
 /// Returns the rows loaded.
 pub async fn export(url: &str, table: &str, schema: &Schema, replace: &Replace, rx: Receiver<Result<Bytes>>) -> Result<u64> {
-    let (mut client, conn) = tokio_postgres::connect(url, NoTls).await.map_err(|e| anyhow!("--to {}: cannot connect: {e}", redact(url)))?;
-    let conn_task = tokio::spawn(conn);
+    let target = crate::tls::parse(url).map_err(|e| anyhow!("--to {}: {e:#}", redact(url)))?;
+    let (mut client, conn_task) = crate::tls::connect(&target).await.map_err(|e| anyhow!("--to {}: cannot connect: {e:#}", redact(url)))?;
     let result = async {
         let tx = client.transaction().await.context("starting a transaction")?;
         let (schema_name, bare) = match table.rsplit_once('.') {

@@ -593,3 +593,60 @@ async fn postgres_export_is_idempotent_and_exact() {
     assert_eq!(count(format!("SELECT COUNT(*) FROM {table}")).await, 5);
     client.batch_execute(&format!("DROP TABLE {table}; DROP TABLE {attributions}")).await.unwrap();
 }
+
+/// Exports over TLS as libpq users write it (`sslmode`, `sslrootcert`). CI's server has a
+/// certificate for `localhost` signed by a test CA, and a role `tls_only` that
+/// pg_hba.conf admits over TLS only, so a plaintext fallback cannot pass unnoticed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_export_over_tls_checks_the_certificate_as_asked() {
+    let (Ok(url), Ok(ca), Ok(other_ca)) =
+        (std::env::var("CLICKTRAIL_TEST_PG_TLS_URL"), std::env::var("CLICKTRAIL_TEST_PG_CA"), std::env::var("CLICKTRAIL_TEST_PG_OTHER_CA"))
+    else {
+        assert!(std::env::var("CLICKTRAIL_REQUIRE_SERVICES").as_deref() != Ok("1"), "CI must set CLICKTRAIL_TEST_PG_TLS_URL, _CA, _OTHER_CA");
+        eprintln!("skipped: CLICKTRAIL_TEST_PG_TLS_URL is not set");
+        return;
+    };
+    // url: postgres://tls_only@localhost:PORT/DB (the certificate names localhost, not 127.0.0.1)
+    let by_ip = url.replace("@localhost:", "@127.0.0.1:");
+    let (d, _lake) = fixture().await;
+    let root = d.path().join("lake");
+    let table = format!("revenue_tls_{}", std::process::id());
+    let export = |to: String| cli(&root, &["export", "revenue", "--to", &to, "--table", &table]);
+
+    // The server refuses this role without TLS: proof the others really used it.
+    let (ok, _, err) = export(format!("{url}?sslmode=disable"));
+    assert!(!ok);
+    assert!(err.contains("cannot connect") && err.contains("no encryption"), "{err}");
+    // Encrypted without checks (libpq's require, and prefer: our default).
+    for to in [format!("{url}?sslmode=require"), url.clone()] {
+        let (ok, _, err) = export(to);
+        assert!(ok, "{err}");
+    }
+    // Chain and name.
+    let (ok, _, err) = export(format!("{url}?sslmode=verify-full&sslrootcert={ca}"));
+    assert!(ok, "{err}");
+    // The name is wrong for 127.0.0.1: verify-full refuses, verify-ca (chain only) accepts.
+    let (ok, _, err) = export(format!("{by_ip}?sslmode=verify-full&sslrootcert={ca}"));
+    assert!(!ok);
+    assert!(err.contains("cannot connect") && err.contains("not valid for name"), "{err}");
+    let (ok, _, err) = export(format!("{by_ip}?sslmode=verify-ca&sslrootcert={ca}"));
+    assert!(ok, "{err}");
+    // A certificate from a CA we do not trust: refused, also under require with a root given.
+    for mode in ["verify-full", "verify-ca", "require"] {
+        let (ok, _, err) = export(format!("{url}?sslmode={mode}&sslrootcert={other_ca}"));
+        assert!(!ok, "{mode}");
+        assert!(err.contains("cannot connect") && err.contains("invalid peer certificate"), "{mode}: {err}");
+    }
+    // A missing root file is named.
+    let (ok, _, err) = export(format!("{url}?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem"));
+    assert!(!ok);
+    assert!(err.contains("sslrootcert /nonexistent/ca.pem"), "{err}");
+
+    // What went over TLS arrived whole, once (four successful exports, one table).
+    let plain = std::env::var("CLICKTRAIL_TEST_PG_URL").expect("CLICKTRAIL_TEST_PG_URL with the TLS one");
+    let (client, conn) = tokio_postgres::connect(&plain, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let n: i64 = client.query_one(&format!("SELECT COUNT(*) FROM {table}"), &[]).await.unwrap().get(0);
+    assert_eq!(n, 3);
+    client.batch_execute(&format!("DROP TABLE {table}")).await.unwrap();
+}
