@@ -63,7 +63,7 @@ impl Collector {
             None => IpHasher::load_or_create_salt(&args.spool)
                 .with_context(|| format!("while reading the IP salt in {}", args.spool.display()))?,
         };
-        let registry = RegistryCache::load(lake.clone())
+        let registry = RegistryCache::load_with_copy(lake.clone(), Some(args.spool.clone()))
             .await
             .with_context(|| format!("while loading the registry from {}", lake.url()))?;
         let metrics = Arc::new(Metrics::new());

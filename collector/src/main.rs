@@ -70,8 +70,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Offers { command: OffersCommand::Add { offer, destination, token, currency, cookie_days } } => {
             let offer = Offer { offer_id: offer, destination_url: destination, postback_token: token, currency: currency.to_ascii_uppercase(), cookie_days };
             let id = offer.offer_id.clone();
-            registry::add_offer(&lake, offer).await?;
-            println!("offer {id} added");
+            let what = match registry::add_offer(&lake, offer).await? {
+                registry::OfferChange::Added => "added",
+                registry::OfferChange::Updated => "updated",
+                registry::OfferChange::Unchanged => "unchanged",
+            };
+            println!("offer {id} {what}");
             Ok(())
         }
         Command::Offers { command: OffersCommand::List } => {

@@ -3,8 +3,10 @@
 //! (or the CLI) is served by every collector on the lake within seconds. Creating a link
 //! or an offer is a compare-and-swap update of the CSV, so concurrent creates lose nothing.
 
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use lake::registry::{self, Link, Offer, Registry};
@@ -52,19 +54,37 @@ pub async fn load(lake: &Lake) -> Result<Registry, LakeError> {
     Ok(Registry::new(offers, links))
 }
 
-/// Adds an offer; an existing offer id is a conflict.
-pub async fn add_offer(lake: &Lake, offer: Offer) -> Result<(), RegistryError> {
+/// What [`add_offer`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfferChange {
+    Added,
+    /// The offer existed with other settings (destination, token, currency, cookie days),
+    /// which are replaced: set-up scripts re-run `offers add` to change or rotate them.
+    Updated,
+    /// The offer existed as given: nothing written.
+    Unchanged,
+}
+
+/// Adds an offer, or replaces the settings of an existing one (compare-and-swap).
+pub async fn add_offer(lake: &Lake, offer: Offer) -> Result<OfferChange, RegistryError> {
     offer.validate().map_err(RegistryError::Invalid)?;
     lake.update(&layout::offers(), move |current| {
         let mut offers = match current {
             Some(b) => registry::parse_offers(b)?,
             None => Vec::new(),
         };
-        if offers.iter().any(|o| o.offer_id == offer.offer_id) {
-            return Ok((None, Err(RegistryError::Conflict(format!("offer {:?} already exists", offer.offer_id)))));
-        }
-        offers.push(offer.clone());
-        Ok((Some(Bytes::from(registry::write_offers(&offers))), Ok(())))
+        let change = match offers.iter_mut().find(|o| o.offer_id == offer.offer_id) {
+            Some(existing) if *existing == offer => return Ok((None, Ok(OfferChange::Unchanged))),
+            Some(existing) => {
+                *existing = offer.clone();
+                OfferChange::Updated
+            }
+            None => {
+                offers.push(offer.clone());
+                OfferChange::Added
+            }
+        };
+        Ok((Some(Bytes::from(registry::write_offers(&offers))), Ok(change)))
     })
     .await?
 }
@@ -105,6 +125,9 @@ pub async fn add_link(lake: &Lake, new: NewLink) -> Result<Link, RegistryError> 
 /// The in-memory registry of a running collector.
 pub struct RegistryCache {
     lake: Lake,
+    /// Where the last good registry is copied (the spool), so a collector can start while
+    /// object storage is down.
+    copy_dir: Option<PathBuf>,
     current: RwLock<Arc<Registry>>,
     state: tokio::sync::Mutex<Files>,
     last_error: Mutex<Option<String>>,
@@ -116,19 +139,86 @@ struct Files {
     links_tag: Option<String>,
     offers: Vec<Offer>,
     links: Vec<Link>,
+    /// When the last read of the lake began.
+    check_started: Option<Instant>,
 }
+
+/// Missed codes re-read the registry at most this often: a link created a moment ago on
+/// another instance is served at once, and a flood of bad codes costs at most 10 reads/s.
+pub const MISS_REFRESH_EVERY: Duration = Duration::from_millis(100);
+const COPY_OFFERS: &str = "registry-offers.csv";
+const COPY_LINKS: &str = "registry-links.csv";
 
 impl RegistryCache {
     /// Loads the registry; fails when the lake cannot be read or a file is malformed.
     pub async fn load(lake: Lake) -> Result<Arc<RegistryCache>, LakeError> {
+        Self::load_with_copy(lake, None).await
+    }
+
+    /// Loads the registry from the lake and keeps a copy of every good version in
+    /// `copy_dir`. When the lake cannot be read (or holds a malformed file) at start, the
+    /// copy is served instead, with the error in `/healthz`, until a refresh succeeds.
+    pub async fn load_with_copy(lake: Lake, copy_dir: Option<PathBuf>) -> Result<Arc<RegistryCache>, LakeError> {
         let cache = Arc::new(RegistryCache {
             lake,
+            copy_dir,
             current: RwLock::new(Arc::new(Registry::default())),
             state: tokio::sync::Mutex::new(Files::default()),
             last_error: Mutex::new(None),
         });
-        cache.refresh().await?;
+        if let Err(e) = cache.refresh().await {
+            let Some(copy) = cache.read_copy() else { return Err(e) };
+            tracing::warn!(error = %e, offers = copy.offers.len(), links = copy.links.len(),
+                "cannot read the registry from the lake; serving the copy saved in the spool");
+            *cache.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(copy);
+            *cache.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+        }
         Ok(cache)
+    }
+
+    fn read_copy(&self) -> Option<Registry> {
+        let dir = self.copy_dir.as_ref()?;
+        let offers = registry::parse_offers(&std::fs::read(dir.join(COPY_OFFERS)).ok()?).ok()?;
+        let links = match std::fs::read(dir.join(COPY_LINKS)) {
+            Ok(b) => registry::parse_links(&b).ok()?,
+            Err(_) => Vec::new(),
+        };
+        Some(Registry::new(offers, links))
+    }
+
+    fn write_copy(&self, files: &Files) {
+        let Some(dir) = &self.copy_dir else { return };
+        let write = |name: &str, bytes: Vec<u8>| -> std::io::Result<()> {
+            let tmp = dir.join(format!(".{name}.tmp"));
+            let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&tmp)?;
+            std::io::Write::write_all(&mut f, &bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, dir.join(name))
+        };
+        let result = write(COPY_OFFERS, registry::write_offers(&files.offers)).and_then(|_| write(COPY_LINKS, registry::write_links(&files.links)));
+        if let Err(e) = result {
+            tracing::warn!(error = %e, dir = %dir.display(), "cannot save the registry copy");
+        }
+    }
+
+    /// For a link code or offer not found: re-reads the registry unless a read began after
+    /// the request arrived (concurrent misses share one read), waiting first if the last
+    /// read began less than [`MISS_REFRESH_EVERY`] ago. Returns the registry to look in
+    /// again; gives up after 2 s (a slow store must not hold the request).
+    pub async fn refresh_on_miss(&self) -> Arc<Registry> {
+        let arrived = Instant::now();
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let files = self.state.lock().await;
+            if let Some(started) = files.check_started {
+                if started >= arrived {
+                    return;
+                }
+                tokio::time::sleep_until((started + MISS_REFRESH_EVERY).into()).await;
+            }
+            let _ = self.refresh_locked(files).await;
+        })
+        .await;
+        self.get()
     }
 
     pub fn get(&self) -> Arc<Registry> {
@@ -142,7 +232,12 @@ impl RegistryCache {
     /// Re-reads whichever file changed (conditional gets); returns whether anything did.
     /// A malformed file leaves the previous registry in place.
     pub async fn refresh(&self) -> Result<bool, LakeError> {
-        let mut files = self.state.lock().await;
+        let files = self.state.lock().await;
+        self.refresh_locked(files).await
+    }
+
+    async fn refresh_locked(&self, mut files: tokio::sync::MutexGuard<'_, Files>) -> Result<bool, LakeError> {
+        files.check_started = Some(Instant::now());
         let mut changed = false;
         if let Some((bytes, tag)) = self.lake.get_if_changed(&layout::offers(), files.offers_tag.as_deref()).await? {
             files.offers = if bytes.is_empty() { Vec::new() } else { registry::parse_offers(&bytes)? };
@@ -155,6 +250,7 @@ impl RegistryCache {
             changed = true;
         }
         if changed {
+            self.write_copy(&files);
             let reg = Registry::new(files.offers.clone(), files.links.clone());
             tracing::debug!(offers = reg.offers.len(), links = reg.links.len(), "registry loaded");
             *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(reg);

@@ -46,6 +46,7 @@ async fn click_redirects_with_params_cookie_and_records_it() {
     assert_eq!(q["src"], "ct", "the destination's own query is kept");
     assert_eq!(q["utm_source"], "ig");
     assert_eq!(q["sub1"], "story 1");
+    assert!(location.contains("&utm_source=ig&sub1=story%201&ct_click_id="), "passed on as sent: {location}");
     let click_id = q["ct_click_id"].clone();
     assert_eq!(uuid::Uuid::parse_str(&click_id).unwrap().get_version_num(), 7);
     let cookie = set_cookie(&resp);
@@ -61,11 +62,18 @@ async fn click_redirects_with_params_cookie_and_records_it() {
     assert!(set_cookie(&again).starts_with(&format!("ct_vid={vid};")));
     assert!(set_cookie(&again).contains("Max-Age=2419200"));
     assert!(again.headers()["location"].to_str().unwrap().starts_with("https://bags.example.org/sale?ct_click_id="));
+    // A visitor id that is not a UUID (set by an earlier version, or the brand) is kept as it is;
+    // a cookie that could not be ours is replaced.
+    let kept = http.get(server.url("/l/bob1")).header("cookie", "ct_vid=Visitor_7").send().await.unwrap();
+    assert!(set_cookie(&kept).starts_with("ct_vid=Visitor_7;"), "{}", set_cookie(&kept));
+    let replaced = http.get(server.url("/l/bob1")).header("cookie", "ct_vid=a%20b").send().await.unwrap();
+    assert!(!set_cookie(&replaced).starts_with("ct_vid=a%20b;"));
 
     server.stop().await;
     let hits = read_hits(&_dir.path().join("lake").display().to_string()).await;
     let clicks = by_kind(&hits, HitKind::Click);
-    assert_eq!(clicks.len(), 2);
+    assert_eq!(clicks.len(), 4);
+    assert!(clicks.iter().any(|h| h.visitor_id.as_deref() == Some("Visitor_7")));
     let c = clicks.iter().find(|h| h.link_code.as_deref() == Some("ann1")).unwrap();
     assert_eq!(c.offer_id, "shoes");
     assert_eq!(c.member_id.as_deref(), Some("ann"));
@@ -73,11 +81,12 @@ async fn click_redirects_with_params_cookie_and_records_it() {
     assert_eq!(c.visitor_id.as_deref(), Some(vid.as_str()));
     assert_eq!(c.user_agent.as_deref(), Some("Mozilla/5.0 (iPhone) Instagram 300.0"));
     assert_eq!(c.referer.as_deref(), Some("https://instagram.com/"));
-    assert_eq!(c.params.as_deref(), Some("utm_source=ig&sub1=story+1"));
+    // Stored as sent, byte for byte (not re-encoded: `%20` stays `%20`).
+    assert_eq!(c.params.as_deref(), Some("utm_source=ig&sub1=story%201"));
     let ip_hash = c.ip_hash.clone().unwrap();
     assert_eq!(ip_hash.len(), 32);
     assert!(!ip_hash.contains("127"), "the raw IP is never stored");
-    let b = clicks.iter().find(|h| h.link_code.as_deref() == Some("bob1")).unwrap();
+    let b = clicks.iter().find(|h| h.link_code.as_deref() == Some("bob1") && h.visitor_id.as_deref() == Some(vid.as_str())).unwrap();
     assert_eq!(b.visitor_id.as_deref(), Some(vid.as_str()));
     assert_eq!(b.params, None);
 }
@@ -90,7 +99,12 @@ async fn deep_links_only_on_the_destinations_site() {
     assert_eq!(ok.status(), StatusCode::FOUND);
     let loc = ok.headers()["location"].to_str().unwrap().to_string();
     assert!(loc.starts_with("https://www.example.com/p/42?color=red&utm_source=tt&ct_click_id="), "{loc}");
-    for evil in ["https://evil.com/", "https://example.com.evil.com/x", "javascript:alert(1)", "//evil.com", "not a url"] {
+    // A path is on the destination's site by definition.
+    let rel = http.get(server.url("/l/ann1?url=%2Fp%2F7%3Fsize%3D42")).send().await.unwrap();
+    assert_eq!(rel.status(), StatusCode::FOUND);
+    let loc = rel.headers()["location"].to_str().unwrap().to_string();
+    assert!(loc.starts_with("https://shop.example.com/p/7?size=42&ct_click_id="), "{loc}");
+    for evil in ["https://evil.com/", "https://example.com.evil.com/x", "javascript:alert(1)", "//evil.com", "https://[bad"] {
         let resp = http.get(server.url("/l/ann1")).query(&[("url", evil)]).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{evil}");
         assert!(resp.headers().get("location").is_none());
@@ -99,7 +113,7 @@ async fn deep_links_only_on_the_destinations_site() {
     }
     server.stop().await;
     let hits = read_hits(&dir.path().join("lake").display().to_string()).await;
-    assert_eq!(hits.len(), 1, "refused deep links record nothing");
+    assert_eq!(hits.len(), 2, "refused deep links record nothing");
 }
 
 #[tokio::test]
@@ -269,6 +283,17 @@ async fn postback_forms_tokens_and_errors() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     accept(r.json().await.unwrap());
+    // JSON sent as text/plain (some postback tools do), with a key we do not know.
+    let r = http
+        .post(server.url("/postback"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "text/plain")
+        .body(json!({"offer": "shoes", "click_id": cid, "amount": 2, "order_id": "T1", "test": true}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    accept(r.json().await.unwrap());
 
     let cases: Vec<(reqwest::RequestBuilder, StatusCode, Option<&str>)> = vec![
         (http.get(server.url(&format!("/postback?offer=shoes&click_id={cid}"))), StatusCode::UNAUTHORIZED, None),
@@ -281,7 +306,7 @@ async fn postback_forms_tokens_and_errors() {
         (http.get(server.url(&format!("/postback?offer=shoes&click_id={cid}&token={TOKEN}&event=a-b"))), StatusCode::BAD_REQUEST, Some("event")),
         (http.post(server.url("/postback")).bearer_auth(TOKEN).header("content-type", "application/json").body("{not json"), StatusCode::BAD_REQUEST, Some("body")),
         (http.post(server.url("/postback")).bearer_auth(TOKEN).json(&json!({"offer": "shoes", "click_id": cid, "amount": true})), StatusCode::BAD_REQUEST, Some("amount")),
-        (http.post(server.url("/postback")).bearer_auth(TOKEN).header("content-type", "text/plain").body("x"), StatusCode::BAD_REQUEST, Some("body")),
+        (http.post(server.url("/postback")).bearer_auth(TOKEN).header("content-type", "application/xml").body("<x/>"), StatusCode::BAD_REQUEST, Some("body")),
         (http.post(server.url("/postback")).bearer_auth(TOKEN).form(&[("offer", "shoes"), ("click_id", cid.as_str()), ("pad", &"x".repeat(17 * 1024))]), StatusCode::PAYLOAD_TOO_LARGE, None),
     ];
     for (i, (req, status, field)) in cases.into_iter().enumerate() {
@@ -295,7 +320,9 @@ async fn postback_forms_tokens_and_errors() {
     }
     server.stop().await;
     let hits = read_hits(&dir.path().join("lake").display().to_string()).await;
-    assert_eq!(hits.len(), 3, "refused postbacks record nothing");
+    assert_eq!(hits.len(), 4, "refused postbacks record nothing");
+    let t1 = hits.iter().find(|h| h.order_id.as_deref() == Some("T1")).unwrap();
+    assert_eq!((t1.amount_micros, t1.params.as_deref()), (Some(2_000_000), Some("test=true")));
     assert_eq!(hits.iter().map(|h| h.hit_id.clone()).collect::<HashSet<_>>(), accepted);
     let q1 = hits.iter().find(|h| h.order_id.as_deref() == Some("Q1")).unwrap();
     assert_eq!((q1.amount_micros, q1.currency.as_deref()), (Some(10_000_000), Some("USD")));
@@ -304,6 +331,35 @@ async fn postback_forms_tokens_and_errors() {
     let f1 = hits.iter().find(|h| h.order_id.as_deref() == Some("F1")).unwrap();
     assert_eq!((f1.offer_id.as_str(), f1.event.as_deref(), f1.amount_micros), ("bags", Some("download"), Some(7_500_000)));
     assert_eq!(hits.iter().find(|h| h.order_id.as_deref() == Some("J1")).unwrap().amount_micros, Some(3_333_333));
+}
+
+#[tokio::test]
+async fn a_link_added_elsewhere_is_served_at_once_and_the_registry_copy_survives_a_lake_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake_url = dir.path().join("lake").display().to_string();
+    let lake = Lake::open(&lake_url).unwrap();
+    seed_registry(&lake).await;
+    let mut args = serve_args(&dir.path().join("spool"));
+    args.registry_refresh = Duration::from_secs(3600);
+    let server = TestServer::start(&lake_url, args.clone()).await;
+    let http = client();
+    // Created by the CLI (another process): no periodic refresh would see it for an hour.
+    collector::registry::add_link(&lake, collector::registry::NewLink { offer_id: "shoes".into(), member_id: "dee".into(), destination_url: None, code: Some("dee1".into()) })
+        .await
+        .unwrap();
+    let r = http.get(server.url("/l/dee1")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FOUND, "a code missed re-reads the registry");
+    server.stop().await;
+
+    // The lake's registry becomes unreadable (an outage, or a bad edit): a collector still
+    // starts, from the copy in its spool, and says so in /healthz.
+    std::fs::write(dir.path().join("lake/registry/links.csv"), "code,offer_id\nbad code!,shoes\n").unwrap();
+    let server = TestServer::start(&lake_url, args).await;
+    let r = http.get(server.url("/l/dee1")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let health: Value = http.get(server.url("/healthz")).send().await.unwrap().json().await.unwrap();
+    assert!(health["registry_error"].as_str().unwrap().contains("links.csv"), "{health}");
+    server.stop().await;
 }
 
 #[tokio::test]

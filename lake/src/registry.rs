@@ -82,14 +82,15 @@ impl Offer {
             return Err(format!("offer_id {:?} must be 1 to 128 printable characters", self.offer_id));
         }
         validate_destination(&self.destination_url)?;
-        if self.postback_token.len() < 8 || self.postback_token.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err("postback_token must be at least 8 characters without spaces".into());
+        // Empty: the offer takes no postbacks (browser conversions only).
+        if self.postback_token.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err("postback_token must not contain spaces or control characters".into());
         }
         if normalize_currency(&self.currency).as_deref() != Some(self.currency.as_str()) {
             return Err(format!("currency {:?} must be 3 upper-case letters", self.currency));
         }
-        if self.cookie_days == 0 || self.cookie_days > 3650 {
-            return Err(format!("cookie_days {} must be from 1 to 3650", self.cookie_days));
+        if self.cookie_days > 3650 {
+            return Err(format!("cookie_days {} must be from 0 to 3650", self.cookie_days));
         }
         Ok(())
     }
@@ -114,7 +115,8 @@ impl Link {
 }
 
 fn reader(bytes: &[u8]) -> csv::Reader<&[u8]> {
-    csv::ReaderBuilder::new().has_headers(true).trim(csv::Trim::None).from_reader(bytes)
+    // flexible: a short row (trailing columns left out) takes the defaults.
+    csv::ReaderBuilder::new().has_headers(true).flexible(true).trim(csv::Trim::None).from_reader(bytes)
 }
 
 fn header_index(file: &str, headers: &csv::StringRecord, wanted: &[&str]) -> Result<Vec<Option<usize>>, LakeError> {
@@ -237,6 +239,21 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hand_written_offers_short_rows_and_short_tokens_read() {
+        // The spec fixes columns and defaults only: a short token, a short row, an empty
+        // token (browser conversions only) and cookie_days 0 are all a brand's choice.
+        let csv = "offer_id,destination_url,postback_token,currency,cookie_days\n\
+                   a,https://a.example/,tok\n\
+                   b,https://b.example/,,eur,0\n";
+        let offers = parse_offers(csv.as_bytes()).unwrap();
+        assert_eq!(offers[0].postback_token, "tok");
+        assert_eq!((offers[0].currency.as_str(), offers[0].cookie_days), ("USD", 28));
+        assert_eq!((offers[1].postback_token.as_str(), offers[1].currency.as_str(), offers[1].cookie_days), ("", "EUR", 0));
+        let e = parse_offers(b"offer_id,destination_url,postback_token\nc,https://c.example/,a b\n").unwrap_err().to_string();
+        assert!(e.contains("postback_token") && e.contains("line 2"), "{e}");
+    }
 
     #[test]
     fn offers_round_trip_with_defaults() {

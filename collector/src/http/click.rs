@@ -11,7 +11,7 @@ use lake::registry::is_valid_code;
 use lake::schema::HitKind;
 use url::Url;
 
-use super::{cookie_value, encode_params, pairs, parse_uuid, ApiError, Peer, SharedState, CLICK_ID_PARAM, DEEP_LINK_PARAM, VISITOR_COOKIE};
+use super::{cookie_value, join_params, query_segments, ApiError, Peer, SharedState, CLICK_ID_PARAM, DEEP_LINK_PARAM, VISITOR_COOKIE};
 use crate::spool::Durability;
 
 /// Two URLs are on the same site when their registrable domains (eTLD+1) match, or, for
@@ -35,6 +35,13 @@ pub fn same_site(a: &Url, b: &Url) -> bool {
     }
 }
 
+/// A `ct_vid` cookie is kept as it is when it looks like one of ours: a UUID, or any other
+/// id of 1 to 64 characters from `[A-Za-z0-9_-]` (a value set by an earlier version or by
+/// the brand); anything else is replaced.
+pub fn is_visitor_id(v: &str) -> bool {
+    (1..=64).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 pub async fn redirect(
     State(app): State<SharedState>,
     Path(code): Path<String>,
@@ -46,25 +53,31 @@ pub async fn redirect(
     if !is_valid_code(&code) {
         return Err(ApiError::UnknownLink);
     }
-    let registry = app.registry.get();
+    let mut registry = app.registry.get();
+    if registry.link(&code).is_none() {
+        // Perhaps created a moment ago through another collector or the CLI.
+        registry = app.registry.refresh_on_miss().await;
+    }
     let link = registry.link(&code).ok_or(ApiError::UnknownLink)?;
     let offer = registry.offer(&link.offer_id).ok_or(ApiError::UnknownLink)?;
     let destination = registry.destination(link).ok_or(ApiError::UnknownLink)?;
     let destination = Url::parse(&destination).map_err(|e| ApiError::Internal(format!("link {code}: bad destination: {e}")))?;
 
+    // The incoming parameters are passed on and stored exactly as sent (`%20` stays `%20`).
     let mut deep_link = None;
-    let mut kept = Vec::new();
-    for (k, v) in pairs(query.as_deref()) {
+    let mut kept: Vec<String> = Vec::new();
+    for (k, v, raw) in query_segments(query.as_deref()) {
         match k.as_str() {
             DEEP_LINK_PARAM if deep_link.is_none() => deep_link = Some(v),
             DEEP_LINK_PARAM | CLICK_ID_PARAM => {}
-            _ => kept.push((k, v)),
+            _ => kept.push(raw.to_string()),
         }
     }
-    let mut target = match deep_link {
+    let mut target = match deep_link.filter(|d| !d.is_empty()) {
         None => destination,
         Some(deep) => {
-            let url = Url::parse(&deep).map_err(|_| ApiError::bad("url", format!("deep link {deep:?} is not an absolute URL")))?;
+            // A path (`/product/42`) is on the destination's site by definition.
+            let url = destination.join(&deep).map_err(|_| ApiError::bad("url", format!("deep link {deep:?} is not a URL")))?;
             if !same_site(&url, &destination) {
                 return Err(ApiError::bad("url", format!("deep link {deep:?} is not on the destination's site")));
             }
@@ -72,16 +85,17 @@ pub async fn redirect(
         }
     };
     let click_id = uuid::Uuid::now_v7().to_string();
-    {
-        let mut q = target.query_pairs_mut();
-        for (k, v) in &kept {
-            q.append_pair(k, v);
-        }
-        q.append_pair(CLICK_ID_PARAM, &click_id);
-    }
+    // The destination's own query as written, less any stale click id, then ours.
+    let mut query_out: Vec<String> = query_segments(target.query())
+        .into_iter()
+        .filter(|(k, _, _)| k != CLICK_ID_PARAM)
+        .map(|(_, _, raw)| raw.to_string())
+        .collect();
+    query_out.extend(kept.iter().cloned());
+    query_out.push(format!("{CLICK_ID_PARAM}={click_id}"));
+    target.set_query(Some(&query_out.join("&")));
     let visitor_id = cookie_value(&headers, VISITOR_COOKIE)
-        .and_then(|v| parse_uuid(&v))
-        .map(|u| u.to_string())
+        .filter(|v| is_visitor_id(v))
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
 
     if method != Method::HEAD {
@@ -90,7 +104,7 @@ pub async fn redirect(
         hit.link_code = Some(link.code.clone());
         hit.click_id = Some(click_id);
         hit.visitor_id = Some(visitor_id.clone());
-        hit.params = encode_params(&kept);
+        hit.params = join_params(&kept);
         app.record(&hit, Durability::Written).await?;
     }
 

@@ -9,7 +9,8 @@ use lake::schema::{is_valid_event, is_valid_order_id, DEFAULT_EVENT, MAX_ORDER_I
 use super::{parse_uuid, ApiError};
 use crate::hit::Hit;
 
-/// Raw conversion fields as received; unrecognized pairs stay in `rest` for `params`.
+/// Raw conversion fields as received; unrecognized pairs stay in `rest` for `params`
+/// (query segments as sent, body fields form-encoded).
 #[derive(Debug, Default)]
 pub struct ConversionInput {
     pub offer: Option<String>,
@@ -19,7 +20,7 @@ pub struct ConversionInput {
     pub event: Option<String>,
     pub click_id: Option<String>,
     pub token: Option<String>,
-    pub rest: Vec<(String, String)>,
+    pub rest: Vec<String>,
 }
 
 impl ConversionInput {
@@ -27,7 +28,19 @@ impl ConversionInput {
     /// count as not sent.
     pub fn extend(&mut self, pairs: impl IntoIterator<Item = (String, String)>) {
         for (k, v) in pairs {
-            let slot = match k.as_str() {
+            self.take(k, v, |k, v| super::encode_pair(k, v));
+        }
+    }
+
+    /// Takes a query string; unrecognized segments are kept as sent.
+    pub fn extend_query(&mut self, query: Option<&str>) {
+        for (k, v, raw) in super::query_segments(query) {
+            self.take(k, v, |_, _| raw.to_string());
+        }
+    }
+
+    fn take(&mut self, k: String, v: String, raw: impl FnOnce(&str, &str) -> String) {
+        let slot = match k.as_str() {
                 "offer" | "offer_id" => &mut self.offer,
                 "amount" => &mut self.amount,
                 "currency" => &mut self.currency,
@@ -36,14 +49,13 @@ impl ConversionInput {
                 "click_id" => &mut self.click_id,
                 "token" => &mut self.token,
                 _ => {
-                    self.rest.push((k, v));
-                    continue;
+                    self.rest.push(raw(&k, &v));
+                    return;
                 }
             };
             if slot.is_none() && !v.is_empty() {
                 *slot = Some(v);
             }
-        }
     }
 
     pub fn offer_id(&self) -> Result<&str, ApiError> {
@@ -81,7 +93,7 @@ impl ConversionInput {
             // A currency without an amount is not stored, but a malformed one is still refused.
             normalize_currency(c).ok_or_else(|| ApiError::bad("currency", format!("currency {c:?} must be 3 letters (ISO 4217)")))?;
         }
-        hit.params = super::encode_params(&self.rest);
+        hit.params = super::join_params(&self.rest);
         Ok(())
     }
 }

@@ -146,16 +146,27 @@ pub fn pairs(raw: Option<&str>) -> Vec<(String, String)> {
     raw.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
 }
 
-/// Re-encodes the pairs not consumed by the endpoint (sub-ids, utm_*) for `params`.
-pub fn encode_params(rest: &[(String, String)]) -> Option<String> {
-    if rest.is_empty() {
-        return None;
-    }
-    let mut s = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in rest {
-        s.append_pair(k, v);
-    }
-    Some(s.finish())
+/// A query string's `k=v` segments in order: each decoded, with its text as sent (which
+/// is what gets passed on and stored in `params`, byte for byte). Empty segments are skipped.
+pub fn query_segments(raw: Option<&str>) -> Vec<(String, String, &str)> {
+    let Some(q) = raw else { return Vec::new() };
+    q.split('&')
+        .filter(|seg| !seg.is_empty())
+        .map(|seg| {
+            let (k, v) = form_urlencoded::parse(seg.as_bytes()).next().map(|(k, v)| (k.into_owned(), v.into_owned())).unwrap_or_default();
+            (k, v, seg)
+        })
+        .collect()
+}
+
+/// Encodes one pair that did not arrive as query text (a form or JSON body field).
+pub fn encode_pair(k: &str, v: &str) -> String {
+    form_urlencoded::Serializer::new(String::new()).append_pair(k, v).finish()
+}
+
+/// `params`: the segments not consumed by the endpoint (sub-ids, utm_*), joined by `&`.
+pub fn join_params(rest: &[String]) -> Option<String> {
+    (!rest.is_empty()).then(|| rest.join("&"))
 }
 
 /// The token of an `Authorization: Bearer <token>` header (the scheme in any case).

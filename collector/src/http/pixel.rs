@@ -9,7 +9,7 @@ use lake::registry::DEFAULT_COOKIE_DAYS;
 use lake::schema::HitKind;
 
 use super::conversion::ConversionInput;
-use super::{cookie_value, pairs, parse_uuid, ApiError, Peer, SharedState, VISITOR_COOKIE};
+use super::{cookie_value, pairs, ApiError, Peer, SharedState, VISITOR_COOKIE};
 use crate::spool::Durability;
 
 /// A transparent 1×1 GIF.
@@ -28,9 +28,12 @@ pub async fn pixel(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let mut input = ConversionInput::default();
-    input.extend(pairs(query.as_deref()));
+    input.extend_query(query.as_deref());
     let offer_id = input.offer_id()?;
-    let registry = app.registry.get();
+    let mut registry = app.registry.get();
+    if registry.offer(offer_id).is_none() {
+        registry = app.registry.refresh_on_miss().await;
+    }
     let offer = registry.offer(offer_id).ok_or_else(|| ApiError::unknown_offer("offer", offer_id))?;
     if input.token.is_some() {
         // A postback token must never be stored with a browser hit's params.
@@ -38,7 +41,7 @@ pub async fn pixel(
     }
     let mut hit = app.new_hit(HitKind::Pixel, offer.offer_id.clone(), &headers, peer);
     input.apply(offer, &mut hit)?;
-    hit.visitor_id = cookie_value(&headers, VISITOR_COOKIE).and_then(|v| parse_uuid(&v)).map(|u| u.to_string());
+    hit.visitor_id = cookie_value(&headers, VISITOR_COOKIE).filter(|v| super::click::is_visitor_id(v));
     app.record(&hit, Durability::Written).await?;
     Ok((
         StatusCode::OK,

@@ -41,7 +41,11 @@ fn json_pairs(body: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
                 "event" => "event",
                 "click_id" => "click_id",
                 "token" => "token",
-                _ => "body",
+                // Other keys are kept in `params` as their JSON text (`"test": true`).
+                _ => {
+                    out.push((k, text.to_string()));
+                    continue;
+                }
             };
             return Err(ApiError::bad(field, format!("{k} must be a string or a number")));
         };
@@ -63,9 +67,14 @@ pub async fn postback(
     if method == Method::POST && !body.is_empty() {
         let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        // A JSON object sent without a JSON content type (or as text/plain, which some
+        // postback tools do) is still JSON.
+        let looks_json = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
         match mime.as_str() {
             "application/json" => input.extend(json_pairs(&body)?),
-            "application/x-www-form-urlencoded" | "" => {
+            _ if mime.ends_with("+json") => input.extend(json_pairs(&body)?),
+            "" | "text/plain" if looks_json => input.extend(json_pairs(&body)?),
+            "application/x-www-form-urlencoded" | "" | "text/plain" => {
                 let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad("body", "form body is not UTF-8"))?;
                 input.extend(pairs(Some(text)));
             }
@@ -77,13 +86,20 @@ pub async fn postback(
             }
         }
     }
-    input.extend(pairs(query.as_deref()));
+    input.extend_query(query.as_deref());
 
     let offer_id = input.offer_id()?;
-    let registry = app.registry.get();
+    let mut registry = app.registry.get();
+    if registry.offer(offer_id).is_none() {
+        registry = app.registry.refresh_on_miss().await;
+    }
     let offer = registry.offer(offer_id).ok_or_else(|| ApiError::unknown_offer("offer", offer_id))?;
-    let token = input.token.as_deref().or_else(|| bearer(&headers));
+    let token = input.token.as_deref().filter(|t| !t.is_empty()).or_else(|| bearer(&headers));
     match token {
+        // An offer without a postback token takes browser conversions only.
+        _ if offer.postback_token.is_empty() => {
+            return Err(ApiError::Unauthorized(format!("offer {offer_id:?} has no postback token: it takes no postbacks")))
+        }
         None => return Err(ApiError::Unauthorized("postback token is required (token= or Authorization: Bearer)".into())),
         Some(t) if !constant_time_eq(t.as_bytes(), offer.postback_token.as_bytes()) => {
             return Err(ApiError::Unauthorized(format!("bad postback token for offer {offer_id:?}")))

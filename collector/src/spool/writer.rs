@@ -156,7 +156,8 @@ impl Core {
     /// Writes a batch of frames ending with frame `last` to the active segment.
     fn write(&self, frame: &[u8], last: u64) -> std::io::Result<()> {
         let mut inner = self.lock();
-        inner.seq = last;
+        // `inner.seq` (what an fsync of the active segment covers) moves to `last` only once
+        // these frames are in it: sealing the previous segment first must not publish them.
         if inner.broken || inner.active.as_ref().is_some_and(|a| a.len >= SEGMENT_MAX_BYTES) {
             self.seal_locked(&mut inner)?;
         }
@@ -176,6 +177,7 @@ impl Core {
             return Err(e);
         }
         a.len += frame.len() as u64;
+        inner.seq = last;
         let first_dirty = inner.dirty_since.is_none();
         inner.dirty_since.get_or_insert_with(Instant::now);
         drop(inner);
