@@ -28,7 +28,7 @@ impl ConversionInput {
     /// count as not sent.
     pub fn extend(&mut self, pairs: impl IntoIterator<Item = (String, String)>) {
         for (k, v) in pairs {
-            self.take(k, v, |k, v| super::encode_pair(k, v));
+            self.take(k, v, super::encode_pair);
         }
     }
 
