@@ -17,6 +17,9 @@
 -- limited to [date_from − 1 day − W, date_to + 2 days) in local time, which contains every
 -- hit any rule can reach.
 
+-- Timestamps are UTC whatever the session's zone (click_ts is built from microseconds).
+SET TimeZone = 'UTC';
+
 CREATE OR REPLACE TEMP TABLE hits AS
 SELECT DISTINCT ON (hit_id)
     hit_id, kind, epoch_us(ts) AS t, ts, offer_id, member_id, link_code, click_id, visitor_id,
@@ -34,7 +37,7 @@ SELECT *,
              AND lag(t) OVER (PARTITION BY offer_id, ev, order_id ORDER BY t, hit_id) >= t - getvariable('window_us'),
              false) AS dup
 FROM (
-    SELECT hit_id, kind, t, ts, offer_id, coalesce(event, 'purchase') AS ev, order_id, amount_micros, currency,
+    SELECT hit_id, kind, t, ts, offer_id, coalesce(nullif(event, ''), 'purchase') AS ev, order_id, amount_micros, upper(currency) AS currency,
         click_id, visitor_id,
         CASE WHEN click_id = '' THEN NULL ELSE lower(click_id) END AS ckey,
         CASE WHEN visitor_id = '' THEN NULL ELSE visitor_id END AS vkey
@@ -105,7 +108,7 @@ FROM (
             'python-requests',
             'mediapartners-google', 'google-inspectiontool', 'feedfetcher', 'ia_archiver', 'scrapy', 'archive.org',
             'meta-externalagent', 'meta-externalfetcher', 'facebookcatalog', 'chatgpt-user', 'perplexity',
-            'embedly', 'vkshare', 'pinterest/', 'skypeuripreview', 'redditbot', 'iframely',
+            'embedly', 'vkshare', 'skypeuripreview', 'redditbot', 'iframely',
             'pingdom', 'uptime', 'lighthouse', 'phantomjs', 'puppeteer', 'playwright', 'selenium', 'python-urllib',
             'go-http-client', 'libwww-perl', 'apache-httpclient', 'okhttp', 'java/', 'node-fetch', 'axios/'
         ], lambda tok: contains(lower(user_agent), tok))) > 0 AS bot

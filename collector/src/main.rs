@@ -4,7 +4,6 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 use collector::config::{Cli, Command, LinksCommand, OffersCommand};
 use collector::http::links_url;
 use collector::registry::{self, NewLink};
@@ -16,7 +15,7 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = parse_cli();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -108,4 +107,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Parses the command line; bad input is a one-line error and exit code 2 (help and
+/// version print as usual).
+fn parse_cli() -> Cli {
+    use clap::error::ErrorKind;
+    use clap::Parser;
+    Cli::try_parse().unwrap_or_else(|e| match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => e.exit(),
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            eprintln!("{}", lake::cli::missing_subcommand(&e.render().to_string()));
+            std::process::exit(2)
+        }
+        _ => {
+            eprintln!("{}", lake::cli::one_line(&e.render().to_string()));
+            std::process::exit(2)
+        }
+    })
 }

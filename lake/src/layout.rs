@@ -11,6 +11,8 @@ pub const LINKS_CSV: &str = "registry/links.csv";
 pub const HITS_DIR: &str = "hits";
 pub const REPORTS_DIR: &str = "reports";
 pub const RUNS_DIR: &str = "_runs";
+/// Nightly's bookkeeping (not manifests): `_runs/` holds one manifest per run and nothing else.
+pub const NIGHTLY_DIR: &str = "_nightly";
 pub const PARQUET_EXT: &str = ".parquet";
 
 /// Report tables written by the pipeline (SPEC §5).
@@ -49,6 +51,11 @@ pub fn report_date_dir(window: &Window, table: &str, date: NaiveDate) -> Path {
         "{REPORTS_DIR}/window={window}/{table}/date={}",
         date.format("%Y-%m-%d")
     ))
+}
+
+/// `reports/window=<W>/_nightly`.
+pub fn nightly_dir(window: &Window) -> Path {
+    Path::from(format!("{REPORTS_DIR}/window={window}/{NIGHTLY_DIR}"))
 }
 
 /// `reports/window=<W>/_runs`.

@@ -5,6 +5,7 @@
 //! A reader learns here what is stored and where; no other crate spells a path or a
 //! column name itself.
 
+pub mod cli;
 pub mod error;
 pub mod layout;
 pub mod money;

@@ -71,14 +71,14 @@ pub fn date_file(window: &Window, table: &str, date: chrono::NaiveDate) -> Path 
     layout::report_date_dir(window, table, date).join(DATE_FILE)
 }
 
-/// `reports/window=<W>/_runs/state.json`: what `pipeline nightly` knows of each date's inputs.
+/// `reports/window=<W>/_nightly/state.json`: what `pipeline nightly` knows of each date's inputs.
 pub fn state_file(window: &Window) -> Path {
-    layout::runs_dir(window).join("state.json")
+    layout::nightly_dir(window).join("state.json")
 }
 
-/// `reports/window=<W>/_runs/lock.json`: the lease one running `pipeline nightly` holds.
+/// `reports/window=<W>/_nightly/lock.json`: the lease one running `pipeline nightly` holds.
 pub fn lock_file(window: &Window) -> Path {
-    layout::runs_dir(window).join("lock.json")
+    layout::nightly_dir(window).join("lock.json")
 }
 
 /// `reports/window=<W>/_runs/run-<id>.json`: one manifest per run.

@@ -1,4 +1,6 @@
-//! Attribution windows, written `Nd` or `Nh` and normalized (`28d`, `7d`, `36h`).
+//! Attribution windows, written `Nd` or `Nh`. A window names its report folder as written,
+//! normalized (`28D` → `28d`, `036h` → `36h`): the unit is the user's, so `--window 48h`
+//! writes `window=48h` (not `2d`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -9,6 +11,8 @@ use crate::LakeError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Window {
     hours: u32,
+    /// Written in days (`Nd`), else hours.
+    in_days: bool,
 }
 
 pub const MICROS_PER_HOUR: i64 = 3_600_000_000;
@@ -16,8 +20,9 @@ pub const MICROS_PER_HOUR: i64 = 3_600_000_000;
 const MAX_HOURS: u32 = 24 * 3660;
 
 impl Window {
-    pub const DEFAULT: Window = Window { hours: 28 * 24 };
+    pub const DEFAULT: Window = Window { hours: 28 * 24, in_days: true };
 
+    /// A window written in hours (`Nh`).
     pub fn from_hours(hours: u32) -> Result<Window, LakeError> {
         if hours == 0 || hours > MAX_HOURS {
             return Err(LakeError::Invalid(format!(
@@ -25,7 +30,7 @@ impl Window {
                 MAX_HOURS / 24
             )));
         }
-        Ok(Window { hours })
+        Ok(Window { hours, in_days: false })
     }
     pub fn hours(&self) -> u32 {
         self.hours
@@ -58,19 +63,19 @@ impl FromStr for Window {
             return Err(bad());
         }
         let n: u32 = num.parse().map_err(|_| bad())?;
-        let hours = match unit {
-            "d" | "D" => n.checked_mul(24).ok_or_else(bad)?,
-            "h" | "H" => n,
+        let (hours, in_days) = match unit {
+            "d" | "D" => (n.checked_mul(24).ok_or_else(bad)?, true),
+            "h" | "H" => (n, false),
             _ => return Err(bad()),
         };
-        Window::from_hours(hours)
+        Ok(Window { in_days, ..Window::from_hours(hours)? })
     }
 }
 
 impl fmt::Display for Window {
-    /// Normalized: whole days as `Nd`, anything else as `Nh`.
+    /// Normalized, in the unit it was written in.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.hours.is_multiple_of(24) {
+        if self.in_days {
             write!(f, "{}d", self.hours / 24)
         } else {
             write!(f, "{}h", self.hours)
@@ -84,10 +89,11 @@ mod tests {
 
     #[test]
     fn normalizes() {
-        for (input, out) in [("28d", "28d"), ("7D", "7d"), ("36h", "36h"), ("48h", "2d"), ("024h", "1d")] {
+        for (input, out) in [("28d", "28d"), ("7D", "7d"), ("36h", "36h"), ("48h", "48h"), ("024h", "24h"), ("028d", "28d"), ("1d", "1d")] {
             assert_eq!(input.parse::<Window>().unwrap().to_string(), out, "{input}");
         }
         assert_eq!(Window::default().micros(), 28 * 24 * MICROS_PER_HOUR);
+        assert_eq!("48h".parse::<Window>().unwrap().micros(), "2d".parse::<Window>().unwrap().micros());
     }
 
     #[test]

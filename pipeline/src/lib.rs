@@ -8,6 +8,7 @@
 //! stale and runs them under a lease; [`gen`] builds deterministic synthetic lakes for
 //! tests and benchmarks.
 
+pub mod arrow_out;
 pub mod error;
 pub mod gen;
 pub mod nightly;

@@ -1,6 +1,6 @@
 //! `pipeline nightly` and `pipeline schedule`: keep every date up to yesterday current.
 //!
-//! **State** lives in the lake, beside the manifests: `reports/window=<W>/_runs/state.json`
+//! **State** lives in the lake, beside the runs' manifests: `reports/window=<W>/_nightly/state.json`
 //! maps each computed date to a fingerprint of everything its output depends on: the
 //! window, the zone, the pipeline's rules version, and the listing (path, size, e-tag) of
 //! every hit file in the hour folders from `W` before the date's start to its end (its
@@ -11,7 +11,7 @@
 //! were taken from; each range's fingerprints are recorded only after its files are
 //! written, so a crash leaves its dates stale and the next night redoes them.
 //!
-//! **Lock.** One nightly per window at a time: a lease in `_runs/lock.json`, taken and
+//! **Lock.** One nightly per window at a time: a lease in `_nightly/lock.json`, taken and
 //! renewed with compare-and-swap ([`Lake::update`]), expiring after [`LEASE`] if its holder
 //! dies. A second nightly finds it held and stops without touching anything. Writing a date
 //! is idempotent (one object replaced whole), so even a run that outlived its lease cannot

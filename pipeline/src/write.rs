@@ -84,14 +84,9 @@ pub fn rows_of_date(df: &DataFrame, date: NaiveDate) -> Result<DataFrame> {
         .map_err(PipelineError::polars(format!("selecting date {date}")))
 }
 
-/// Encodes a frame as Parquet (zstd).
-pub fn to_parquet(mut df: DataFrame) -> Result<Bytes> {
-    let mut buf = Vec::new();
-    ParquetWriter::new(&mut buf)
-        .with_compression(ParquetCompression::Zstd(None))
-        .finish(&mut df)
-        .map_err(PipelineError::polars("encoding Parquet"))?;
-    Ok(Bytes::from(buf))
+/// Encodes a frame as Parquet (zstd) with plain Arrow types (see [`crate::arrow_out`]).
+pub fn to_parquet(df: DataFrame) -> Result<Bytes> {
+    Ok(Bytes::from(crate::arrow_out::to_parquet_bytes(&df)?))
 }
 
 /// Replaces one table's date with `df` (see the module docs for why this is atomic).

@@ -354,10 +354,11 @@ async fn paris_days_across_dst() {
         for day in 28..=30 {
             let path = lake::reports::date_file(&"28d".parse().unwrap(), t, date(2026, 3, day));
             let bytes = lake.get_optional(&path).await.unwrap().unwrap_or_else(|| panic!("{path} missing"));
-            // The Parquet types are the contract's (lake::reports), whatever Arrow hint polars adds.
-            let reader = parquet::file::reader::SerializedFileReader::new(bytes.clone()).unwrap();
-            let meta = parquet::file::reader::FileReader::metadata(&reader).file_metadata().clone();
-            let arrow = parquet::arrow::parquet_to_arrow_schema(meta.schema_descr(), None).unwrap();
+            // The types are the contract's (lake::reports), as an Arrow reader sees them with
+            // the file's embedded Arrow schema: plain Utf8 strings (not Utf8View, which
+            // pyarrow reads as string_view and cannot filter).
+            let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).unwrap();
+            let arrow = builder.schema().as_ref().clone();
             let expected = lake::reports::table_schema(t);
             let types = |s: &arrow_schema::Schema| s.fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect::<Vec<_>>();
             assert_eq!(types(&arrow), types(&expected), "{path}");
@@ -385,7 +386,7 @@ async fn several_currencies_sum_exactly() {
         b.conv(HitKind::Postback, t + i, "o", Some(&c), None, Some(&format!("u{i}")), Some((100_000, "USD"))); // 0.1 × 10
     }
     b.conv(HitKind::Postback, t, "o", Some(&c), None, Some("e1"), Some((19_990_000, "EUR")));
-    b.conv(HitKind::Postback, t, "o", Some(&c), None, Some("e2"), Some((10_000, "EUR")));
+    b.conv(HitKind::Postback, t, "o", Some(&c), None, Some("e2"), Some((10_000, "eur"))); // another writer's lower case
     b.conv(HitKind::Postback, t, "o", Some(&c), None, Some("j1"), Some((1_000_000_000_000_000_000, "JPY")));
     b.conv(HitKind::Pixel, t, "o", None, None, Some("x"), Some((7, "USD"))); // no_click: not revenue
     b.conv(HitKind::Postback, t, "o", Some(&c), None, Some("sig"), None); // no amount: not an order
@@ -397,6 +398,28 @@ async fn several_currencies_sum_exactly() {
     assert_eq!(ints(&rev, report::REVENUE_MICROS), vec![Some(20_000_000), Some(1_000_000_000_000_000_000), Some(1_000_000)]);
     let conv = table(&lake, "28d", TABLE_CONVERSIONS).await;
     assert_eq!(ints(&conv, report::CONVERSIONS), vec![Some(14)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_events_are_purchases_and_in_app_browsers_are_people() {
+    let lake = memory_lake();
+    let mut b = Lakefile::default();
+    let t = at(2026, 5, 1, 10, 0, 0);
+    let c = b.click(t - DAY, "o", "m", "v");
+    let id = b.uuid7(t - DAY);
+    b.click_as(t - DAY, "o", "m", "v2", &id, "Mozilla/5.0 (Linux; Android 14) Mobile Safari/537.36 [Pinterest/Android]");
+    let id = b.uuid7(t - DAY);
+    b.click_as(t - DAY, "o", "m", "v3", &id, "Mozilla/5.0 (compatible; Pinterestbot/1.0; +http://www.pinterest.com/bot.html)");
+    b.conv(HitKind::Postback, t, "o", Some(&c), None, Some("a"), None);
+    b.conv(HitKind::Postback, t, "o", Some(&c), None, Some("a"), None);
+    b.hits.last_mut().unwrap().event = Some(String::new()); // the same order, reported with event=""
+    b.write(&lake, "h").await;
+    run(&lake, "28d", "UTC", date(2026, 4, 30), date(2026, 5, 1)).await;
+    let conv = table(&lake, "28d", TABLE_CONVERSIONS).await;
+    assert_eq!(strings(&conv, hit::EVENT), vec![Some("purchase".into())]);
+    assert_eq!(ints(&conv, report::CONVERSIONS), vec![Some(1)], "the empty-event twin is the purchase's duplicate");
+    let clicks = table(&lake, "28d", TABLE_CLICKS).await;
+    assert_eq!((ints(&clicks, report::CLICKS), ints(&clicks, report::BOT_CLICKS)), (vec![Some(2)], vec![Some(1)]));
 }
 
 // ---------------------------------------------------------------- runs, windows, nightly

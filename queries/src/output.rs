@@ -323,18 +323,16 @@ pub fn parquet_schema(schema: &Schema) -> Schema {
     out
 }
 
-/// Parquet, one row group per batch or more.
+/// Parquet (zstd) with plain Arrow types: strings are `Utf8`, which pyarrow, pandas,
+/// DuckDB and Spark all read and filter.
 pub struct ParquetSink<W: Write + Send> {
-    writer: polars::io::parquet::write::BatchedWriter<W>,
+    writer: pipeline::arrow_out::FrameWriter<W>,
     rows: u64,
 }
 
 impl<W: Write + Send> ParquetSink<W> {
     pub fn new(out: W, schema: &Schema) -> Result<Self> {
-        let writer = ParquetWriter::new(out)
-            .with_compression(ParquetCompression::Zstd(None))
-            .batched(&parquet_schema(schema))
-            .map_err(|e| anyhow!("starting the Parquet file: {e}"))?;
+        let writer = pipeline::arrow_out::FrameWriter::new(out, &parquet_schema(schema)).map_err(|e| anyhow!("starting the Parquet file: {e}"))?;
         Ok(ParquetSink { writer, rows: 0 })
     }
 }
@@ -344,12 +342,12 @@ impl<W: Write + Send> Sink for ParquetSink<W> {
         if df.height() == 0 {
             return Ok(());
         }
-        self.writer.write_batch(&with_money_decimals(df)?).map_err(|e| anyhow!("writing Parquet: {e}"))?;
+        self.writer.write(&with_money_decimals(df)?).map_err(|e| anyhow!("{e}"))?;
         self.rows += df.height() as u64;
         Ok(())
     }
     fn finish(self: Box<Self>) -> Result<u64> {
-        self.writer.finish().map_err(|e| anyhow!("finishing the Parquet file: {e}"))?;
+        self.writer.finish().map_err(|e| anyhow!("{e}"))?;
         Ok(self.rows)
     }
 }

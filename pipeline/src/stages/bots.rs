@@ -21,7 +21,7 @@ pub const BOT_TOKENS: &[&str] = &[
     "mediapartners-google", "google-inspectiontool", "feedfetcher", "ia_archiver", "scrapy", "archive.org",
     "meta-externalagent", "meta-externalfetcher", "facebookcatalog", "chatgpt-user", "perplexity",
     // link unfurlers
-    "embedly", "vkshare", "pinterest/", "skypeuripreview", "redditbot", "iframely",
+    "embedly", "vkshare", "skypeuripreview", "redditbot", "iframely",
     // monitors and scripted clients
     "pingdom", "uptime", "lighthouse", "phantomjs", "puppeteer", "playwright", "selenium", "python-urllib",
     "go-http-client", "libwww-perl", "apache-httpclient", "okhttp", "java/", "node-fetch", "axios/",

@@ -7,7 +7,7 @@ use polars::prelude::*;
 use super::{dedup, non_empty, work};
 use crate::params::Params;
 
-/// Keeps conversion hits; `event` defaults to `purchase`; adds [`work::CLICK_KEY`],
+/// Keeps conversion hits; `event` defaults to `purchase` (null or empty); `currency` upper case; adds [`work::CLICK_KEY`],
 /// [`work::VISITOR_KEY`] and [`work::DUPLICATE`]. Deduplicates by `hit_id` after the kind
 /// filter (copies of a hit share its kind). `hits` must cover the range's lookback, so every
 /// earlier twin within `W` is present.
@@ -16,7 +16,13 @@ pub fn prepare(hits: LazyFrame, p: &Params) -> LazyFrame {
         col(hit::KIND).eq(lit(HitKind::Pixel.as_str())).or(col(hit::KIND).eq(lit(HitKind::Postback.as_str())));
     let conv = dedup::hits(hits.filter(is_conversion), p)
         .with_columns([
-            col(hit::EVENT).fill_null(lit(DEFAULT_EVENT)),
+            // An empty event is the default too; currencies are upper case (another writer
+            // than the collector may have put `eur` in the lake).
+            when(col(hit::EVENT).is_null().or(col(hit::EVENT).eq(lit(""))))
+                .then(lit(DEFAULT_EVENT))
+                .otherwise(col(hit::EVENT))
+                .alias(hit::EVENT),
+            col(hit::CURRENCY).str().to_uppercase().alias(hit::CURRENCY),
             non_empty(hit::CLICK_ID).str().to_lowercase().alias(work::CLICK_KEY),
             non_empty(hit::VISITOR_ID).alias(work::VISITOR_KEY),
         ]);
