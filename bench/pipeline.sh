@@ -84,7 +84,7 @@ section = "\n".join(out) + "\n"
 text = open(bench).read() if os.path.exists(bench) else "# Benchmarks\n\n"
 start = text.find("## Pipeline")
 if start >= 0:
-    end = text.find("\n## ", start + 1)
+    end = text.find("\n#", start + 1)  # up to the next heading: its ### subsections stay
     text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
 else:
     text = text.rstrip("\n") + "\n\n" + section
