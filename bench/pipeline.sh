@@ -80,7 +80,7 @@ for n in sizes:
     p, d, day = med[f"pipeline-range-{n}"], med[f"duckdb-range-{n}"], med[f"pipeline-day-{n}"]
     runs = len(rows[f"pipeline-range-{n}"])
     out.append(f"| {int(n):,} | {runs} | {p[0]:.1f} s | {d[0]:.1f} s | {p[0]/d[0]:.2f}× | {p[1]/1048576:.2f} GiB | {d[1]/1048576:.2f} GiB | {p[1]/d[1]:.2f}× | {day[0]:.1f} s | {day[1]/1048576:.2f} GiB |")
-section = "\n".join(out) + "\n"
+section = "\n".join(out) + "\n\n"
 text = open(bench).read() if os.path.exists(bench) else "# Benchmarks\n\n"
 start = text.find("## Pipeline")
 if start >= 0:

@@ -35,7 +35,7 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on
-    #[arg(long, env = "CLICKTRAIL_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "CLICKTRAIL_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     pub listen: SocketAddr,
     /// Folder of the local durable spool
     #[arg(long, env = "CLICKTRAIL_SPOOL", default_value = "data/spool")]
@@ -135,6 +135,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// `IP:PORT`, or `HOST:PORT` resolved once at start (`localhost:8080`; IPv4 preferred).
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<SocketAddr> = s.to_socket_addrs().map_err(|e| format!("{s:?} is not an address like 127.0.0.1:8080 or localhost:8080: {e}"))?.collect();
+    addrs.iter().find(|a| a.is_ipv4()).or(addrs.first()).copied().ok_or_else(|| format!("{s:?} resolves to no address"))
+}
+
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -178,5 +188,14 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(parse_listen("127.0.0.1:8080"), Ok("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(parse_listen("[::1]:9"), Ok("[::1]:9".parse().unwrap()));
+        assert_eq!(parse_listen("localhost:8080").map(|a| a.port()), Ok(8080));
+        assert!(parse_listen("localhost").is_err());
+        assert!(parse_listen("127.0.0.1:99999").is_err());
     }
 }

@@ -15,7 +15,7 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    let cli = parse_cli();
+    let cli: Cli = lake::cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -109,20 +109,3 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Parses the command line; bad input is a one-line error and exit code 2 (help and
-/// version print as usual).
-fn parse_cli() -> Cli {
-    use clap::error::ErrorKind;
-    use clap::Parser;
-    Cli::try_parse().unwrap_or_else(|e| match e.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => e.exit(),
-        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            eprintln!("{}", lake::cli::missing_subcommand(&e.render().to_string()));
-            std::process::exit(2)
-        }
-        _ => {
-            eprintln!("{}", lake::cli::one_line(&e.render().to_string()));
-            std::process::exit(2)
-        }
-    })
-}

@@ -95,7 +95,7 @@ impl Sink {
             // Keep the unreadable bytes for an operator rather than deleting them.
             let keep = path.with_extension("corrupt");
             tracing::error!(segment = %path.display(), bytes = segment.corrupt_tail, kept = %keep.display(), "spool segment has an unreadable tail; uploaded what was readable");
-            std::fs::rename(path, &keep).map_err(seg_err)?;
+            self.spool.set_aside_segment(path, &keep).map_err(seg_err)?;
         } else {
             self.spool.remove_segment(path).map_err(seg_err)?;
         }

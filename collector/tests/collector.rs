@@ -450,8 +450,12 @@ async fn health_metrics_and_limits() {
     http.get(server.url("/l/ann1")).send().await.unwrap();
     http.get(server.url("/p.gif?offer=nope")).send().await.unwrap();
     http.get(server.url("/p.gif?offer=shoes&amount=x")).send().await.unwrap();
-    let m = http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let r = http.get(server.url("/metrics")).send().await.unwrap();
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    let m = r.text().await.unwrap();
     assert!(m.contains("clicktrail_hits_total{kind=\"click\"} 2"), "{m}");
+    let om = http.get(server.url("/metrics")).header("accept", "application/openmetrics-text;version=1.0.0,text/plain;q=0.5").send().await.unwrap();
+    assert!(om.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
     assert!(m.contains("clicktrail_rejects_total{reason=\"not_found\"} 1"), "{m}");
     assert!(m.contains("clicktrail_rejects_total{reason=\"bad_request\"} 1"), "{m}");
     assert!(m.contains("clicktrail_spool_bytes "), "{m}");

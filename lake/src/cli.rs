@@ -1,6 +1,23 @@
 //! Command-line errors on one line (SPEC §6: "a one-line error and non-zero exit on bad
 //! input"): clap's multi-line usage errors are folded into one line for every binary.
 
+/// Parses the command line of a binary; bad input is a one-line error and exit code 2
+/// (help and version print as usual).
+pub fn parse<T: clap::Parser>() -> T {
+    use clap::error::ErrorKind;
+    T::try_parse().unwrap_or_else(|e| match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => e.exit(),
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            eprintln!("{}", missing_subcommand(&e.render().to_string()));
+            std::process::exit(2)
+        }
+        _ => {
+            eprintln!("{}", one_line(&e.render().to_string()));
+            std::process::exit(2)
+        }
+    })
+}
+
 /// Folds a rendered clap error into one line: its message lines joined, without the
 /// `Usage:` block and the `--help` hint (which is appended once, short).
 pub fn one_line(rendered: &str) -> String {

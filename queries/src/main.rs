@@ -143,7 +143,7 @@ fn scope(window_text: &str, from: Option<&str>, to: Option<&str>, one: Option<&s
 }
 
 fn main() -> ExitCode {
-    let cli = parse_cli();
+    let cli: Cli = lake::cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
@@ -308,20 +308,3 @@ fn list(all: &std::collections::BTreeMap<String, catalog::Query>, format: Format
     Ok(())
 }
 
-/// Parses the command line; bad input is a one-line error and exit code 2 (help and
-/// version print as usual).
-fn parse_cli() -> Cli {
-    use clap::error::ErrorKind;
-    use clap::Parser;
-    Cli::try_parse().unwrap_or_else(|e| match e.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => e.exit(),
-        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            eprintln!("{}", lake::cli::missing_subcommand(&e.render().to_string()));
-            std::process::exit(2)
-        }
-        _ => {
-            eprintln!("{}", lake::cli::one_line(&e.render().to_string()));
-            std::process::exit(2)
-        }
-    })
-}

@@ -20,7 +20,9 @@ pub async fn healthz(State(app): State<SharedState>) -> Response {
     (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
 }
 
-pub async fn metrics(State(app): State<SharedState>) -> Response {
+/// Prometheus text (OpenMetrics syntax, which the classic text parser also reads): served
+/// as `application/openmetrics-text` to scrapers that ask for it, else as `text/plain`.
+pub async fn metrics(State(app): State<SharedState>, headers: axum::http::HeaderMap) -> Response {
     let used = app.spool.stats().bytes.load(std::sync::atomic::Ordering::Relaxed);
     let lag = app
         .spool
@@ -28,12 +30,13 @@ pub async fn metrics(State(app): State<SharedState>) -> Response {
         .map(|oldest| (chrono::Utc::now().timestamp_millis() - oldest as i64).max(0) / 1000)
         .unwrap_or(0);
     let text = app.metrics.render(used, app.spool.max_bytes(), lag);
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        text,
-    )
-        .into_response()
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    let content_type =
+        if openmetrics { "application/openmetrics-text; version=1.0.0; charset=utf-8" } else { "text/plain; version=0.0.4; charset=utf-8" };
+    (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
 pub async fn not_found() -> ApiError {

@@ -162,8 +162,21 @@ impl Spool {
 
     /// Deletes an uploaded segment durably and releases its bytes.
     pub fn remove_segment(&self, path: &Path) -> std::io::Result<()> {
+        self.release_segment(path, None)
+    }
+
+    /// Renames an uploaded segment with an unreadable tail to `keep` (for an operator) and
+    /// stops counting it against `--spool-max-bytes`: it is no longer pending.
+    pub fn set_aside_segment(&self, path: &Path, keep: &Path) -> std::io::Result<()> {
+        self.release_segment(path, Some(keep))
+    }
+
+    fn release_segment(&self, path: &Path, keep: Option<&Path>) -> std::io::Result<()> {
         let len = std::fs::metadata(path)?.len();
-        std::fs::remove_file(path)?;
+        match keep {
+            Some(k) => std::fs::rename(path, k)?,
+            None => std::fs::remove_file(path)?,
+        }
         std::fs::File::open(self.dir())?.sync_all()?;
         let stats = &self.core.stats;
         stats.bytes.fetch_sub(len.min(stats.bytes.load(Ordering::SeqCst)), Ordering::SeqCst);
