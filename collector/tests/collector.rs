@@ -349,7 +349,35 @@ async fn a_link_added_elsewhere_is_served_at_once_and_the_registry_copy_survives
         .unwrap();
     let r = http.get(server.url("/l/dee1")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::FOUND, "a code missed re-reads the registry");
+
+    // An offer without a postback token, added elsewhere: its pixels are taken at once, and
+    // no postback passes for it, not even one with an empty token.
+    let offer = |currency: &str| lake::registry::Offer {
+        offer_id: "app".into(),
+        destination_url: "https://app.example.net/".into(),
+        postback_token: String::new(),
+        currency: currency.into(),
+        cookie_days: 28,
+    };
+    use collector::registry::{add_offer, OfferChange};
+    assert_eq!(add_offer(&lake, offer("USD")).await.unwrap(), OfferChange::Added);
+    assert_eq!(add_offer(&lake, offer("USD")).await.unwrap(), OfferChange::Unchanged);
+    assert_eq!(add_offer(&lake, offer("GBP")).await.unwrap(), OfferChange::Updated);
+    let r = http.get(server.url("/p.gif?offer=app&amount=1")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let cid = uuid::Uuid::now_v7().to_string();
+    for req in [
+        http.get(server.url(&format!("/postback?offer=app&click_id={cid}&token="))),
+        http.get(server.url(&format!("/postback?offer=app&click_id={cid}"))).header("authorization", "Bearer "),
+        http.get(server.url(&format!("/postback?offer=app&click_id={cid}&token={TOKEN}"))),
+    ] {
+        assert_eq!(req.send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    }
     server.stop().await;
+    let hits = read_hits(&lake_url).await;
+    let pixel = hits.iter().find(|h| h.offer_id == "app").unwrap();
+    assert_eq!((pixel.amount_micros, pixel.currency.as_deref()), (Some(1_000_000), Some("GBP")));
+    assert_eq!(hits.iter().filter(|h| h.offer_id == "app").count(), 1);
 
     // The lake's registry becomes unreadable (an outage, or a bad edit): a collector still
     // starts, from the copy in its spool, and says so in /healthz.
