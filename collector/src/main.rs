@@ -108,4 +108,3 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
 }
-

@@ -205,7 +205,7 @@ impl RegistryCache {
     /// the request arrived (concurrent misses share one read), waiting first if the last
     /// read began less than [`MISS_REFRESH_EVERY`] ago. Returns the registry to look in
     /// again; gives up after 2 s (a slow store must not hold the request).
-    pub async fn refresh_on_miss(&self) -> Arc<Registry> {
+    async fn refresh_on_miss(&self) -> Arc<Registry> {
         let arrived = Instant::now();
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             let files = self.state.lock().await;
@@ -219,6 +219,18 @@ impl RegistryCache {
         })
         .await;
         self.get()
+    }
+
+    /// The registry in which `has` holds, re-read first when it does not hold for the
+    /// current one (a link or offer created a moment ago elsewhere). Callers still check:
+    /// the code or offer may not exist at all.
+    pub async fn get_having(&self, has: impl Fn(&Registry) -> bool) -> Arc<Registry> {
+        let current = self.get();
+        if has(&current) {
+            current
+        } else {
+            self.refresh_on_miss().await
+        }
     }
 
     pub fn get(&self) -> Arc<Registry> {

@@ -141,3 +141,11 @@ pub fn to_parquet_bytes(df: &DataFrame) -> Result<Vec<u8>> {
     w.write(df)?;
     w.finish()
 }
+
+/// One record batch as Parquet bytes, with the same properties.
+pub fn batch_to_parquet_bytes(batch: &RecordBatch) -> Result<Vec<u8>> {
+    let mut w = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(writer_properties()))
+        .map_err(|e| PipelineError::Invalid(format!("starting a Parquet file: {e}")))?;
+    w.write(batch).map_err(|e| PipelineError::Invalid(format!("writing Parquet: {e}")))?;
+    w.into_inner().map_err(|e| PipelineError::Invalid(format!("finishing a Parquet file: {e}")))
+}

@@ -142,16 +142,7 @@ pub fn to_batch(hits: &[Hit]) -> Result<RecordBatch> {
 
 /// Hits encoded as one Parquet file (zstd).
 pub fn to_parquet(hits: &[Hit]) -> Result<Vec<u8>> {
-    let batch = to_batch(hits)?;
-    let props = parquet::file::properties::WriterProperties::builder()
-        .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
-        .build();
-    let mut buf = Vec::new();
-    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), Some(props))
-        .map_err(|e| PipelineError::Invalid(format!("parquet writer: {e}")))?;
-    w.write(&batch).map_err(|e| PipelineError::Invalid(format!("parquet write: {e}")))?;
-    w.close().map_err(|e| PipelineError::Invalid(format!("parquet close: {e}")))?;
-    Ok(buf)
+    crate::arrow_out::batch_to_parquet_bytes(&to_batch(hits)?)
 }
 
 /// Writes hits into their hour folders (one file per hour, named `name`).

@@ -2,18 +2,18 @@
 //! flag up front, then hands over to the library; errors print as one line and exit 1.
 
 use anyhow::Context;
-
-/// jemalloc: memory a pass frees is reused by the next one instead of staying scattered
-/// over glibc's per-thread arenas (see BENCH.md, "Passes under a memory budget").
-#[cfg(not(target_env = "msvc"))]
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand};
 use lake::Lake;
 use pipeline::nightly::{self, Outcome};
 use pipeline::params::{parse_date, parse_tz, parse_window, Params};
 use pipeline::progress::Progress;
+
+/// jemalloc: memory a pass frees is reused by the next one instead of staying scattered
+/// over glibc's per-thread arenas (see BENCH.md, "Passes under a memory budget").
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Parser)]
 #[command(name = "pipeline", version, about = "Attributes conversions to members and writes the report tables.")]
@@ -191,4 +191,3 @@ fn main() {
         std::process::exit(1);
     }
 }
-

@@ -307,4 +307,3 @@ fn list(all: &std::collections::BTreeMap<String, catalog::Query>, format: Format
     writeln!(out, "\nEvery query also takes --window, --from, --to (or --date), --format and --out; see `queries run --help`.")?;
     Ok(())
 }
-

@@ -127,18 +127,15 @@ pub async fn connect(target: &Target) -> Result<(Client, tokio::task::JoinHandle
 
 fn client_config(target: &Target) -> Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let check = match target.mode {
-        SslMode::VerifyFull => Check::Full,
-        SslMode::VerifyCa => Check::Chain,
-        _ => Check::None,
+    let webpki = match target.mode {
+        SslMode::VerifyCa | SslMode::VerifyFull => Some(
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots(target)?), provider.clone())
+                .build()
+                .context("building the certificate verifier")?,
+        ),
+        _ => None,
     };
-    let webpki = if check == Check::None {
-        None
-    } else {
-        let roots = roots(target)?;
-        Some(WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().context("building the certificate verifier")?)
-    };
-    let verifier = Verifier { webpki, check, provider: provider.clone() };
+    let verifier = Verifier { webpki, check_name: target.mode == SslMode::VerifyFull, provider: provider.clone() };
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
@@ -171,20 +168,13 @@ fn roots(target: &Target) -> Result<RootCertStore> {
     Ok(store)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Check {
-    /// Encrypt only (libpq's `require`): any certificate, but the handshake is still verified.
-    None,
-    /// The chain to a trusted root, not the name (`verify-ca`).
-    Chain,
-    /// Chain and name (`verify-full`).
-    Full,
-}
-
 #[derive(Debug)]
 struct Verifier {
+    /// `None`: encrypt only (libpq's `require`): any certificate, but the handshake is
+    /// still verified. `Some`: the chain to a trusted root (`verify-ca`) …
     webpki: Option<Arc<WebPkiServerVerifier>>,
-    check: Check,
+    /// … and the host name (`verify-full`).
+    check_name: bool,
     provider: Arc<CryptoProvider>,
 }
 
@@ -200,7 +190,7 @@ impl ServerCertVerifier for Verifier {
         let Some(webpki) = &self.webpki else { return Ok(ServerCertVerified::assertion()) };
         match webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }))
-                if self.check == Check::Chain =>
+                if !self.check_name =>
             {
                 Ok(ServerCertVerified::assertion())
             }

@@ -11,7 +11,7 @@ use lake::registry::is_valid_code;
 use lake::schema::HitKind;
 use url::Url;
 
-use super::{cookie_value, join_params, query_segments, ApiError, Peer, SharedState, CLICK_ID_PARAM, DEEP_LINK_PARAM, VISITOR_COOKIE};
+use super::{cookie_value, is_visitor_id, join_params, query_segments, ApiError, Peer, SharedState, CLICK_ID_PARAM, DEEP_LINK_PARAM, VISITOR_COOKIE};
 use crate::spool::Durability;
 
 /// Two URLs are on the same site when their registrable domains (eTLD+1) match, or, for
@@ -35,13 +35,6 @@ pub fn same_site(a: &Url, b: &Url) -> bool {
     }
 }
 
-/// A `ct_vid` cookie is kept as it is when it looks like one of ours: a UUID, or any other
-/// id of 1 to 64 characters from `[A-Za-z0-9_-]` (a value set by an earlier version or by
-/// the brand); anything else is replaced.
-pub fn is_visitor_id(v: &str) -> bool {
-    (1..=64).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 pub async fn redirect(
     State(app): State<SharedState>,
     Path(code): Path<String>,
@@ -53,11 +46,7 @@ pub async fn redirect(
     if !is_valid_code(&code) {
         return Err(ApiError::UnknownLink);
     }
-    let mut registry = app.registry.get();
-    if registry.link(&code).is_none() {
-        // Perhaps created a moment ago through another collector or the CLI.
-        registry = app.registry.refresh_on_miss().await;
-    }
+    let registry = app.registry.get_having(|r| r.link(&code).is_some()).await;
     let link = registry.link(&code).ok_or(ApiError::UnknownLink)?;
     let offer = registry.offer(&link.offer_id).ok_or(ApiError::UnknownLink)?;
     let destination = registry.destination(link).ok_or(ApiError::UnknownLink)?;

@@ -41,21 +41,21 @@ impl ConversionInput {
 
     fn take(&mut self, k: String, v: String, raw: impl FnOnce(&str, &str) -> String) {
         let slot = match k.as_str() {
-                "offer" | "offer_id" => &mut self.offer,
-                "amount" => &mut self.amount,
-                "currency" => &mut self.currency,
-                "order_id" => &mut self.order_id,
-                "event" => &mut self.event,
-                "click_id" => &mut self.click_id,
-                "token" => &mut self.token,
-                _ => {
-                    self.rest.push(raw(&k, &v));
-                    return;
-                }
-            };
-            if slot.is_none() && !v.is_empty() {
-                *slot = Some(v);
+            "offer" | "offer_id" => &mut self.offer,
+            "amount" => &mut self.amount,
+            "currency" => &mut self.currency,
+            "order_id" => &mut self.order_id,
+            "event" => &mut self.event,
+            "click_id" => &mut self.click_id,
+            "token" => &mut self.token,
+            _ => {
+                self.rest.push(raw(&k, &v));
+                return;
             }
+        };
+        if slot.is_none() && !v.is_empty() {
+            *slot = Some(v);
+        }
     }
 
     pub fn offer_id(&self) -> Result<&str, ApiError> {

@@ -169,6 +169,13 @@ pub fn join_params(rest: &[String]) -> Option<String> {
     (!rest.is_empty()).then(|| rest.join("&"))
 }
 
+/// A `ct_vid` cookie is kept as it is when it looks like one of ours: a UUID, or any other
+/// id of 1 to 64 characters from `[A-Za-z0-9_-]` (a value set by an earlier version or by
+/// the brand); anything else is replaced (clicks) or ignored (pixels).
+pub fn is_visitor_id(v: &str) -> bool {
+    (1..=64).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// The token of an `Authorization: Bearer <token>` header (the scheme in any case).
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;

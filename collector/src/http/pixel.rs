@@ -9,7 +9,7 @@ use lake::registry::DEFAULT_COOKIE_DAYS;
 use lake::schema::HitKind;
 
 use super::conversion::ConversionInput;
-use super::{cookie_value, pairs, ApiError, Peer, SharedState, VISITOR_COOKIE};
+use super::{cookie_value, is_visitor_id, pairs, ApiError, Peer, SharedState, VISITOR_COOKIE};
 use crate::spool::Durability;
 
 /// A transparent 1×1 GIF.
@@ -30,10 +30,7 @@ pub async fn pixel(
     let mut input = ConversionInput::default();
     input.extend_query(query.as_deref());
     let offer_id = input.offer_id()?;
-    let mut registry = app.registry.get();
-    if registry.offer(offer_id).is_none() {
-        registry = app.registry.refresh_on_miss().await;
-    }
+    let registry = app.registry.get_having(|r| r.offer(offer_id).is_some()).await;
     let offer = registry.offer(offer_id).ok_or_else(|| ApiError::unknown_offer("offer", offer_id))?;
     if input.token.is_some() {
         // A postback token must never be stored with a browser hit's params.
@@ -41,7 +38,7 @@ pub async fn pixel(
     }
     let mut hit = app.new_hit(HitKind::Pixel, offer.offer_id.clone(), &headers, peer);
     input.apply(offer, &mut hit)?;
-    hit.visitor_id = cookie_value(&headers, VISITOR_COOKIE).filter(|v| super::click::is_visitor_id(v));
+    hit.visitor_id = cookie_value(&headers, VISITOR_COOKIE).filter(|v| is_visitor_id(v));
     app.record(&hit, Durability::Written).await?;
     Ok((
         StatusCode::OK,

@@ -89,10 +89,7 @@ pub async fn postback(
     input.extend_query(query.as_deref());
 
     let offer_id = input.offer_id()?;
-    let mut registry = app.registry.get();
-    if registry.offer(offer_id).is_none() {
-        registry = app.registry.refresh_on_miss().await;
-    }
+    let registry = app.registry.get_having(|r| r.offer(offer_id).is_some()).await;
     let offer = registry.offer(offer_id).ok_or_else(|| ApiError::unknown_offer("offer", offer_id))?;
     let token = input.token.as_deref().filter(|t| !t.is_empty()).or_else(|| bearer(&headers));
     match token {
