@@ -40,6 +40,14 @@ pub struct Hit {
     pub ip_hash: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params: Option<String>,
+    /// Adjustments (SPEC §7): `refund`, `reject` or `restore`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adjustment_id: Option<String>,
+    /// Conversions (SPEC §8): the coupon code, upper-cased.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coupon: Option<String>,
 }
 
 impl Hit {
@@ -62,6 +70,9 @@ impl Hit {
             referer: None,
             ip_hash: None,
             params: None,
+            action: None,
+            adjustment_id: None,
+            coupon: None,
         }
     }
 
@@ -104,6 +115,9 @@ pub fn to_record_batch(hits: &[&Hit]) -> Result<RecordBatch, arrow_schema::Arrow
         strings(&|h| h.referer.as_deref()),
         strings(&|h| h.ip_hash.as_deref()),
         strings(&|h| h.params.as_deref()),
+        strings(&|h| h.action.as_deref()),
+        strings(&|h| h.adjustment_id.as_deref()),
+        strings(&|h| h.coupon.as_deref()),
     ];
     RecordBatch::try_new(hit_schema(), columns)
 }

@@ -67,7 +67,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             collector::serve(listener, c, shutdown_signal()).await
         }
         Command::Offers { command: OffersCommand::Add { offer, destination, token, currency, cookie_days } } => {
-            let offer = Offer { offer_id: offer, destination_url: destination, postback_token: token, currency: currency.to_ascii_uppercase(), cookie_days };
+            let offer = Offer::new(offer, destination, token, currency.to_ascii_uppercase(), cookie_days);
             let id = offer.offer_id.clone();
             let what = match registry::add_offer(&lake, offer).await? {
                 registry::OfferChange::Added => "added",

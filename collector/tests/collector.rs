@@ -352,12 +352,8 @@ async fn a_link_added_elsewhere_is_served_at_once_and_the_registry_copy_survives
 
     // An offer without a postback token, added elsewhere: its pixels are taken at once, and
     // no postback passes for it, not even one with an empty token.
-    let offer = |currency: &str| lake::registry::Offer {
-        offer_id: "app".into(),
-        destination_url: "https://app.example.net/".into(),
-        postback_token: String::new(),
-        currency: currency.into(),
-        cookie_days: 28,
+    let offer = |currency: &str| {
+        lake::registry::Offer::new("app".into(), "https://app.example.net/".into(), String::new(), currency.into(), 28)
     };
     use collector::registry::{add_offer, OfferChange};
     assert_eq!(add_offer(&lake, offer("USD")).await.unwrap(), OfferChange::Added);

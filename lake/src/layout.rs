@@ -8,6 +8,11 @@ use crate::window::Window;
 pub const REGISTRY_DIR: &str = "registry";
 pub const OFFERS_CSV: &str = "registry/offers.csv";
 pub const LINKS_CSV: &str = "registry/links.csv";
+pub const COMMISSIONS_CSV: &str = "registry/commissions.csv";
+pub const COUPONS_CSV: &str = "registry/coupons.csv";
+/// The `(offer_id, adjustment_id)` pairs `collector adjustments import` has written, so that
+/// importing the same file twice writes nothing new.
+pub const ADJUSTMENT_IMPORTS_CSV: &str = "registry/adjustment_imports.csv";
 pub const HITS_DIR: &str = "hits";
 pub const REPORTS_DIR: &str = "reports";
 pub const RUNS_DIR: &str = "_runs";
@@ -20,7 +25,10 @@ pub const TABLE_CLICKS: &str = "clicks";
 pub const TABLE_CONVERSIONS: &str = "conversions";
 pub const TABLE_REVENUE: &str = "revenue";
 pub const TABLE_ATTRIBUTIONS: &str = "attributions";
-pub const REPORT_TABLES: [&str; 4] = [TABLE_CLICKS, TABLE_CONVERSIONS, TABLE_REVENUE, TABLE_ATTRIBUTIONS];
+pub const TABLE_EARNINGS: &str = "earnings";
+pub const TABLE_ADJUSTMENTS: &str = "adjustments";
+pub const REPORT_TABLES: [&str; 6] =
+    [TABLE_CLICKS, TABLE_CONVERSIONS, TABLE_REVENUE, TABLE_ATTRIBUTIONS, TABLE_EARNINGS, TABLE_ADJUSTMENTS];
 
 pub fn offers() -> Path {
     Path::from(OFFERS_CSV)
@@ -28,6 +36,18 @@ pub fn offers() -> Path {
 
 pub fn links() -> Path {
     Path::from(LINKS_CSV)
+}
+
+pub fn commissions() -> Path {
+    Path::from(COMMISSIONS_CSV)
+}
+
+pub fn coupons() -> Path {
+    Path::from(COUPONS_CSV)
+}
+
+pub fn adjustment_imports() -> Path {
+    Path::from(ADJUSTMENT_IMPORTS_CSV)
 }
 
 /// `hits/date=YYYY-MM-DD/hour=HH`: the folder for one UTC hour.

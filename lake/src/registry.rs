@@ -1,5 +1,7 @@
-//! The registry (SPEC §1): `registry/offers.csv` and `registry/links.csv`, with a header
-//! row, read and written by every collector sharing a lake.
+//! The registry (SPEC §1, §7): `registry/offers.csv`, `registry/links.csv` and
+//! `registry/commissions.csv`, with a header row, read and written by every collector
+//! sharing a lake and read by the pipeline. Columns are found by name; a column added
+//! after a file was written reads as its default.
 
 use std::collections::HashMap;
 
@@ -10,10 +12,20 @@ use serde::{Deserialize, Serialize};
 use crate::money::normalize_currency;
 use crate::LakeError;
 
-pub const OFFER_COLUMNS: [&str; 5] = ["offer_id", "destination_url", "postback_token", "currency", "cookie_days"];
+pub const OFFER_COLUMNS: [&str; 8] = [
+    "offer_id", "destination_url", "postback_token", "currency", "cookie_days", "lock_days", "min_lag_seconds",
+    "coupon_priority",
+];
 pub const LINK_COLUMNS: [&str; 5] = ["code", "offer_id", "member_id", "destination_url", "created_at"];
+pub const COMMISSION_COLUMNS: [&str; 6] = ["offer_id", "member_id", "event", "percent", "flat", "valid_from"];
 pub const DEFAULT_CURRENCY: &str = "USD";
 pub const DEFAULT_COOKIE_DAYS: u32 = 28;
+/// Days after a conversion during which adjustments still change it (SPEC §7).
+pub const DEFAULT_LOCK_DAYS: u32 = 30;
+/// Longest lock period accepted.
+pub const MAX_LOCK_DAYS: u32 = 3650;
+pub const COUPON_PRIORITY_CLICK: &str = "click";
+pub const COUPON_PRIORITY_COUPON: &str = "coupon";
 pub const GENERATED_CODE_LEN: usize = 8;
 const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
@@ -24,6 +36,33 @@ pub struct Offer {
     pub postback_token: String,
     pub currency: String,
     pub cookie_days: u32,
+    /// Adjustments count until `conversion ts + lock_days` (SPEC §7).
+    pub lock_days: u32,
+    /// Conversions attributed through a click faster than this are `too_fast` (SPEC §8).
+    pub min_lag_seconds: u64,
+    /// `click` or `coupon` (SPEC §8).
+    pub coupon_priority: String,
+}
+
+impl Offer {
+    /// An offer with the defaults of every optional column.
+    pub fn new(offer_id: String, destination_url: String, postback_token: String, currency: String, cookie_days: u32) -> Offer {
+        Offer {
+            offer_id,
+            destination_url,
+            postback_token,
+            currency,
+            cookie_days,
+            lock_days: DEFAULT_LOCK_DAYS,
+            min_lag_seconds: 0,
+            coupon_priority: COUPON_PRIORITY_CLICK.to_string(),
+        }
+    }
+
+    /// The lock period in µs.
+    pub fn lock_micros(&self) -> i64 {
+        i64::from(self.lock_days) * 86_400 * 1_000_000
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +131,15 @@ impl Offer {
         if self.cookie_days > 3650 {
             return Err(format!("cookie_days {} must be from 0 to 3650", self.cookie_days));
         }
+        if self.lock_days > MAX_LOCK_DAYS {
+            return Err(format!("lock_days {} must be from 0 to {MAX_LOCK_DAYS}", self.lock_days));
+        }
+        if self.min_lag_seconds > 366 * 86_400 {
+            return Err(format!("min_lag_seconds {} must be at most a year", self.min_lag_seconds));
+        }
+        if self.coupon_priority != COUPON_PRIORITY_CLICK && self.coupon_priority != COUPON_PRIORITY_COUPON {
+            return Err(format!("coupon_priority {:?} must be click or coupon", self.coupon_priority));
+        }
         Ok(())
     }
 }
@@ -146,6 +194,14 @@ pub fn parse_offers(bytes: &[u8]) -> Result<Vec<Offer>, LakeError> {
         let rec = rec.map_err(|e| LakeError::Registry { file: FILE.into(), line: e.position().map_or(0, |p| p.line()), reason: e.to_string() })?;
         let line = rec.position().map_or(0, |p| p.line());
         let cookie = field(&rec, idx[4]);
+        let number = |i: usize, name: &str, default: u64| -> Result<u64, LakeError> {
+            match field(&rec, idx[i]) {
+                "" => Ok(default),
+                t => t.parse().map_err(|_| LakeError::Registry { file: FILE.into(), line, reason: format!("{name} {t:?} is not a whole number") }),
+            }
+        };
+        let lock_days = number(5, "lock_days", u64::from(DEFAULT_LOCK_DAYS))?;
+        let min_lag_seconds = number(6, "min_lag_seconds", 0)?;
         let offer = Offer {
             offer_id: field(&rec, idx[0]).to_string(),
             destination_url: field(&rec, idx[1]).to_string(),
@@ -158,6 +214,12 @@ pub fn parse_offers(bytes: &[u8]) -> Result<Vec<Offer>, LakeError> {
                 DEFAULT_COOKIE_DAYS
             } else {
                 cookie.parse().map_err(|_| LakeError::Registry { file: FILE.into(), line, reason: format!("cookie_days {cookie:?} is not a whole number") })?
+            },
+            lock_days: u32::try_from(lock_days).unwrap_or(u32::MAX),
+            min_lag_seconds,
+            coupon_priority: match field(&rec, idx[7]) {
+                "" => COUPON_PRIORITY_CLICK.to_string(),
+                c => c.to_ascii_lowercase(),
             },
         };
         offer.validate().map_err(|reason| LakeError::Registry { file: FILE.into(), line, reason })?;
@@ -187,6 +249,142 @@ pub fn parse_links(bytes: &[u8]) -> Result<Vec<Link>, LakeError> {
         out.push(link);
     }
     Ok(out)
+}
+
+/// A commission rule (SPEC §7), as written in `registry/commissions.csv`. Empty `member_id`:
+/// every member of the offer; empty `event`: every conversion event; `event = click`: a
+/// per-click payout of `flat`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommissionRule {
+    pub offer_id: String,
+    pub member_id: String,
+    pub event: String,
+    /// A decimal with at most 4 fractional digits, as written (empty: none).
+    pub percent: String,
+    /// An amount (money rules of SPEC §3), as written (empty: none).
+    pub flat: String,
+    /// `YYYY-MM-DD` in the report zone (empty: always).
+    pub valid_from: String,
+}
+
+/// Largest accepted `percent`.
+pub const MAX_PERCENT: &str = "1000";
+
+/// Parses a commission percent (`12.5`, `0.0001`) into units of 10⁻⁴ percent, exactly.
+pub fn parse_percent_e4(text: &str) -> Result<i64, String> {
+    let bad = || format!("percent {text:?} must be a non-negative decimal with at most 4 decimal places, at most {MAX_PERCENT}");
+    let (int_part, frac) = match text.split_once('.') {
+        Some((i, f)) => (i, f),
+        None => (text, ""),
+    };
+    if int_part.is_empty() || !int_part.bytes().all(|b| b.is_ascii_digit()) || frac.len() > 4
+        || !frac.bytes().all(|b| b.is_ascii_digit()) || (text.contains('.') && frac.is_empty())
+        || int_part.len() > 6
+    {
+        return Err(bad());
+    }
+    let units: i64 = int_part.parse().map_err(|_| bad())?;
+    let mut e4 = units * 10_000;
+    for (i, b) in frac.bytes().enumerate() {
+        e4 += i64::from(b - b'0') * 10i64.pow(3 - i as u32);
+    }
+    if e4 > 1000 * 10_000 {
+        return Err(bad());
+    }
+    Ok(e4)
+}
+
+impl CommissionRule {
+    /// `percent` in units of 10⁻⁴ percent (`12.5` → 125000), when set.
+    pub fn percent_e4(&self) -> Option<i64> {
+        (!self.percent.is_empty()).then(|| parse_percent_e4(&self.percent).ok()).flatten()
+    }
+    /// `flat` in micros, when set.
+    pub fn flat_micros(&self) -> Option<i64> {
+        (!self.flat.is_empty()).then(|| crate::money::parse_amount_micros(&self.flat).ok()).flatten()
+    }
+    /// `valid_from`, when set.
+    pub fn valid_from_date(&self) -> Option<chrono::NaiveDate> {
+        chrono::NaiveDate::parse_from_str(&self.valid_from, "%Y-%m-%d").ok()
+    }
+    /// Is this a per-click rule?
+    pub fn is_click_rule(&self) -> bool {
+        self.event == crate::schema::CLICK_EVENT
+    }
+    /// The fields that make two rules the same rule.
+    pub fn identity(&self) -> (&str, &str, &str, &str) {
+        (&self.offer_id, &self.member_id, &self.event, &self.valid_from)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if !is_valid_id(&self.offer_id) {
+            return Err(format!("offer_id {:?} must be 1 to 128 printable characters", self.offer_id));
+        }
+        if !self.member_id.is_empty() && !is_valid_id(&self.member_id) {
+            return Err(format!("member_id {:?} must be empty or 1 to 128 printable characters", self.member_id));
+        }
+        if !self.event.is_empty() && !crate::schema::is_valid_event(&self.event) {
+            return Err(format!("event {:?} must be empty, click, or match [a-z0-9_]{{1,32}}", self.event));
+        }
+        if !self.percent.is_empty() {
+            parse_percent_e4(&self.percent)?;
+        }
+        if !self.flat.is_empty() {
+            crate::money::parse_amount_micros(&self.flat).map_err(|e| format!("flat {:?}: {e}", self.flat))?;
+        }
+        if self.percent.is_empty() && self.flat.is_empty() {
+            return Err("a rule needs a percent, a flat amount or both".into());
+        }
+        if self.is_click_rule() && !self.percent.is_empty() {
+            return Err("a click rule pays a flat amount per click; it takes no percent".into());
+        }
+        if !self.valid_from.is_empty() && self.valid_from_date().is_none() {
+            return Err(format!("valid_from {:?} must be a YYYY-MM-DD date", self.valid_from));
+        }
+        Ok(())
+    }
+}
+
+/// Parses `commissions.csv`, selecting columns by name. Two rules equal in offer, member,
+/// event and `valid_from` are an error naming both lines.
+pub fn parse_commissions(bytes: &[u8]) -> Result<Vec<CommissionRule>, LakeError> {
+    const FILE: &str = crate::layout::COMMISSIONS_CSV;
+    let mut rdr = reader(bytes);
+    let headers = rdr.headers().map_err(|e| LakeError::Registry { file: FILE.into(), line: 1, reason: e.to_string() })?.clone();
+    let idx = header_index(FILE, &headers, &COMMISSION_COLUMNS)?;
+    let mut out: Vec<CommissionRule> = Vec::new();
+    let mut seen: HashMap<(String, String, String, String), u64> = HashMap::new();
+    for rec in rdr.records() {
+        let rec = rec.map_err(|e| LakeError::Registry { file: FILE.into(), line: e.position().map_or(0, |p| p.line()), reason: e.to_string() })?;
+        let line = rec.position().map_or(0, |p| p.line());
+        let rule = CommissionRule {
+            offer_id: field(&rec, idx[0]).to_string(),
+            member_id: field(&rec, idx[1]).to_string(),
+            event: field(&rec, idx[2]).to_ascii_lowercase(),
+            percent: field(&rec, idx[3]).to_string(),
+            flat: field(&rec, idx[4]).to_string(),
+            valid_from: field(&rec, idx[5]).to_string(),
+        };
+        rule.validate().map_err(|reason| LakeError::Registry { file: FILE.into(), line, reason })?;
+        let (o, m, e, v) = rule.identity();
+        let key = (o.to_string(), m.to_string(), e.to_string(), v.to_string());
+        if let Some(first) = seen.get(&key) {
+            return Err(LakeError::Registry {
+                file: FILE.into(),
+                line,
+                reason: format!(
+                    "this rule repeats the rule of line {first} (same offer {o:?}, member {m:?}, event {e:?} and valid_from {v:?})"
+                ),
+            });
+        }
+        seen.insert(key, line);
+        out.push(rule);
+    }
+    Ok(out)
+}
+
+pub fn write_commissions(rules: &[CommissionRule]) -> Vec<u8> {
+    write_csv(&COMMISSION_COLUMNS, rules)
 }
 
 fn write_csv<T: Serialize>(header: &[&str], rows: &[T]) -> Vec<u8> {
@@ -291,6 +489,44 @@ mod tests {
         for link in reg.links.values() {
             assert!(reg.offer(&link.offer_id).is_some(), "{} names an unknown offer", link.code);
         }
+    }
+
+    #[test]
+    fn offers_from_before_the_new_columns_take_defaults() {
+        let csv = "offer_id,destination_url,postback_token,currency,cookie_days\na,https://a.example/,t,EUR,7\n";
+        let o = &parse_offers(csv.as_bytes()).unwrap()[0];
+        assert_eq!((o.lock_days, o.min_lag_seconds, o.coupon_priority.as_str()), (30, 0, "click"));
+        let csv = "offer_id,destination_url,postback_token,currency,cookie_days,lock_days,min_lag_seconds,coupon_priority\n\
+                   a,https://a.example/,t,EUR,7,14,10,Coupon\n";
+        let offers = parse_offers(csv.as_bytes()).unwrap();
+        assert_eq!((offers[0].lock_days, offers[0].min_lag_seconds, offers[0].coupon_priority.as_str()), (14, 10, "coupon"));
+        assert_eq!(parse_offers(&write_offers(&offers)).unwrap(), offers);
+        let e = parse_offers(b"offer_id,destination_url,coupon_priority\na,https://a.example/,first\n").unwrap_err().to_string();
+        assert!(e.contains("coupon_priority") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn commission_rules() {
+        let csv = "offer_id,member_id,event,percent,flat,valid_from\n\
+                   shoes,,,10,,\n\
+                   shoes,ann,purchase,12.5,1.50,2026-03-01\n\
+                   shoes,,click,,0.05,\n";
+        let rules = parse_commissions(csv.as_bytes()).unwrap();
+        assert_eq!(rules[0].percent_e4(), Some(100_000));
+        assert_eq!(rules[1].percent_e4(), Some(125_000));
+        assert_eq!(rules[1].flat_micros(), Some(1_500_000));
+        assert!(rules[2].is_click_rule());
+        assert_eq!(parse_commissions(&write_commissions(&rules)).unwrap(), rules);
+        let dup = format!("{csv}shoes,ann,purchase,5,,2026-03-01\n");
+        let e = parse_commissions(dup.as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("line 5") && e.contains("line 3"), "{e}");
+        for bad in ["shoes,,,10.12345,,", "shoes,,,-1,,", "shoes,,,,,", "shoes,,click,5,,", "shoes,,,1,1.1234567,", "shoes,,,1,,2026-02-30"] {
+            let text = format!("offer_id,member_id,event,percent,flat,valid_from\n{bad}\n");
+            assert!(parse_commissions(text.as_bytes()).is_err(), "{bad} should be refused");
+        }
+        assert_eq!(parse_percent_e4("0.0001"), Ok(1));
+        assert_eq!(parse_percent_e4("100"), Ok(1_000_000));
+        assert!(parse_percent_e4("1.").is_err() && parse_percent_e4(".5").is_err());
     }
 
     #[test]

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use object_store::path::Path;
 
-use crate::layout::{self, TABLE_ATTRIBUTIONS, TABLE_CLICKS, TABLE_CONVERSIONS, TABLE_REVENUE};
+use crate::layout::{
+    self, TABLE_ADJUSTMENTS, TABLE_ATTRIBUTIONS, TABLE_CLICKS, TABLE_CONVERSIONS, TABLE_EARNINGS, TABLE_REVENUE,
+};
 use crate::schema::{hit, report, ts_type};
 use crate::window::Window;
 
@@ -26,24 +28,40 @@ pub const CLICKS_COLUMNS: [&str; 6] = [
 ];
 /// Columns of `conversions`, in file order.
 pub const CONVERSIONS_COLUMNS: [&str; 5] = [report::DATE, hit::OFFER_ID, hit::MEMBER_ID, hit::EVENT, report::CONVERSIONS];
-/// Columns of `revenue`, in file order.
-pub const REVENUE_COLUMNS: [&str; 6] = [
+/// Columns of `revenue`, in file order (the last two: SPEC §7).
+pub const REVENUE_COLUMNS: [&str; 8] = [
     report::DATE, hit::OFFER_ID, hit::MEMBER_ID, hit::CURRENCY, report::ORDERS, report::REVENUE_MICROS,
+    report::REFUNDED_MICROS, report::NET_REVENUE_MICROS,
 ];
-/// Columns of `attributions`, in file order.
-pub const ATTRIBUTIONS_COLUMNS: [&str; 16] = [
+/// Columns of `attributions`, in file order (SPEC §5, then the columns §7 adds).
+pub const ATTRIBUTIONS_COLUMNS: [&str; 23] = [
     hit::HIT_ID, hit::TS, report::DATE, hit::KIND, hit::OFFER_ID, hit::EVENT, hit::ORDER_ID, hit::AMOUNT_MICROS,
     hit::CURRENCY, hit::CLICK_ID, hit::VISITOR_ID, report::STATUS, hit::MEMBER_ID, hit::LINK_CODE, report::CLICK_TS,
-    report::LAG_SECONDS,
+    report::LAG_SECONDS, hit::COUPON, report::VIA, report::ADJUSTED_STATE, report::REFUNDED_MICROS,
+    report::NET_AMOUNT_MICROS, report::LOCK_TS, report::COMMISSION_MICROS,
+];
+/// Columns of `earnings` (SPEC §7), in file order.
+pub const EARNINGS_COLUMNS: [&str; 12] = [
+    report::DATE, hit::OFFER_ID, hit::MEMBER_ID, hit::CURRENCY, report::CONVERSIONS, report::GROSS_MICROS,
+    report::REFUNDED_MICROS, report::NET_MICROS, report::CLICKS_PAID, report::CONVERSION_COMMISSION_MICROS,
+    report::CLICK_COMMISSION_MICROS, report::COMMISSION_MICROS,
+];
+/// Columns of `adjustments` (SPEC §7), in file order.
+pub const ADJUSTMENTS_COLUMNS: [&str; 13] = [
+    hit::HIT_ID, hit::TS, report::DATE, hit::OFFER_ID, hit::EVENT, hit::ORDER_ID, hit::ACTION, hit::AMOUNT_MICROS,
+    hit::CURRENCY, hit::ADJUSTMENT_ID, report::STATUS, report::TARGET_HIT_ID, hit::MEMBER_ID,
 ];
 
 /// The Arrow type of a report column.
 pub fn column_type(name: &str) -> DataType {
     match name {
         report::DATE => DataType::Date32,
-        hit::TS | report::CLICK_TS => ts_type(),
+        hit::TS | report::CLICK_TS | report::LOCK_TS => ts_type(),
         report::CLICKS | report::UNIQUE_CLICKS | report::BOT_CLICKS | report::CONVERSIONS | report::ORDERS
-        | report::REVENUE_MICROS | report::LAG_SECONDS | hit::AMOUNT_MICROS => DataType::Int64,
+        | report::REVENUE_MICROS | report::LAG_SECONDS | hit::AMOUNT_MICROS | report::REFUNDED_MICROS
+        | report::NET_AMOUNT_MICROS | report::COMMISSION_MICROS | report::NET_REVENUE_MICROS | report::GROSS_MICROS
+        | report::NET_MICROS | report::CLICKS_PAID | report::CONVERSION_COMMISSION_MICROS
+        | report::CLICK_COMMISSION_MICROS => DataType::Int64,
         _ => DataType::Utf8,
     }
 }
@@ -55,6 +73,8 @@ pub fn columns(table: &str) -> &'static [&'static str] {
         TABLE_CONVERSIONS => &CONVERSIONS_COLUMNS,
         TABLE_REVENUE => &REVENUE_COLUMNS,
         TABLE_ATTRIBUTIONS => &ATTRIBUTIONS_COLUMNS,
+        TABLE_EARNINGS => &EARNINGS_COLUMNS,
+        TABLE_ADJUSTMENTS => &ADJUSTMENTS_COLUMNS,
         _ => &[],
     }
 }

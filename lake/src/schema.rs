@@ -23,11 +23,18 @@ pub mod hit {
     pub const REFERER: &str = "referer";
     pub const IP_HASH: &str = "ip_hash";
     pub const PARAMS: &str = "params";
+    /// `refund`, `reject`, `restore` (adjustments, SPEC §7).
+    pub const ACTION: &str = "action";
+    /// The brand's id of an adjustment, when sent (SPEC §7).
+    pub const ADJUSTMENT_ID: &str = "adjustment_id";
+    /// The coupon code sent with a conversion, upper-cased (SPEC §8).
+    pub const COUPON: &str = "coupon";
 
-    /// Every hit column, in the order the collector writes them.
-    pub const ALL: [&str; 16] = [
+    /// Every hit column, in the order the collector writes them. Files written before the
+    /// last three existed read them as null.
+    pub const ALL: [&str; 19] = [
         HIT_ID, KIND, TS, OFFER_ID, MEMBER_ID, LINK_CODE, CLICK_ID, VISITOR_ID, EVENT, ORDER_ID,
-        AMOUNT_MICROS, CURRENCY, USER_AGENT, REFERER, IP_HASH, PARAMS,
+        AMOUNT_MICROS, CURRENCY, USER_AGENT, REFERER, IP_HASH, PARAMS, ACTION, ADJUSTMENT_ID, COUPON,
     ];
 }
 
@@ -43,6 +50,23 @@ pub mod report {
     pub const STATUS: &str = "status";
     pub const CLICK_TS: &str = "click_ts";
     pub const LAG_SECONDS: &str = "lag_seconds";
+    // SPEC §7–8: added to `attributions`.
+    pub const VIA: &str = "via";
+    pub const ADJUSTED_STATE: &str = "adjusted_state";
+    pub const REFUNDED_MICROS: &str = "refunded_micros";
+    pub const NET_AMOUNT_MICROS: &str = "net_amount_micros";
+    pub const LOCK_TS: &str = "lock_ts";
+    pub const COMMISSION_MICROS: &str = "commission_micros";
+    // Added to `revenue`.
+    pub const NET_REVENUE_MICROS: &str = "net_revenue_micros";
+    // `earnings`.
+    pub const GROSS_MICROS: &str = "gross_micros";
+    pub const NET_MICROS: &str = "net_micros";
+    pub const CLICKS_PAID: &str = "clicks_paid";
+    pub const CONVERSION_COMMISSION_MICROS: &str = "conversion_commission_micros";
+    pub const CLICK_COMMISSION_MICROS: &str = "click_commission_micros";
+    // `adjustments`.
+    pub const TARGET_HIT_ID: &str = "target_hit_id";
 }
 
 /// The `kind` values of a hit.
@@ -52,17 +76,66 @@ pub enum HitKind {
     Click,
     Pixel,
     Postback,
+    /// A refund, rejection or restore of an earlier conversion (SPEC §7).
+    Adjustment,
 }
 
 impl HitKind {
-    pub const ALL: [HitKind; 3] = [HitKind::Click, HitKind::Pixel, HitKind::Postback];
+    pub const ALL: [HitKind; 4] = [HitKind::Click, HitKind::Pixel, HitKind::Postback, HitKind::Adjustment];
     pub fn as_str(self) -> &'static str {
         match self {
             HitKind::Click => "click",
             HitKind::Pixel => "pixel",
             HitKind::Postback => "postback",
+            HitKind::Adjustment => "adjustment",
         }
     }
+}
+
+/// Adjustments (SPEC §7): actions, their statuses in the `adjustments` table, and the
+/// `adjusted_state` of a conversion in `attributions`.
+pub mod adjustment {
+    pub const REFUND: &str = "refund";
+    pub const REJECT: &str = "reject";
+    pub const RESTORE: &str = "restore";
+    pub const ACTIONS: [&str; 3] = [REFUND, REJECT, RESTORE];
+
+    pub const APPLIED: &str = "applied";
+    pub const LATE: &str = "late";
+    pub const NO_CONVERSION: &str = "no_conversion";
+    pub const CURRENCY_MISMATCH: &str = "currency_mismatch";
+    pub const DUPLICATE: &str = "duplicate";
+    pub const STATUSES: [&str; 5] = [APPLIED, LATE, NO_CONVERSION, CURRENCY_MISMATCH, DUPLICATE];
+
+    pub const VALID: &str = "valid";
+    pub const PARTIALLY_REFUNDED: &str = "partially_refunded";
+    pub const REFUNDED: &str = "refunded";
+    pub const REJECTED: &str = "rejected";
+    pub const STATES: [&str; 4] = [VALID, PARTIALLY_REFUNDED, REFUNDED, REJECTED];
+
+    /// Longest accepted `adjustment_id`.
+    pub const MAX_ADJUSTMENT_ID_LEN: usize = 128;
+
+    /// The action named `text` (lower case), if it is one.
+    pub fn parse_action(text: &str) -> Option<&'static str> {
+        ACTIONS.iter().copied().find(|a| *a == text)
+    }
+}
+
+/// How a conversion was attributed (`via`, SPEC §7–8).
+pub mod via {
+    pub const CLICK: &str = "click";
+    pub const VISITOR: &str = "visitor";
+    pub const COUPON: &str = "coupon";
+}
+
+/// The event name of per-click commission rules (SPEC §7).
+pub const CLICK_EVENT: &str = "click";
+
+/// A coupon code is `[A-Za-z0-9_-]{1,64}`; it is stored and compared upper-cased.
+pub fn normalize_coupon(code: &str) -> Option<String> {
+    ((1..=64).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+        .then(|| code.to_ascii_uppercase())
 }
 
 /// Attribution statuses (SPEC §5).
@@ -73,6 +146,9 @@ pub mod status {
     pub const OFFER_MISMATCH: &str = "offer_mismatch";
     pub const OUTSIDE_WINDOW: &str = "outside_window";
     pub const NO_CLICK: &str = "no_click";
+    /// Attributed through a click faster than the offer's `min_lag_seconds` (SPEC §8).
+    pub const TOO_FAST: &str = "too_fast";
+    /// The statuses of SPEC §4–5.
     pub const ALL: [&str; 6] = [ATTRIBUTED, DUPLICATE, UNKNOWN_CLICK, OFFER_MISMATCH, OUTSIDE_WINDOW, NO_CLICK];
 }
 
@@ -124,6 +200,9 @@ pub fn hit_schema() -> SchemaRef {
                 utf8(REFERER, true),
                 utf8(IP_HASH, true),
                 utf8(PARAMS, true),
+                utf8(ACTION, true),
+                utf8(ADJUSTMENT_ID, true),
+                utf8(COUPON, true),
             ]))
         })
         .clone()

@@ -102,6 +102,9 @@ pub struct Hit {
     pub amount_micros: Option<i64>,
     pub currency: Option<String>,
     pub user_agent: Option<String>,
+    pub action: Option<String>,
+    pub adjustment_id: Option<String>,
+    pub coupon: Option<String>,
 }
 
 impl PartialOrd for Hit {
@@ -136,6 +139,9 @@ pub fn to_batch(hits: &[Hit]) -> Result<RecordBatch> {
         s(&|_| Some("https://instagram.com/")),
         s(&|h| Some(if h.hit_id.ends_with('0') { "3f2a9c" } else { "a81b7e" })),
         s(&|_| Some("utm_source=ig")),
+        s(&|h| h.action.as_deref()),
+        s(&|h| h.adjustment_id.as_deref()),
+        s(&|h| h.coupon.as_deref()),
     ];
     RecordBatch::try_new(hit_schema(), columns).map_err(|e| PipelineError::Invalid(format!("building a hits batch: {e}")))
 }

@@ -43,7 +43,7 @@ pub fn serve_args(spool: &Path) -> ServeArgs {
 /// (shoes/ann) and `bob1` (bags/bob, own destination).
 pub async fn seed_registry(lake: &Lake) {
     for (id, dest, cur, days) in [("shoes", "https://shop.example.com/landing?src=ct", "EUR", 7), ("bags", "https://bags.example.org/", "USD", 28)] {
-        registry::add_offer(lake, Offer { offer_id: id.into(), destination_url: dest.into(), postback_token: TOKEN.into(), currency: cur.into(), cookie_days: days })
+        registry::add_offer(lake, Offer::new(id.into(), dest.into(), TOKEN.into(), cur.into(), days))
             .await
             .unwrap();
     }
