@@ -329,6 +329,46 @@ pub async fn generate(lake: &Lake, cfg: &GenConfig) -> Result<u64> {
                             pending.push(Reverse(twin));
                         }
                     }
+                    if let Some(order) = conv.order_id.clone() {
+                        // Corrections (SPEC §7): refunds (whole or part), rejections and
+                        // restores, mostly within the lock period, some late, some sent twice.
+                        let roll = g.rng.random_range(0..1000);
+                        let mut actions: Vec<(&'static str, Option<i64>)> = Vec::new();
+                        match roll {
+                            0..=29 => actions.push(("refund", None)),
+                            30..=54 => actions.push(("refund", conv.amount_micros.map(|a| a / 2 + 1))),
+                            55..=64 => actions.push(("reject", None)),
+                            65..=69 => actions.extend([("reject", None), ("restore", None)]),
+                            70..=72 => actions.extend([("refund", conv.amount_micros.map(|a| a / 3)), ("refund", None)]),
+                            _ => {}
+                        }
+                        let mut at = cts;
+                        for (k, (action, amount)) in actions.into_iter().enumerate() {
+                            at += if g.rng.random_bool(0.1) { g.rng.random_range(30 * DAY_US..40 * DAY_US) } else { g.rng.random_range(0..20 * DAY_US) };
+                            if at >= end {
+                                break;
+                            }
+                            let adjustment = Hit {
+                                hit_id: g.uuid_v7(at),
+                                kind: HitKind::Adjustment.as_str(),
+                                ts: at,
+                                offer_id: conv.offer_id.clone(),
+                                event: Some("purchase".into()),
+                                order_id: Some(order.clone()),
+                                amount_micros: amount,
+                                currency: amount.and(conv.currency.clone()),
+                                action: Some(action.into()),
+                                adjustment_id: Some(format!("adj-{order_seq}-{k}")),
+                                user_agent: Some("brand-server/1.0".into()),
+                                ..Default::default()
+                            };
+                            if g.rng.random_bool(0.1) && at + 60_000_000 < end {
+                                // A retried call: the same adjustment_id a minute later.
+                                pending.push(Reverse(Hit { hit_id: g.uuid_v7(at + 60_000_000), ts: at + 60_000_000, ..adjustment.clone() }));
+                            }
+                            pending.push(Reverse(adjustment));
+                        }
+                    }
                     pending.push(Reverse(conv));
                 }
             }

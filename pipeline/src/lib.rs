@@ -15,7 +15,9 @@ pub mod nightly;
 pub mod params;
 pub mod progress;
 pub mod read;
+pub mod rules;
 pub mod run;
+pub mod settle;
 pub mod stages;
 pub mod write;
 

@@ -25,7 +25,9 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use chrono::Utc;
-use lake::layout::{TABLE_ATTRIBUTIONS, TABLE_CLICKS, TABLE_CONVERSIONS, TABLE_REVENUE};
+use std::collections::HashMap;
+
+use lake::layout::{TABLE_ADJUSTMENTS, TABLE_ATTRIBUTIONS, TABLE_CLICKS, TABLE_CONVERSIONS, TABLE_EARNINGS, TABLE_REVENUE};
 use lake::schema::hit;
 use lake::Lake;
 use polars::prelude::*;
@@ -38,9 +40,14 @@ use crate::stages::{attribution, bots, conversions, dedup, reports, sessions, ts
 use crate::write::{self, InputRecord, Manifest};
 
 /// Columns read for attribution; `user_agent` and the rest are never read for it.
-const ATTRIBUTION_COLUMNS: [&str; 12] = [
+const ATTRIBUTION_COLUMNS: [&str; 13] = [
     hit::HIT_ID, hit::KIND, hit::TS, hit::OFFER_ID, hit::MEMBER_ID, hit::LINK_CODE, hit::CLICK_ID, hit::VISITOR_ID,
-    hit::EVENT, hit::ORDER_ID, hit::AMOUNT_MICROS, hit::CURRENCY,
+    hit::EVENT, hit::ORDER_ID, hit::AMOUNT_MICROS, hit::CURRENCY, hit::COUPON,
+];
+/// Columns read for adjustments (SPEC §7).
+const ADJUSTMENT_COLUMNS: [&str; 10] = [
+    hit::HIT_ID, hit::KIND, hit::TS, hit::OFFER_ID, hit::EVENT, hit::ORDER_ID, hit::AMOUNT_MICROS, hit::CURRENCY,
+    hit::ACTION, hit::ADJUSTMENT_ID,
 ];
 /// Columns read for the `clicks` table.
 const CLICK_TABLE_COLUMNS: [&str; 7] =
@@ -155,14 +162,19 @@ pub async fn run_with_budget(
     let started = Instant::now();
     let started_at = Utc::now();
     let run_id = format!("{}-{}", started_at.format("%Y%m%dT%H%M%S%.6fZ"), uuid::Uuid::new_v4().simple());
-    let (_, hi) = p.range_micros();
-    let lb = p.lookback_micros();
+    let rules = crate::rules::Rules::load(lake).await?;
+    let (lo, hi) = p.range_micros();
+    // Besides sessions (W back), adjustments reach a lock period past the range, and the
+    // conversions they target a lock period and two windows before it (SPEC §7, README).
+    let reach = rules.max_lock_micros() + p.window.micros();
+    let lb = p.lookback_micros().min(lo - reach - p.window.micros());
+    let hi_ext = hi + rules.max_lock_micros();
     progress.add(3 + 2 * p.dates().len() as u64);
 
     progress.step("listing hits");
     let files = match files {
-        Some(all) => all.into_iter().filter(|f| f.hour_start + read::MICROS_PER_HOUR > lb && f.hour_start < hi).collect(),
-        None => read::list_hits(lake, Some((lb, hi))).await?,
+        Some(all) => all.into_iter().filter(|f| f.hour_start + read::MICROS_PER_HOUR > lb && f.hour_start < hi_ext).collect(),
+        None => read::list_hits(lake, Some((lb, hi_ext))).await?,
     };
     progress.done();
     progress.step(&format!("fetching and checking {} hit files", files.len()));
@@ -175,10 +187,10 @@ pub async fn run_with_budget(
     if passes.len() > 1 {
         tracing::info!(passes = passes.len(), budget, "the range runs in passes to stay within the memory budget");
     }
-    progress.add(2 * passes.len() as u64);
+    progress.add(3 * passes.len() as u64);
     let mut per_date: BTreeMap<chrono::NaiveDate, BTreeMap<String, u64>> = BTreeMap::new();
     for (from, to) in passes {
-        attribute_and_write(lake, &p.with_range(from, to)?, &inputs, progress, &mut per_date).await?;
+        attribute_and_write(lake, &p.with_range(from, to)?, &inputs, &rules, progress, &mut per_date).await?;
     }
 
     progress.step("manifest");
@@ -222,6 +234,7 @@ async fn attribute_and_write(
     lake: &Lake,
     p: &Params,
     inputs: &read::Inputs,
+    rules: &crate::rules::Rules,
     progress: &Progress,
     per_date: &mut BTreeMap<chrono::NaiveDate, BTreeMap<String, u64>>,
 ) -> Result<()> {
@@ -239,6 +252,13 @@ async fn attribute_and_write(
     tracing::info!(conversions = conv.height(), candidate_clicks = clicks.height(), "sessions");
     let found = sessions::find(clicks.lazy(), conv.clone().lazy(), p);
     let attributions = write::collect(attribution::assign(conv.lazy(), found, p), "finding sessions", inputs).await?;
+    progress.done();
+
+    progress.step("adjustments");
+    let (adjustments, resolved, members) = adjust(p, inputs, rules, &attributions).await?;
+    let adjustments_table = crate::settle::adjustments_table(&adjustments, &resolved, &members, p)?;
+    let attributions = crate::settle::settle(attributions, &adjustments, &resolved, rules)?;
+    tracing::info!(adjustments = adjustments.len(), in_range = adjustments_table.height(), "adjustments settled");
     let conversions_table = write::collect(reports::conversions(attributions.clone().lazy(), p), "counting conversions", inputs).await?;
     let revenue_table = write::collect(reports::revenue(attributions.clone().lazy(), p), "summing revenue", inputs).await?;
     progress.done();
@@ -252,9 +272,13 @@ async fn attribute_and_write(
         progress.done();
 
         progress.step(&format!("writing {date}"));
+        let day_attributions = write::rows_of_date(&attributions, *date)?;
+        let earnings = crate::settle::earnings(&day_attributions, &clicks, rules, *date)?;
         let mut rows = BTreeMap::new();
         for (table, df) in [
-            (TABLE_ATTRIBUTIONS, write::rows_of_date(&attributions, *date)?),
+            (TABLE_ATTRIBUTIONS, day_attributions),
+            (TABLE_EARNINGS, earnings),
+            (TABLE_ADJUSTMENTS, write::rows_of_date(&adjustments_table, *date)?),
             (TABLE_CONVERSIONS, write::rows_of_date(&conversions_table, *date)?),
             (TABLE_REVENUE, write::rows_of_date(&revenue_table, *date)?),
             (TABLE_CLICKS, clicks),
@@ -267,6 +291,85 @@ async fn attribute_and_write(
     }
 
     Ok(())
+}
+
+/// Adjustments of the pass (SPEC §7): those that can target its conversions or are dated in
+/// it, resolved against the conversions sharing their keys. Returns them, their
+/// resolution, and the (status, member) of every target the pass knows: its own
+/// conversions, and targets before the range, whose sessions are found here (only theirs).
+async fn adjust(
+    p: &Params,
+    inputs: &read::Inputs,
+    rules: &crate::rules::Rules,
+    attributions: &DataFrame,
+) -> Result<(Vec<crate::settle::Adjustment>, Vec<crate::settle::Resolved>, HashMap<String, (String, Option<String>)>)> {
+    let (lo, hi) = p.range_micros();
+    let w = p.window.micros();
+    let lock = rules.max_lock_micros();
+    let (a_lo, a_hi) = (lo - lock - w, hi + lock);
+    let span = inputs.overlapping(a_lo, a_hi);
+    let adj_df = write::collect(
+        conversions::adjustments(read::scan(&span, &ADJUSTMENT_COLUMNS, a_lo, a_hi)?, p),
+        "reading adjustments",
+        inputs,
+    )
+    .await?;
+    let adjustments = crate::settle::read_adjustments(&adj_df)?;
+    let mut members = HashMap::new();
+    crate::settle::members_of(attributions, &mut members)?;
+    if adjustments.is_empty() {
+        return Ok((adjustments, Vec::new(), members));
+    }
+    let keys = adj_df
+        .clone()
+        .lazy()
+        .filter(col(hit::ORDER_ID).is_not_null())
+        .select([col(hit::OFFER_ID), col(hit::EVENT), col(hit::ORDER_ID)])
+        .unique(None, UniqueKeepStrategy::Any);
+    let i_lo = lo - lock - 2 * w;
+    let ispan = inputs.overlapping(i_lo, a_hi);
+    let index = write::collect(
+        conversions::prepare_keyed(read::scan(&ispan, &ATTRIBUTION_COLUMNS, i_lo, a_hi)?, keys, p),
+        "finding the conversions adjustments target",
+        inputs,
+    )
+    .await?;
+    let resolved = crate::settle::resolve(&adjustments, &index, rules, p)?;
+
+    // Targets before the range of adjustments dated in it: their own sessions, for the
+    // adjustments table's member_id.
+    let missing: Vec<String> = adjustments
+        .iter()
+        .zip(&resolved)
+        .filter(|(a, _)| a.ts >= lo && a.ts < hi)
+        .filter_map(|(_, r)| r.target_hit_id.clone())
+        .filter(|t| !members.contains_key(t))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !missing.is_empty() {
+        let ids = DataFrame::new_infer_height(vec![Series::new(hit::HIT_ID.into(), missing).into_column()])
+            .map_err(crate::error::PipelineError::polars("target ids"))?;
+        let targets = index
+            .lazy()
+            .join(ids.lazy(), [col(hit::HIT_ID)], [col(hit::HIT_ID)], JoinArgs::new(JoinType::Semi))
+            .collect()
+            .map_err(crate::error::PipelineError::polars("selecting earlier targets"))?;
+        let ts = crate::settle::ints(&targets, hit::TS)?;
+        let t_lo = ts.iter().flatten().min().copied().unwrap_or(lo) - w;
+        let t_hi = ts.iter().flatten().max().copied().unwrap_or(lo) + 1;
+        let tspan = inputs.overlapping(t_lo, t_hi);
+        let cand = write::collect(
+            sessions::candidates(read::scan(&tspan, &ATTRIBUTION_COLUMNS, t_lo, t_hi)?, targets.clone().lazy(), p),
+            "selecting the clicks of earlier targets",
+            inputs,
+        )
+        .await?;
+        let found = sessions::find(cand.lazy(), targets.clone().lazy(), p);
+        let att = write::collect(attribution::assign(targets.lazy(), found, p), "attributing earlier targets", inputs).await?;
+        crate::settle::members_of(&att, &mut members)?;
+    }
+    Ok((adjustments, resolved, members))
 }
 
 #[cfg(test)]

@@ -862,3 +862,216 @@ async fn s3_lake() {
     let out = nightly::nightly(&lake, "28d".parse().unwrap(), chrono_tz::Tz::UTC, date(2026, 1, 7), &Progress::quiet()).await.unwrap();
     assert!(matches!(out, Outcome::Done { .. }));
 }
+
+// ---------------------------------------------------------------- adjustments and earnings (SPEC §7)
+
+impl Lakefile {
+    #[allow(clippy::too_many_arguments)]
+    fn adjust(&mut self, ts: i64, offer: &str, order: &str, action: &str, amount: Option<i64>, currency: Option<&str>, adjustment_id: Option<&str>) -> String {
+        let hit_id = self.uuid7(ts);
+        self.hits.push(Hit {
+            hit_id: hit_id.clone(),
+            kind: HitKind::Adjustment.as_str(),
+            ts,
+            offer_id: offer.into(),
+            order_id: Some(order.into()),
+            action: Some(action.into()),
+            amount_micros: amount,
+            currency: currency.map(Into::into),
+            adjustment_id: adjustment_id.map(Into::into),
+            ..Default::default()
+        });
+        hit_id
+    }
+}
+
+async fn put_registry(lake: &Lake, offers: &str, commissions: &str) {
+    lake.put_durable(&layout::offers(), PutPayload::from(offers.as_bytes().to_vec())).await.unwrap();
+    lake.put_durable(&layout::commissions(), PutPayload::from(commissions.as_bytes().to_vec())).await.unwrap();
+}
+
+/// One row of a table keyed by a string column, as a map of column → AnyValue text.
+fn row_of(df: &DataFrame, key_col: &str, key: &str) -> BTreeMap<String, String> {
+    let keys = strings(df, key_col);
+    let i = keys.iter().position(|k| k.as_deref() == Some(key)).unwrap_or_else(|| panic!("no row {key_col} = {key}"));
+    df.columns()
+        .iter()
+        .map(|c| {
+            let v = c.get(i).unwrap();
+            let text = match v {
+                AnyValue::Null => "null".to_string(),
+                AnyValue::String(s) => s.to_string(),
+                AnyValue::StringOwned(s) => s.to_string(),
+                other => other.to_string(),
+            };
+            (c.name().to_string(), text)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adjustments_refunds_rejections_and_commissions_at_their_edges() {
+    let lake = memory_lake();
+    put_registry(
+        &lake,
+        "offer_id,destination_url,postback_token,currency,cookie_days,lock_days\no,https://shop.example/,t,EUR,28,10\n",
+        "offer_id,member_id,event,percent,flat,valid_from\no,,,10,,\no,ann,purchase,20,0.50,2026-01-05\no,,click,,0.01,\n",
+    )
+    .await;
+    let mut b = Lakefile::default();
+    let lock = 10 * DAY;
+    let eur = |m: i64| Some((m, "EUR"));
+    let day = |d: u32, h: u32| at(2026, 1, d, h, 0, 0);
+    let buy = |b: &mut Lakefile, ts: i64, member: &str, order: &str, amount: Option<(i64, &str)>| {
+        let c = b.click(ts - 3600 * SECOND, "o", member, &format!("v-{order}"));
+        b.conv(HitKind::Postback, ts, "o", Some(&c), None, Some(order), amount)
+    };
+    // A: a refund exactly at lock_ts counts; one a microsecond later is late. Its pixel twin
+    // (a duplicate) is never the target.
+    let c_a = buy(&mut b, day(2, 10), "bob", "A", eur(100_000_000));
+    let twin = b.conv(HitKind::Pixel, day(2, 10) + 300 * SECOND, "o", None, Some("v-A"), Some("A"), eur(100_000_000));
+    let r_a = b.adjust(day(2, 10) + lock, "o", "A", "refund", Some(30_000_000), None, None);
+    let r_late = b.adjust(day(2, 10) + lock + 1, "o", "A", "refund", Some(5_000_000), Some("EUR"), None);
+    // B: a refund larger than the gross.
+    let c_b = buy(&mut b, day(2, 11), "bob", "B", eur(50_000_000));
+    b.adjust(day(3, 0), "o", "B", "refund", Some(80_000_000), None, None);
+    // C: two partial refunds, then a full one (no amount).
+    let c_c = buy(&mut b, day(3, 9), "bob", "C", eur(40_000_000));
+    b.adjust(day(4, 0), "o", "C", "refund", Some(10_000_000), None, None);
+    b.adjust(day(4, 1), "o", "C", "refund", Some(10_000_000), None, None);
+    b.adjust(day(4, 2), "o", "C", "refund", None, None, None);
+    // D: reject, restore, reject.
+    let c_d = buy(&mut b, day(3, 10), "bob", "D", eur(60_000_000));
+    b.adjust(day(4, 3), "o", "D", "reject", None, None, None);
+    b.adjust(day(4, 4), "o", "D", "restore", None, None, None);
+    b.adjust(day(4, 5), "o", "D", "reject", None, None, None);
+    // Rounding at half a micro: 15 µ × 10% = 1.5 → 2; 25 µ × 10% = 2.5 → 2.
+    let c_r1 = buy(&mut b, day(3, 11), "bob", "R1", eur(15));
+    let c_r2 = buy(&mut b, day(3, 12), "bob", "R2", eur(25));
+    // F: ann from valid_from: 20% + 0.50; a refund in another currency is a mismatch.
+    let c_f = buy(&mut b, day(5, 0), "ann", "F", eur(100_000_000));
+    let r_usd = b.adjust(day(6, 0), "o", "F", "refund", Some(1_000_000), Some("usd"), None);
+    // ann the day before valid_from: the general 10%.
+    let c_e = buy(&mut b, day(4, 23), "ann", "E", eur(100_000_000));
+    // G: the same adjustment_id twice: the second is a duplicate.
+    let c_g = buy(&mut b, day(5, 1), "ann", "G", eur(10_000_000));
+    let r_g1 = b.adjust(day(6, 1), "o", "G", "refund", Some(1_000_000), Some("EUR"), Some("x"));
+    let r_g2 = b.adjust(day(6, 2), "o", "G", "refund", Some(1_000_000), Some("EUR"), Some("x"));
+    // H: a refund of a conversion nobody clicked for: it counts, and no commission either way.
+    let c_h = b.conv(HitKind::Postback, day(5, 2), "o", None, None, Some("H"), eur(5_000_000));
+    let r_h = b.adjust(day(5, 3), "o", "H", "refund", None, None, None);
+    // No such order.
+    let r_none = b.adjust(day(5, 4), "o", "ZZZ", "refund", None, None, None);
+    // K: an order id used again after the window: the adjustment hits the latest one.
+    let c_k1 = buy(&mut b, day(1, 12), "ann", "K", eur(7_000_000));
+    let c_k2 = buy(&mut b, at(2026, 2, 5, 12, 0, 0), "bob", "K", eur(9_000_000));
+    let r_k = b.adjust(at(2026, 2, 6, 12, 0, 0), "o", "K", "refund", Some(1_000_000), None, None);
+    b.write(&lake, "adj").await;
+    run(&lake, "28d", "UTC", date(2026, 1, 1), date(2026, 2, 6)).await;
+
+    let att = table(&lake, "28d", TABLE_ATTRIBUTIONS).await;
+    let a = |h: &str| row_of(&att, hit::HIT_ID, h);
+    let check = |h: &str, state: &str, refunded: &str, net: &str, commission: &str| {
+        let r = a(h);
+        assert_eq!(
+            (r["adjusted_state"].as_str(), r["refunded_micros"].as_str(), r["net_amount_micros"].as_str(), r["commission_micros"].as_str()),
+            (state, refunded, net, commission),
+            "{h}: {r:?}"
+        );
+    };
+    check(&c_a, "partially_refunded", "30000000", "70000000", "7000000");
+    check(&twin, "valid", "0", "100000000", "null");
+    assert_eq!(a(&twin)["status"], "duplicate");
+    check(&c_b, "refunded", "50000000", "0", "0");
+    check(&c_c, "refunded", "40000000", "0", "0");
+    check(&c_d, "rejected", "0", "60000000", "0");
+    check(&c_r1, "valid", "0", "15", "2");
+    check(&c_r2, "valid", "0", "25", "2");
+    check(&c_f, "valid", "0", "100000000", "20500000");
+    check(&c_e, "valid", "0", "100000000", "10000000");
+    check(&c_g, "partially_refunded", "1000000", "9000000", "2300000");
+    check(&c_h, "refunded", "5000000", "0", "null");
+    check(&c_k1, "valid", "0", "7000000", "700000");
+    check(&c_k2, "partially_refunded", "1000000", "8000000", "800000");
+    assert_eq!(a(&c_a)["via"], "click");
+    assert_eq!(a(&c_h)["via"], "null");
+    let lock_ts = ints(&att, report::LOCK_TS);
+    let ts = ints(&att, hit::TS);
+    assert!(lock_ts.iter().zip(&ts).all(|(l, t)| *l == Some(t.unwrap() + lock)));
+
+    let adj = table(&lake, "28d", layout::TABLE_ADJUSTMENTS).await;
+    let s = |h: &str| {
+        let r = row_of(&adj, hit::HIT_ID, h);
+        (r["status"].clone(), r["target_hit_id"].clone(), r["member_id"].clone())
+    };
+    assert_eq!(s(&r_a), ("applied".into(), c_a.clone(), "bob".into()));
+    assert_eq!(s(&r_late), ("late".into(), c_a.clone(), "bob".into()));
+    assert_eq!(s(&r_usd), ("currency_mismatch".into(), c_f.clone(), "ann".into()));
+    assert_eq!(s(&r_g1).0, "applied");
+    assert_eq!(s(&r_g2).0, "duplicate");
+    assert_eq!(s(&r_h), ("applied".into(), c_h.clone(), "null".into()));
+    assert_eq!(s(&r_none), ("no_conversion".into(), "null".into(), "null".into()));
+    assert_eq!(s(&r_k), ("applied".into(), c_k2.clone(), "bob".into()));
+    assert_eq!(adj.height(), 15);
+
+    // earnings: bob on Jan 2 (A and B; the rejected D is on Jan 3 and left out).
+    let earn = table(&lake, "28d", layout::TABLE_EARNINGS).await;
+    let e = earn
+        .clone()
+        .lazy()
+        .filter(col(report::DATE).cast(DataType::Int32).eq(lit((date(2026, 1, 2) - date(1970, 1, 1)).num_days() as i32)))
+        .filter(col(hit::MEMBER_ID).eq(lit("bob")))
+        .collect()
+        .unwrap();
+    let r = row_of(&e, hit::MEMBER_ID, "bob");
+    assert_eq!(r["conversions"], "2");
+    assert_eq!(r["gross_micros"], "150000000");
+    assert_eq!(r["refunded_micros"], "80000000");
+    assert_eq!(r["net_micros"], "70000000");
+    // bob's two clicks of Jan 2 (09:00 and 10:00) are paid 0.01 each, in the offer's currency.
+    assert_eq!((r["clicks_paid"].as_str(), r["click_commission_micros"].as_str()), ("2", "20000"), "{r:?}");
+    assert_eq!((r["conversion_commission_micros"].as_str(), r["commission_micros"].as_str()), ("7000000", "7020000"));
+    // Click payouts land on the clicks' date: every click of the lake is paid 0.01.
+    let paid: i64 = ints(&earn, report::CLICKS_PAID).into_iter().flatten().sum();
+    let clicks: i64 = ints(&table(&lake, "28d", TABLE_CLICKS).await, report::CLICKS).into_iter().flatten().sum();
+    assert_eq!(paid, clicks);
+    let click_money: i64 = ints(&earn, report::CLICK_COMMISSION_MICROS).into_iter().flatten().sum();
+    assert_eq!(click_money, clicks * 10_000);
+    // Σ earnings.commission = Σ attributions.commission + click payouts.
+    let total: i64 = ints(&earn, report::COMMISSION_MICROS).into_iter().flatten().sum();
+    let conv_total: i64 = ints(&att, report::COMMISSION_MICROS).into_iter().flatten().sum();
+    assert_eq!(total, conv_total + click_money);
+
+    // revenue: rejected orders keep their §5 meaning but add nothing to refunded or net.
+    let rev = table(&lake, "28d", TABLE_REVENUE).await;
+    let jan3 = rev
+        .lazy()
+        .filter(col(report::DATE).cast(DataType::Int32).eq(lit((date(2026, 1, 3) - date(1970, 1, 1)).num_days() as i32)))
+        .collect()
+        .unwrap();
+    let r = row_of(&jan3, hit::MEMBER_ID, "bob");
+    // C (40, refunded 40), D (60, rejected), R1 (15 µ), R2 (25 µ).
+    assert_eq!((r["orders"].as_str(), r["revenue_micros"].as_str()), ("4", "100000040"));
+    assert_eq!((r["refunded_micros"].as_str(), r["net_revenue_micros"].as_str()), ("40000000", "40"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commission_valid_from_is_a_date_in_the_report_zone() {
+    let lake = memory_lake();
+    put_registry(
+        &lake,
+        "offer_id,destination_url,postback_token,currency\no,https://shop.example/,t,EUR\n",
+        "offer_id,member_id,event,percent,flat,valid_from\no,,,10,,\no,,,20,,2026-03-05\n",
+    )
+    .await;
+    let mut b = Lakefile::default();
+    // 23:30 UTC on the 4th is 00:30 on the 5th in Paris: the new rule applies there, not in UTC.
+    let ts = at(2026, 3, 4, 23, 30, 0);
+    let c = b.click(ts - 60 * SECOND, "o", "ann", "v1");
+    let conv = b.conv(HitKind::Postback, ts, "o", Some(&c), None, Some("1"), Some((100_000_000, "EUR")));
+    b.write(&lake, "vf").await;
+    run(&lake, "28d", "Europe/Paris", date(2026, 3, 4), date(2026, 3, 5)).await;
+    run(&lake, "7d", "UTC", date(2026, 3, 4), date(2026, 3, 5)).await;
+    assert_eq!(row_of(&table(&lake, "28d", TABLE_ATTRIBUTIONS).await, hit::HIT_ID, &conv)["commission_micros"], "20000000");
+    assert_eq!(row_of(&table(&lake, "7d", TABLE_ATTRIBUTIONS).await, hit::HIT_ID, &conv)["commission_micros"], "10000000");
+}

@@ -3,7 +3,7 @@
 use lake::schema::{hit, report, status};
 use polars::prelude::*;
 
-use super::{local_date, ts_us, work};
+use super::{local_date, non_empty, ts_us, work};
 use crate::params::Params;
 
 /// A lower-case hyphenated UUID of version 7 (RFC 9562 variant).
@@ -75,6 +75,8 @@ pub fn assign(conv: LazyFrame, sessions: LazyFrame, p: &Params) -> LazyFrame {
             if_attributed(col(work::S_LINK_CODE)).cast(DataType::String).alias(hit::LINK_CODE),
             if_attributed(col(work::S_CLICK_TS)).cast(DataType::Int64).cast(utc).alias(report::CLICK_TS),
             if_attributed(whole_seconds(ts - col(work::S_CLICK_TS))).cast(DataType::Int64).alias(report::LAG_SECONDS),
+            non_empty(hit::COUPON).str().to_uppercase().alias(hit::COUPON),
+            crate::settle::via_expr(),
         ])
 }
 

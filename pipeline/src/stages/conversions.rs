@@ -28,3 +28,40 @@ pub fn prepare(hits: LazyFrame, p: &Params) -> LazyFrame {
         ]);
     dedup::orders(conv, p)
 }
+
+/// [`prepare`] restricted to the conversions whose `(offer_id, event, order_id)` is in `keys`
+/// (a frame of those three columns): the conversions adjustments may target, with their
+/// duplicate flags (which only depend on conversions of the same key).
+pub fn prepare_keyed(hits: LazyFrame, keys: LazyFrame, p: &Params) -> LazyFrame {
+    let is_conversion =
+        col(hit::KIND).eq(lit(HitKind::Pixel.as_str())).or(col(hit::KIND).eq(lit(HitKind::Postback.as_str())));
+    let on = [col(hit::OFFER_ID), col(hit::EVENT), col(hit::ORDER_ID)];
+    let conv = dedup::hits(hits.filter(is_conversion), p)
+        .with_columns([
+            when(col(hit::EVENT).is_null().or(col(hit::EVENT).eq(lit(""))))
+                .then(lit(DEFAULT_EVENT))
+                .otherwise(col(hit::EVENT))
+                .alias(hit::EVENT),
+            col(hit::CURRENCY).str().to_uppercase().alias(hit::CURRENCY),
+            non_empty(hit::CLICK_ID).str().to_lowercase().alias(work::CLICK_KEY),
+            non_empty(hit::VISITOR_ID).alias(work::VISITOR_KEY),
+        ])
+        .join(keys, on.clone(), on, JoinArgs::new(JoinType::Semi));
+    dedup::orders(conv, p)
+}
+
+/// Adjustment hits (SPEC §7), deduplicated by `hit_id`: `event` defaults to `purchase`,
+/// `currency` upper case (kept null when not sent), empty `order_id` and `adjustment_id`
+/// read as null.
+pub fn adjustments(hits: LazyFrame, p: &Params) -> LazyFrame {
+    dedup::hits(hits.filter(col(hit::KIND).eq(lit(HitKind::Adjustment.as_str()))), p).with_columns([
+        when(col(hit::EVENT).is_null().or(col(hit::EVENT).eq(lit(""))))
+            .then(lit(DEFAULT_EVENT))
+            .otherwise(col(hit::EVENT))
+            .alias(hit::EVENT),
+        non_empty(hit::CURRENCY).str().to_uppercase().alias(hit::CURRENCY),
+        non_empty(hit::ORDER_ID).alias(hit::ORDER_ID),
+        non_empty(hit::ADJUSTMENT_ID).alias(hit::ADJUSTMENT_ID),
+        col(hit::ACTION).str().to_lowercase().alias(hit::ACTION),
+    ])
+}

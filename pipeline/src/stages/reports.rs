@@ -1,7 +1,7 @@
 //! The aggregate report tables (SPEC §5): `clicks` from click hits, `conversions` and
 //! `revenue` from `attributions`. Counts are int64; money is summed as int64 micros.
 
-use lake::schema::{hit, report, status, HitKind};
+use lake::schema::{adjustment, hit, report, status, HitKind};
 use polars::prelude::*;
 
 use super::{local_date, work};
@@ -39,8 +39,11 @@ pub fn conversions(attributions: LazyFrame, _p: &Params) -> LazyFrame {
         .sort(keys, SortMultipleOptions::default().with_nulls_last(true))
 }
 
-/// `revenue`: attributed conversions with an amount, per date × offer × member × currency.
+/// `revenue`: attributed conversions with an amount, per date × offer × member × currency;
+/// `refunded_micros` and `net_revenue_micros` over those not rejected (SPEC §7). Expects
+/// settled attributions ([`crate::settle::settle`]).
 pub fn revenue(attributions: LazyFrame, _p: &Params) -> LazyFrame {
+    let kept = col(report::ADJUSTED_STATE).neq(lit(adjustment::REJECTED));
     let keys = [report::DATE, hit::OFFER_ID, hit::MEMBER_ID, hit::CURRENCY];
     attributed(attributions)
         .filter(col(hit::AMOUNT_MICROS).is_not_null())
@@ -48,6 +51,8 @@ pub fn revenue(attributions: LazyFrame, _p: &Params) -> LazyFrame {
         .agg([
             len().cast(DataType::Int64).alias(report::ORDERS),
             col(hit::AMOUNT_MICROS).sum().cast(DataType::Int64).alias(report::REVENUE_MICROS),
+            col(report::REFUNDED_MICROS).filter(kept.clone()).sum().cast(DataType::Int64).alias(report::REFUNDED_MICROS),
+            col(report::NET_AMOUNT_MICROS).filter(kept).sum().cast(DataType::Int64).alias(report::NET_REVENUE_MICROS),
         ])
         .sort(keys, SortMultipleOptions::default().with_nulls_last(true))
 }

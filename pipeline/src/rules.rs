@@ -1,0 +1,204 @@
+//! The registry as a run sees it (SPEC §7): each offer's lock period and currency, and the
+//! commission rules, with the rule choice of §7 (most specific, then latest `valid_from`).
+//! Offers missing from `offers.csv` take every default.
+
+use std::collections::HashMap;
+
+use chrono::NaiveDate;
+use lake::registry::{self, CommissionRule, Offer, DEFAULT_CURRENCY, DEFAULT_LOCK_DAYS};
+use lake::{layout, Lake};
+
+use crate::error::Result;
+
+const MICROS_PER_DAY: i64 = 86_400 * 1_000_000;
+
+/// One usable rule: its parsed parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rule {
+    member_id: String,
+    event: String,
+    percent_e4: Option<i64>,
+    flat_micros: Option<i64>,
+    valid_from: Option<NaiveDate>,
+}
+
+/// What a conversion's commission is made of: the percent (×10⁴) and the flat amount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Commission {
+    pub percent_e4: Option<i64>,
+    pub flat_micros: Option<i64>,
+}
+
+/// Offers and commission rules, indexed for a run.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    offers: HashMap<String, Offer>,
+    by_offer: HashMap<String, Vec<Rule>>,
+    /// The raw bytes of the registry files read, for nightly's fingerprints.
+    pub offers_csv: Vec<u8>,
+    pub commissions_csv: Vec<u8>,
+}
+
+impl Rules {
+    pub fn new(offers: Vec<Offer>, rules: Vec<CommissionRule>) -> Rules {
+        let mut by_offer: HashMap<String, Vec<Rule>> = HashMap::new();
+        for r in rules {
+            by_offer.entry(r.offer_id.clone()).or_default().push(Rule {
+                member_id: r.member_id.clone(),
+                event: r.event.clone(),
+                percent_e4: r.percent_e4(),
+                flat_micros: r.flat_micros(),
+                valid_from: r.valid_from_date(),
+            });
+        }
+        Rules { offers: offers.into_iter().map(|o| (o.offer_id.clone(), o)).collect(), by_offer, ..Default::default() }
+    }
+
+    /// Reads `registry/offers.csv` and `registry/commissions.csv` (either may be missing).
+    pub async fn load(lake: &Lake) -> Result<Rules> {
+        let offers_csv = lake.get_optional(&layout::offers()).await?.map(|b| b.to_vec()).unwrap_or_default();
+        let commissions_csv = lake.get_optional(&layout::commissions()).await?.map(|b| b.to_vec()).unwrap_or_default();
+        let offers = if offers_csv.is_empty() { Vec::new() } else { registry::parse_offers(&offers_csv)? };
+        let rules = if commissions_csv.is_empty() { Vec::new() } else { registry::parse_commissions(&commissions_csv)? };
+        Ok(Rules { offers_csv, commissions_csv, ..Rules::new(offers, rules) })
+    }
+
+    /// The offer's lock period in µs (default 30 days).
+    pub fn lock_micros(&self, offer_id: &str) -> i64 {
+        self.offers.get(offer_id).map_or(i64::from(DEFAULT_LOCK_DAYS) * MICROS_PER_DAY, Offer::lock_micros)
+    }
+
+    /// The longest lock period of any offer (at least the default's).
+    pub fn max_lock_micros(&self) -> i64 {
+        self.offers.values().map(Offer::lock_micros).fold(i64::from(DEFAULT_LOCK_DAYS) * MICROS_PER_DAY, i64::max)
+    }
+
+    /// The offer's currency (default USD).
+    pub fn currency(&self, offer_id: &str) -> &str {
+        self.offers.get(offer_id).map_or(DEFAULT_CURRENCY, |o| o.currency.as_str())
+    }
+
+    /// The rule that applies to a conversion (SPEC §7), if any. `click` rules never apply.
+    pub fn conversion_rule(&self, offer_id: &str, member_id: &str, event: &str, date: NaiveDate) -> Option<Commission> {
+        self.pick(offer_id, date, |r| {
+            if r.event == lake::schema::CLICK_EVENT {
+                return None;
+            }
+            let member = if r.member_id.is_empty() { false } else if r.member_id == member_id { true } else { return None };
+            let ev = if r.event.is_empty() { false } else if r.event == event { true } else { return None };
+            Some(u8::from(member) * 2 + u8::from(ev))
+        })
+    }
+
+    /// The flat per-click payout for a member's clicks on a date, if a `click` rule applies.
+    pub fn click_rule(&self, offer_id: &str, member_id: &str, date: NaiveDate) -> Option<i64> {
+        self.pick(offer_id, date, |r| {
+            if r.event != lake::schema::CLICK_EVENT {
+                return None;
+            }
+            if r.member_id.is_empty() {
+                Some(0)
+            } else if r.member_id == member_id {
+                Some(1)
+            } else {
+                None
+            }
+        })
+        .map(|c| c.flat_micros.unwrap_or(0))
+    }
+
+    /// Of the offer's rules valid on `date` that `rank` accepts, the highest rank, then the
+    /// latest `valid_from` (empty counts as the oldest).
+    fn pick(&self, offer_id: &str, date: NaiveDate, rank: impl Fn(&Rule) -> Option<u8>) -> Option<Commission> {
+        self.by_offer
+            .get(offer_id)?
+            .iter()
+            .filter(|r| r.valid_from.is_none_or(|v| v <= date))
+            .filter_map(|r| rank(r).map(|k| (k, r.valid_from, r)))
+            .max_by_key(|(k, v, _)| (*k, *v))
+            .map(|(_, _, r)| Commission { percent_e4: r.percent_e4, flat_micros: r.flat_micros })
+    }
+}
+
+/// `round_half_to_even(n / d)` for `n ≥ 0`, `d > 0`, in integers.
+pub fn div_round_half_even(n: i128, d: i128) -> i128 {
+    let (q, r) = (n.div_euclid(d), n.rem_euclid(d));
+    match (2 * r).cmp(&d) {
+        std::cmp::Ordering::Greater => q + 1,
+        std::cmp::Ordering::Equal if q % 2 != 0 => q + 1,
+        _ => q,
+    }
+}
+
+/// The commission of a conversion that is attributed and neither rejected nor refunded:
+/// `round_half_even(net × percent / 100) + flat` (SPEC §7). `percent_e4` is percent × 10⁴.
+pub fn commission_micros(net_micros: Option<i64>, c: Commission) -> i64 {
+    let pct = match (net_micros, c.percent_e4) {
+        (Some(net), Some(p)) => div_round_half_even(i128::from(net) * i128::from(p), 1_000_000),
+        _ => 0,
+    };
+    let total = pct + i128::from(c.flat_micros.unwrap_or(0));
+    i64::try_from(total).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn rule(member: &str, event: &str, percent: &str, flat: &str, from: &str) -> CommissionRule {
+        CommissionRule {
+            offer_id: "o".into(),
+            member_id: member.into(),
+            event: event.into(),
+            percent: percent.into(),
+            flat: flat.into(),
+            valid_from: from.into(),
+        }
+    }
+
+    #[test]
+    fn half_micros_round_to_even() {
+        // net 5 µ × 10% = 0.5 µ → 0; 15 µ × 10% = 1.5 µ → 2; 25 µ × 10% = 2.5 µ → 2.
+        let ten = Commission { percent_e4: Some(100_000), flat_micros: None };
+        assert_eq!(commission_micros(Some(5), ten), 0);
+        assert_eq!(commission_micros(Some(15), ten), 2);
+        assert_eq!(commission_micros(Some(25), ten), 2);
+        assert_eq!(commission_micros(Some(26), ten), 3);
+        assert_eq!(commission_micros(Some(24), ten), 2);
+        assert_eq!(commission_micros(None, Commission { percent_e4: Some(1), flat_micros: Some(7) }), 7);
+        // The product of the largest amount and percent does not overflow (i128 inside).
+        let max = Commission { percent_e4: Some(1_000_000), flat_micros: None };
+        assert_eq!(commission_micros(Some(lake::money::MAX_AMOUNT_MICROS), max), lake::money::MAX_AMOUNT_MICROS);
+        let thousand = Commission { percent_e4: Some(10_000_000), flat_micros: None };
+        assert_eq!(commission_micros(Some(lake::money::MAX_AMOUNT_MICROS / 10), thousand), lake::money::MAX_AMOUNT_MICROS);
+    }
+
+    #[test]
+    fn most_specific_then_latest() {
+        let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        let r = Rules::new(
+            Vec::new(),
+            vec![
+                rule("", "", "5", "", ""),
+                rule("", "purchase", "6", "", ""),
+                rule("ann", "", "7", "", ""),
+                rule("ann", "purchase", "8", "", "2026-03-01"),
+                rule("ann", "purchase", "9", "", "2026-04-01"),
+                rule("", "click", "", "0.05", ""),
+                rule("ann", "click", "", "0.10", "2026-03-01"),
+            ],
+        );
+        let p = |m: &str, e: &str, day: &str| r.conversion_rule("o", m, e, d(day)).and_then(|c| c.percent_e4).map(|p| p / 10_000);
+        assert_eq!(p("bob", "signup", "2026-01-01"), Some(5));
+        assert_eq!(p("bob", "purchase", "2026-01-01"), Some(6));
+        assert_eq!(p("ann", "signup", "2026-01-01"), Some(7));
+        assert_eq!(p("ann", "purchase", "2026-02-28"), Some(7));
+        assert_eq!(p("ann", "purchase", "2026-03-01"), Some(8));
+        assert_eq!(p("ann", "purchase", "2026-04-01"), Some(9));
+        assert_eq!(r.conversion_rule("other", "ann", "purchase", d("2026-04-01")), None);
+        assert_eq!(r.click_rule("o", "ann", d("2026-02-01")), Some(50_000));
+        assert_eq!(r.click_rule("o", "ann", d("2026-03-01")), Some(100_000));
+        assert_eq!(r.click_rule("o", "bob", d("2026-03-01")), Some(50_000));
+    }
+}
