@@ -37,7 +37,7 @@ use crate::read::{self, HitFile, MICROS_PER_HOUR};
 use crate::run::{run, RunSummary};
 
 /// Bumped whenever a rule changes what a date's output is, so every date is recomputed.
-pub const RULES_VERSION: u32 = 1;
+pub const RULES_VERSION: u32 = 2;
 /// How long a nightly's lock lasts without renewal.
 pub const LEASE: Duration = Duration::from_secs(600);
 /// The longest range computed at once, to bound memory on a first run over a long history.
@@ -68,8 +68,38 @@ pub enum Outcome {
     Done { runs: Vec<RunSummary> },
 }
 
+/// What besides the hit files a date's output depends on (SPEC §7): the longest lock
+/// period, and the registry files the run reads.
+#[derive(Debug, Clone, Default)]
+pub struct Dependencies {
+    /// The longest `lock_days` of any offer, in µs.
+    pub lock_micros: i64,
+    /// A hash of `offers.csv` and `commissions.csv` as read.
+    pub registry: String,
+}
+
+impl Dependencies {
+    pub fn of(rules: &crate::rules::Rules) -> Dependencies {
+        let mut h = blake3::Hasher::new();
+        h.update(&rules.offers_csv);
+        h.update(b"\0");
+        h.update(&rules.commissions_csv);
+        Dependencies { lock_micros: rules.max_lock_micros(), registry: h.finalize().to_hex().to_string() }
+    }
+}
+
 /// The fingerprint of every date in `[first, last]`, from one listing of all hit files.
-pub fn fingerprints(files: &[HitFile], window: &Window, tz: &Tz, first: NaiveDate, last: NaiveDate) -> BTreeMap<NaiveDate, String> {
+/// A date depends on the hours from `lock + 2W` before it (the conversions its adjustments
+/// target, and their order twins) to `lock` after it (the adjustments that still change
+/// its conversions), and on the registry.
+pub fn fingerprints(
+    files: &[HitFile],
+    window: &Window,
+    tz: &Tz,
+    first: NaiveDate,
+    last: NaiveDate,
+    deps: &Dependencies,
+) -> BTreeMap<NaiveDate, String> {
     let mut hours: BTreeMap<i64, blake3::Hasher> = BTreeMap::new();
     for f in files {
         let h = hours.entry(f.hour_start).or_default();
@@ -84,8 +114,9 @@ pub fn fingerprints(files: &[HitFile], window: &Window, tz: &Tz, first: NaiveDat
         let p = Params { window: *window, tz: *tz, from: date, to: date };
         let (ds, de) = p.date_micros(date);
         let mut h = blake3::Hasher::new();
-        h.update(format!("v{RULES_VERSION} {window} {} {date}\n", tz.name()).as_bytes());
-        for (hour, fp) in hours.range((ds - window.micros() - MICROS_PER_HOUR + 1)..de) {
+        h.update(format!("v{RULES_VERSION} {window} {} {date} {}\n", tz.name(), deps.registry).as_bytes());
+        let back = deps.lock_micros + 2 * window.micros();
+        for (hour, fp) in hours.range((ds - back - MICROS_PER_HOUR + 1)..(de + deps.lock_micros)) {
             h.update(&hour.to_le_bytes());
             h.update(fp.as_bytes());
         }
@@ -215,8 +246,18 @@ async fn catch_up(lake: &Lake, window: Window, tz: Tz, today: NaiveDate, progres
     let Some(last) = today.pred_opt().filter(|l| *l >= first) else {
         return Ok(Outcome::Done { runs: Vec::new() });
     };
-    let current = fingerprints(&files, &window, &tz, first, last);
+    let deps = Dependencies::of(&crate::rules::Rules::load(lake).await?);
+    let mut current = fingerprints(&files, &window, &tz, first, last, &deps);
     let state = read_state(lake, &window).await?;
+    // A date whose lock has closed (no adjustment can change it any more) is final once
+    // computed: its numbers are what members were paid from (SPEC §7).
+    let today_start = crate::params::day_start_micros(&tz, today);
+    let same_zone = state.tz.as_deref() == Some(tz.name());
+    current.retain(|date, _| {
+        let (_, de) = Params { window, tz, from: *date, to: *date }.date_micros(*date);
+        let closed = de + deps.lock_micros <= today_start;
+        !(closed && same_zone && state.dates.contains_key(date))
+    });
     let ranges = stale_ranges(&state, &tz, &current);
     tracing::info!(first = %first, last = %last, stale_ranges = ranges.len(), "nightly plan");
     let mut runs = Vec::new();
@@ -308,11 +349,22 @@ mod tests {
             e_tag: None,
             hour_start: d(day).and_hms_opt(5, 0, 0).unwrap().and_utc().timestamp_micros(),
         };
-        let before = fingerprints(&[file(1, "a")], &w, &tz, d(1), d(10));
+        let deps = Dependencies::default();
+        let before = fingerprints(&[file(1, "a")], &w, &tz, d(1), d(10), &deps);
         let state = State { tz: Some("UTC".into()), dates: before.clone() };
-        let after = fingerprints(&[file(1, "a"), file(4, "late")], &w, &tz, d(1), d(10));
-        // Day 4's hour is seen by days 4, 5 and 6 (a 2-day window reaches back from day 6's start to day 4's start).
-        assert_eq!(stale_ranges(&state, &tz, &after), vec![(d(4), d(6))]);
+        let after = fingerprints(&[file(1, "a"), file(4, "late")], &w, &tz, d(1), d(10), &deps);
+        // Without a lock period, day 4's hour is seen by days 4 to 8 (its adjustments' targets
+        // reach back 2W: from day 8's start to day 4's start).
+        assert_eq!(stale_ranges(&state, &tz, &after), vec![(d(4), d(8))]);
+        // With a 1-day lock, days 3 (whose adjustments reach a day past it) to 9 see it.
+        let deps = Dependencies { lock_micros: 86_400_000_000, registry: String::new() };
+        let before = fingerprints(&[file(1, "a")], &w, &tz, d(1), d(10), &deps);
+        let state = State { tz: Some("UTC".into()), dates: before.clone() };
+        let after = fingerprints(&[file(1, "a"), file(4, "late")], &w, &tz, d(1), d(10), &deps);
+        assert_eq!(stale_ranges(&state, &tz, &after), vec![(d(3), d(9))]);
+        // A registry change makes every date stale.
+        let changed = Dependencies { registry: "other".into(), ..deps };
+        assert_eq!(stale_ranges(&state, &tz, &fingerprints(&[file(1, "a")], &w, &tz, d(1), d(10), &changed)), vec![(d(1), d(10))]);
         let other_zone: Tz = "Asia/Tokyo".parse().unwrap();
         assert_eq!(stale_ranges(&state, &other_zone, &after).len(), 1);
     }
