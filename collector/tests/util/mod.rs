@@ -127,6 +127,7 @@ pub async fn read_hits(lake_url: &str) -> Vec<Hit> {
                     Some("click") => HitKind::Click,
                     Some("pixel") => HitKind::Pixel,
                     Some("postback") => HitKind::Postback,
+                    Some("adjustment") => HitKind::Adjustment,
                     other => panic!("bad kind {other:?}"),
                 };
                 let h = Hit {
@@ -146,6 +147,9 @@ pub async fn read_hits(lake_url: &str) -> Vec<Hit> {
                     referer: col_str(&batch, hit::REFERER, row),
                     ip_hash: col_str(&batch, hit::IP_HASH, row),
                     params: col_str(&batch, hit::PARAMS, row),
+                    action: col_str(&batch, hit::ACTION, row),
+                    adjustment_id: col_str(&batch, hit::ADJUSTMENT_ID, row),
+                    coupon: col_str(&batch, hit::COUPON, row),
                 };
                 let t = chrono::DateTime::from_timestamp_micros(h.ts).unwrap();
                 assert_eq!((t.date_naive(), chrono::Timelike::hour(&t)), (date, hour), "{} holds a row of another hour", meta.location);
