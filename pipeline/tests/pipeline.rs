@@ -810,6 +810,17 @@ async fn pipeline_equals_the_sql_twin_on_duckdb() {
     let lake = Lake::open(dir.path().join("lake").to_str().unwrap()).unwrap();
     let cfg = GenConfig { seed: 7, hits: 120_000, days: 21, visitors: 8_000, members: 300, offers: 6, ..Default::default() };
     gen::generate(&lake, &cfg).await.unwrap();
+    // Offers with their own lock periods, and commission rules of every kind: general,
+    // per member, per event, versioned by valid_from, flat, and per click.
+    put_registry(
+        &lake,
+        "offer_id,destination_url,postback_token,currency,cookie_days,lock_days\n\
+         offer0,https://a.example/,t,USD,28,10\noffer1,https://b.example/,t,EUR,28,45\n",
+        "offer_id,member_id,event,percent,flat,valid_from\n\
+         offer0,,,12.5,,\noffer0,m1,,20,,\noffer0,,signup,,1.25,\noffer0,,,7.3333,0.01,2026-01-14\n\
+         offer1,,,10,0.25,2026-01-12\noffer2,,purchase,3.5,,\noffer2,,click,,0.01,\noffer0,m2,click,,0.05,2026-01-15\n",
+    )
+    .await;
     let (from, to) = (date(2026, 1, 9), date(2026, 1, 20));
     for (window, tz) in [("7d", "Europe/Paris"), ("36h", "America/Los_Angeles")] {
         run(&lake, window, tz, from, to).await;
@@ -832,6 +843,13 @@ async fn pipeline_equals_the_sql_twin_on_duckdb() {
         let statuses: BTreeSet<String> =
             strings(&table(&lake, window, TABLE_ATTRIBUTIONS).await, report::STATUS).into_iter().flatten().collect();
         assert_eq!(statuses.len(), 6, "every status occurs: {statuses:?}");
+        let att = table(&lake, window, TABLE_ATTRIBUTIONS).await;
+        let states: BTreeSet<String> = strings(&att, report::ADJUSTED_STATE).into_iter().flatten().collect();
+        assert_eq!(states.len(), 4, "every adjusted state occurs: {states:?}");
+        assert!(ints(&att, report::COMMISSION_MICROS).into_iter().flatten().any(|c| c > 0), "commissions are paid");
+        let adj_statuses: BTreeSet<String> =
+            strings(&table(&lake, window, layout::TABLE_ADJUSTMENTS).await, report::STATUS).into_iter().flatten().collect();
+        assert!(adj_statuses.len() >= 3, "adjustment statuses: {adj_statuses:?}");
     }
     // DuckDB reads the reports with hive partitioning (the in-file date equals the folder's).
     let root = lake.local_root().unwrap().display().to_string();
