@@ -167,7 +167,7 @@ pub async fn run_with_budget(
     // Besides sessions (W back), adjustments reach a lock period past the range, and the
     // conversions they target a lock period and two windows before it (SPEC §7, README).
     let reach = rules.max_lock_micros() + p.window.micros();
-    let lb = p.lookback_micros().min(lo - reach - p.window.micros());
+    let lb = lo - reach - p.window.micros();
     let hi_ext = hi + rules.max_lock_micros();
     progress.add(3 + 2 * p.dates().len() as u64);
 

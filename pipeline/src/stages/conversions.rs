@@ -7,47 +7,43 @@ use polars::prelude::*;
 use super::{dedup, non_empty, work};
 use crate::params::Params;
 
+/// `event`, with null or empty read as the default `purchase`.
+fn event_or_default() -> Expr {
+    when(col(hit::EVENT).is_null().or(col(hit::EVENT).eq(lit(""))))
+        .then(lit(DEFAULT_EVENT))
+        .otherwise(col(hit::EVENT))
+        .alias(hit::EVENT)
+}
+
+/// Conversion hits deduplicated by `hit_id` (after the kind filter: copies of a hit share
+/// its kind), with `event`, `currency` and the join keys normalized.
+fn normalized(hits: LazyFrame, p: &Params) -> LazyFrame {
+    let is_conversion =
+        col(hit::KIND).eq(lit(HitKind::Pixel.as_str())).or(col(hit::KIND).eq(lit(HitKind::Postback.as_str())));
+    dedup::hits(hits.filter(is_conversion), p).with_columns([
+        // An empty event is the default too; currencies are upper case (another writer
+        // than the collector may have put `eur` in the lake).
+        event_or_default(),
+        col(hit::CURRENCY).str().to_uppercase().alias(hit::CURRENCY),
+        non_empty(hit::CLICK_ID).str().to_lowercase().alias(work::CLICK_KEY),
+        non_empty(hit::VISITOR_ID).alias(work::VISITOR_KEY),
+    ])
+}
+
 /// Keeps conversion hits; `event` defaults to `purchase` (null or empty); `currency` upper case; adds [`work::CLICK_KEY`],
 /// [`work::VISITOR_KEY`] and [`work::DUPLICATE`]. Deduplicates by `hit_id` after the kind
 /// filter (copies of a hit share its kind). `hits` must cover the range's lookback, so every
 /// earlier twin within `W` is present.
 pub fn prepare(hits: LazyFrame, p: &Params) -> LazyFrame {
-    let is_conversion =
-        col(hit::KIND).eq(lit(HitKind::Pixel.as_str())).or(col(hit::KIND).eq(lit(HitKind::Postback.as_str())));
-    let conv = dedup::hits(hits.filter(is_conversion), p)
-        .with_columns([
-            // An empty event is the default too; currencies are upper case (another writer
-            // than the collector may have put `eur` in the lake).
-            when(col(hit::EVENT).is_null().or(col(hit::EVENT).eq(lit(""))))
-                .then(lit(DEFAULT_EVENT))
-                .otherwise(col(hit::EVENT))
-                .alias(hit::EVENT),
-            col(hit::CURRENCY).str().to_uppercase().alias(hit::CURRENCY),
-            non_empty(hit::CLICK_ID).str().to_lowercase().alias(work::CLICK_KEY),
-            non_empty(hit::VISITOR_ID).alias(work::VISITOR_KEY),
-        ]);
-    dedup::orders(conv, p)
+    dedup::orders(normalized(hits, p), p)
 }
 
 /// [`prepare`] restricted to the conversions whose `(offer_id, event, order_id)` is in `keys`
 /// (a frame of those three columns): the conversions adjustments may target, with their
 /// duplicate flags (which only depend on conversions of the same key).
 pub fn prepare_keyed(hits: LazyFrame, keys: LazyFrame, p: &Params) -> LazyFrame {
-    let is_conversion =
-        col(hit::KIND).eq(lit(HitKind::Pixel.as_str())).or(col(hit::KIND).eq(lit(HitKind::Postback.as_str())));
     let on = [col(hit::OFFER_ID), col(hit::EVENT), col(hit::ORDER_ID)];
-    let conv = dedup::hits(hits.filter(is_conversion), p)
-        .with_columns([
-            when(col(hit::EVENT).is_null().or(col(hit::EVENT).eq(lit(""))))
-                .then(lit(DEFAULT_EVENT))
-                .otherwise(col(hit::EVENT))
-                .alias(hit::EVENT),
-            col(hit::CURRENCY).str().to_uppercase().alias(hit::CURRENCY),
-            non_empty(hit::CLICK_ID).str().to_lowercase().alias(work::CLICK_KEY),
-            non_empty(hit::VISITOR_ID).alias(work::VISITOR_KEY),
-        ])
-        .join(keys, on.clone(), on, JoinArgs::new(JoinType::Semi));
-    dedup::orders(conv, p)
+    dedup::orders(normalized(hits, p).join(keys, on.clone(), on, JoinArgs::new(JoinType::Semi)), p)
 }
 
 /// Adjustment hits (SPEC §7), deduplicated by `hit_id`: `event` defaults to `purchase`,
@@ -55,10 +51,7 @@ pub fn prepare_keyed(hits: LazyFrame, keys: LazyFrame, p: &Params) -> LazyFrame 
 /// read as null.
 pub fn adjustments(hits: LazyFrame, p: &Params) -> LazyFrame {
     dedup::hits(hits.filter(col(hit::KIND).eq(lit(HitKind::Adjustment.as_str()))), p).with_columns([
-        when(col(hit::EVENT).is_null().or(col(hit::EVENT).eq(lit(""))))
-            .then(lit(DEFAULT_EVENT))
-            .otherwise(col(hit::EVENT))
-            .alias(hit::EVENT),
+        event_or_default(),
         non_empty(hit::CURRENCY).str().to_uppercase().alias(hit::CURRENCY),
         non_empty(hit::ORDER_ID).alias(hit::ORDER_ID),
         non_empty(hit::ADJUSTMENT_ID).alias(hit::ADJUSTMENT_ID),
