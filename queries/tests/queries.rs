@@ -563,18 +563,22 @@ async fn postgres_export_is_idempotent_and_exact() {
     let (ok, _, err) = export(vec!["attributions".into(), "--to".into(), url.clone(), "--table".into(), attributions.clone()]);
     assert!(ok, "{err}");
     let want = table_rows(&lake, "28d", "attributions").await;
-    let pg_rows = client
-        .query(
-            &format!(
-                "SELECT hit_id, to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), date::text, kind, offer_id, event, order_id, amount_micros::text, currency, click_id, visitor_id, status, member_id, link_code, to_char(click_ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), lag_seconds::text FROM {attributions}"
-            ),
-            &[],
-        )
-        .await
-        .unwrap();
+    // Every column of the lake's table, in file order: timestamps as UTC text, the rest as text.
+    let select: Vec<String> = lake::reports::ATTRIBUTIONS_COLUMNS
+        .iter()
+        .map(|c| {
+            if format!("{:?}", lake::reports::column_type(c)).starts_with("Timestamp") {
+                format!("to_char(\"{c}\" AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')")
+            } else {
+                format!("\"{c}\"::text")
+            }
+        })
+        .collect();
+    let pg_rows = client.query(&format!("SELECT {} FROM {attributions}", select.join(", ")), &[]).await.unwrap();
+    let n = select.len();
     let mut got: Vec<String> = pg_rows
         .iter()
-        .map(|r| (0..16).map(|i| r.get::<_, Option<String>>(i).unwrap_or_default()).collect::<Vec<_>>().join("|"))
+        .map(|r| (0..n).map(|i| r.get::<_, Option<String>>(i).unwrap_or_default()).collect::<Vec<_>>().join("|"))
         .collect();
     got.sort();
     let want: Vec<String> = want
