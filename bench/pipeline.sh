@@ -91,3 +91,8 @@ else:
 open(bench, "w").write(text)
 print(section)
 PY
+
+# The cost of settling refunds and rejections of open dates (SPEC §7), on the 10M lake.
+if [ "${BENCH_SETTLE:-1}" != 0 ]; then
+  BENCH_OUT="$out" BENCH_RUNS="$runs" bash "$root/bench/settle.sh"
+fi

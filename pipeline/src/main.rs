@@ -57,6 +57,9 @@ enum Command {
     },
     /// Brings every date up to yesterday up to date, including dates whose inputs changed.
     Nightly {
+        /// Act as if today were this date, YYYY-MM-DD (catching up as of a past day, benchmarks); default: today in --tz.
+        #[arg(long, env = "CLICKTRAIL_TODAY")]
+        today: Option<String>,
         #[command(flatten)]
         wz: WindowZone,
     },
@@ -128,10 +131,14 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 summary.manifest_path
             );
         }
-        Command::Nightly { wz } => {
+        Command::Nightly { today, wz } => {
             let (window, tz) = window_zone(&wz)?;
+            let today = match today {
+                Some(t) => parse_date("--today", &t)?,
+                None => nightly::today_in(&tz),
+            };
             let progress = Progress::new(true);
-            let outcome = nightly::nightly(&lake, window, tz, nightly::today_in(&tz), &progress)
+            let outcome = nightly::nightly(&lake, window, tz, today, &progress)
                 .await
                 .context("while running nightly")?;
             progress.finish();
@@ -140,7 +147,9 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 Outcome::Done { runs } if runs.is_empty() => println!("every date is up to date"),
                 Outcome::Done { runs } => {
                     for r in runs {
-                        println!("recomputed {} to {}; manifest {}", r.manifest.from, r.manifest.to, r.manifest_path);
+                        let settled = r.manifest.settled.len();
+                        let note = if settled > 0 { format!(" ({settled} of its dates only re-settled: adjustments)") } else { String::new() };
+                        println!("recomputed {} to {}{note}; manifest {}", r.manifest.from, r.manifest.to, r.manifest_path);
                     }
                 }
             }

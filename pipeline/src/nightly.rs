@@ -2,14 +2,21 @@
 //!
 //! **State** lives in the lake, beside the runs' manifests: `reports/window=<W>/_nightly/state.json`
 //! maps each computed date to a fingerprint of everything its output depends on: the
-//! window, the zone, the pipeline's rules version, and the listing (path, size, e-tag) of
-//! every hit file in the hour folders from `W` before the date's start to its end (its
-//! conversions' sessions and order twins reach back `W`; its clicks are inside it). A date
-//! is stale when its fingerprint differs: a late upload into an old hour, or a late click
-//! that changes a later conversion, changes the fingerprint of every date that can see it.
-//! Stale dates are recomputed in contiguous ranges, each from the listing the fingerprints
-//! were taken from; each range's fingerprints are recorded only after its files are
-//! written, so a crash leaves its dates stale and the next night redoes them.
+//! window, the zone, the pipeline's rules version, the registry files, and the listing
+//! (path, size, e-tag) of every hit file in the hour folders from `lock + 2W` before the
+//! date's start to `lock` after its end (sessions and order twins reach back `W`; the
+//! conversions its adjustments target `lock + 2W`; adjustments of its conversions arrive
+//! up to `lock` after it, SPEC §7). A date is stale when its fingerprint differs: a late
+//! upload into an old hour, or a late click that changes a later conversion, changes the
+//! fingerprint of every date that can see it. Stale dates are recomputed in contiguous
+//! ranges, each from the listing the fingerprints were taken from; each range's
+//! fingerprints are recorded only after its files are written, so a crash leaves its dates
+//! stale and the next night redoes them.
+//!
+//! **Settling only.** A stale date whose inputs up to its end are unchanged (only hours
+//! after it changed: in practice, refunds and rejections arriving during its lock period)
+//! is re-settled from its stored attributions and clicks, with no session search
+//! ([`crate::run::run_settling`]). A date whose lock has closed is final once computed.
 //!
 //! **Lock.** One nightly per window at a time: a lease in `_nightly/lock.json`, taken and
 //! renewed with compare-and-swap ([`Lake::update`]), expiring after [`LEASE`] if its holder
@@ -17,12 +24,13 @@
 //! is idempotent (one object replaced whole), so even a run that outlived its lease cannot
 //! double-count; it stops at the next date once it sees the lease gone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::TryStreamExt;
 use chrono::{NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use lake::reports;
@@ -34,7 +42,7 @@ use crate::error::{PipelineError, Result};
 use crate::params::{local_date, Params};
 use crate::progress::Progress;
 use crate::read::{self, HitFile, MICROS_PER_HOUR};
-use crate::run::{run, RunSummary};
+use crate::run::{run_settling, RunSummary};
 
 /// Bumped whenever a rule changes what a date's output is, so every date is recomputed.
 pub const RULES_VERSION: u32 = 2;
@@ -69,29 +77,37 @@ pub enum Outcome {
 }
 
 /// What besides the hit files a date's output depends on (SPEC §7): the longest lock
-/// period, and the registry files the run reads.
+/// period, the offers file, and the commission rules.
 #[derive(Debug, Clone, Default)]
 pub struct Dependencies {
     /// The longest `lock_days` of any offer, in µs.
     pub lock_micros: i64,
-    /// A hash of `offers.csv` and `commissions.csv` as read.
-    pub registry: String,
+    /// A hash of `offers.csv` as read (lock periods and currencies: every table of a date).
+    pub offers: String,
+    /// The commission rules, parsed (they change commissions only, so a date whose rules
+    /// in force changed is only re-settled).
+    pub rules: crate::rules::Rules,
 }
 
 impl Dependencies {
     pub fn of(rules: &crate::rules::Rules) -> Dependencies {
-        let mut h = blake3::Hasher::new();
-        h.update(&rules.offers_csv);
-        h.update(b"\0");
-        h.update(&rules.commissions_csv);
-        Dependencies { lock_micros: rules.max_lock_micros(), registry: h.finalize().to_hex().to_string() }
+        Dependencies {
+            lock_micros: rules.max_lock_micros(),
+            offers: blake3::hash(&rules.offers_csv).to_hex().to_string(),
+            rules: rules.clone(),
+        }
     }
 }
 
 /// The fingerprint of every date in `[first, last]`, from one listing of all hit files.
 /// A date depends on the hours from `lock + 2W` before it (the conversions its adjustments
 /// target, and their order twins) to `lock` after it (the adjustments that still change
-/// its conversions), and on the registry.
+/// its conversions), and on the registry. The fingerprint is `HEAD.TAIL`: `HEAD` covers
+/// the offers and the hours up to the date's end, everything its sessions, clicks and
+/// adjustments table depend on; `TAIL` the commission rules in force on the date and the
+/// hours of the lock period after it. A rule with `valid_from` D changes only the dates
+/// from D on. A date whose
+/// `HEAD` is unchanged only needs re-settling ([`settle_only`]).
 pub fn fingerprints(
     files: &[HitFile],
     window: &Window,
@@ -113,16 +129,34 @@ pub fn fingerprints(
     for date in first.iter_days().take_while(|d| *d <= last) {
         let p = Params { window: *window, tz: *tz, from: date, to: date };
         let (ds, de) = p.date_micros(date);
-        let mut h = blake3::Hasher::new();
-        h.update(format!("v{RULES_VERSION} {window} {} {date} {}\n", tz.name(), deps.registry).as_bytes());
+        let mut head = blake3::Hasher::new();
+        head.update(format!("v{RULES_VERSION} {window} {} {date} {}\n", tz.name(), deps.offers).as_bytes());
         let back = deps.lock_micros + 2 * window.micros();
-        for (hour, fp) in hours.range((ds - back - MICROS_PER_HOUR + 1)..(de + deps.lock_micros)) {
-            h.update(&hour.to_le_bytes());
-            h.update(fp.as_bytes());
+        for (hour, fp) in hours.range((ds - back - MICROS_PER_HOUR + 1)..de) {
+            head.update(&hour.to_le_bytes());
+            head.update(fp.as_bytes());
         }
-        out.insert(date, h.finalize().to_hex().to_string());
+        let mut tail = blake3::Hasher::new();
+        for rule in deps.rules.rules_on(date) {
+            tail.update(rule.as_bytes());
+            tail.update(b"\n");
+        }
+        for (hour, fp) in hours.range(de..(de + deps.lock_micros)) {
+            tail.update(&hour.to_le_bytes());
+            tail.update(fp.as_bytes());
+        }
+        out.insert(date, format!("{}.{}", head.finalize().to_hex(), tail.finalize().to_hex()));
     }
     out
+}
+
+/// Whether a date computed with fingerprint `before` now only needs re-settling: nothing
+/// up to its end changed (same `HEAD`), only the hours after it.
+pub fn settle_only(before: &str, now: &str) -> bool {
+    match (before.split_once('.'), now.split_once('.')) {
+        (Some((a, _)), Some((b, _))) => a == b && before != now,
+        _ => false,
+    }
 }
 
 /// The dates whose fingerprint differs from the state's, grouped in contiguous ranges of at
@@ -260,18 +294,52 @@ async fn catch_up(lake: &Lake, window: Window, tz: Tz, today: NaiveDate, progres
     });
     let ranges = stale_ranges(&state, &tz, &current);
     tracing::info!(first = %first, last = %last, stale_ranges = ranges.len(), "nightly plan");
+    let stored = if ranges.is_empty() { BTreeSet::new() } else { stored_dates(lake, &window).await? };
     let mut runs = Vec::new();
     for (from, to) in ranges {
         if lost.load(Ordering::SeqCst) {
             return Err(PipelineError::Invalid("lost the nightly lock to another process; stopping".into()));
         }
         let p = Params::new(window, tz, from, to)?;
-        let summary = run(lake, &p, Some(files.clone()), "nightly", progress).await?;
+        // Dates whose inputs up to their end are unchanged, and whose tables are there,
+        // are only re-settled: no session search (the cost bound of SPEC §7 nightly).
+        let settle: BTreeSet<NaiveDate> = from
+            .iter_days()
+            .take_while(|d| *d <= to)
+            .filter(|d| {
+                same_zone
+                    && match (state.dates.get(d), current.get(d)) {
+                        (Some(before), Some(now)) => settle_only(before, now),
+                        _ => false,
+                    }
+                    && stored.contains(d)
+            })
+            .collect();
+        let summary = run_settling(lake, &p, Some(files.clone()), "nightly", progress, &settle).await?;
         let done = current.range(from..=to).map(|(d, f)| (*d, f.clone())).collect();
         record(lake, &window, &tz, done).await?;
         runs.push(summary);
     }
     Ok(Outcome::Done { runs })
+}
+
+/// The dates whose `attributions` and `clicks` files are both in the lake.
+async fn stored_dates(lake: &Lake, window: &Window) -> Result<BTreeSet<NaiveDate>> {
+    let mut per_table = Vec::new();
+    for table in [lake::layout::TABLE_ATTRIBUTIONS, lake::layout::TABLE_CLICKS] {
+        let prefix = object_store::path::Path::from(format!("{}/window={window}/{table}", lake::layout::REPORTS_DIR));
+        let listed: Vec<object_store::ObjectMeta> =
+            lake.store().list(Some(&prefix)).try_collect().await.map_err(PipelineError::store(&prefix))?;
+        let dates: BTreeSet<NaiveDate> = listed
+            .iter()
+            .filter(|m| m.location.filename() == Some(reports::DATE_FILE))
+            .filter_map(|m| {
+                m.location.parts().find_map(|part| part.as_ref().strip_prefix("date=").and_then(|d| d.parse().ok()))
+            })
+            .collect();
+        per_table.push(dates);
+    }
+    Ok(per_table[0].intersection(&per_table[1]).copied().collect())
 }
 
 /// Today's date in `tz`.
@@ -357,14 +425,39 @@ mod tests {
         // reach back 2W: from day 8's start to day 4's start).
         assert_eq!(stale_ranges(&state, &tz, &after), vec![(d(4), d(8))]);
         // With a 1-day lock, days 3 (whose adjustments reach a day past it) to 9 see it.
-        let deps = Dependencies { lock_micros: 86_400_000_000, registry: String::new() };
+        let deps = Dependencies { lock_micros: 86_400_000_000, ..Default::default() };
         let before = fingerprints(&[file(1, "a")], &w, &tz, d(1), d(10), &deps);
         let state = State { tz: Some("UTC".into()), dates: before.clone() };
         let after = fingerprints(&[file(1, "a"), file(4, "late")], &w, &tz, d(1), d(10), &deps);
         assert_eq!(stale_ranges(&state, &tz, &after), vec![(d(3), d(9))]);
-        // A registry change makes every date stale.
-        let changed = Dependencies { registry: "other".into(), ..deps };
-        assert_eq!(stale_ranges(&state, &tz, &fingerprints(&[file(1, "a")], &w, &tz, d(1), d(10), &changed)), vec![(d(1), d(10))]);
+        // Day 3 only sees it after its end: it is only re-settled; days 4–9 see it before.
+        assert!(settle_only(&state.dates[&d(3)], &after[&d(3)]));
+        assert!(!settle_only(&state.dates[&d(4)], &after[&d(4)]));
+        assert!(!settle_only(&state.dates[&d(2)], &after[&d(2)]), "unchanged is not stale");
+        // An offers change makes every date stale, in full.
+        let changed = Dependencies { offers: "other".into(), ..deps.clone() };
+        let now = fingerprints(&[file(1, "a")], &w, &tz, d(1), d(10), &changed);
+        assert_eq!(stale_ranges(&state, &tz, &now), vec![(d(1), d(10))]);
+        assert!(!settle_only(&state.dates[&d(5)], &now[&d(5)]));
+        // A commission rule valid from day 6 changes days 6 on, which are only re-settled.
+        let rule = |valid_from: &str| lake::registry::CommissionRule {
+            offer_id: "o".into(),
+            member_id: String::new(),
+            event: String::new(),
+            percent: "10".into(),
+            flat: String::new(),
+            valid_from: valid_from.into(),
+        };
+        let with_rule = Dependencies { rules: crate::rules::Rules::new(Vec::new(), vec![rule("2026-01-06")]), ..deps.clone() };
+        let now = fingerprints(&[file(1, "a")], &w, &tz, d(1), d(10), &with_rule);
+        assert_eq!(stale_ranges(&state, &tz, &now), vec![(d(6), d(10))]);
+        assert!((6..=10).all(|day| settle_only(&state.dates[&d(day)], &now[&d(day)])));
+        // The same rule written with another spelling of the same numbers changes nothing.
+        let state = State { tz: Some("UTC".into()), dates: now.clone() };
+        let mut same = rule("2026-01-06");
+        same.percent = "10.00".into();
+        let respelled = Dependencies { rules: crate::rules::Rules::new(Vec::new(), vec![same]), ..deps.clone() };
+        assert!(stale_ranges(&state, &tz, &fingerprints(&[file(1, "a")], &w, &tz, d(1), d(10), &respelled)).is_empty());
         let other_zone: Tz = "Asia/Tokyo".parse().unwrap();
         assert_eq!(stale_ranges(&state, &other_zone, &after).len(), 1);
     }

@@ -37,11 +37,22 @@ pub struct Rules {
     /// The raw bytes of the registry files read, for nightly's fingerprints.
     pub offers_csv: Vec<u8>,
     pub commissions_csv: Vec<u8>,
+    /// Every commission rule as (valid_from, its parsed parts as text), sorted: nightly's
+    /// fingerprint of a date covers the rules that can apply on it.
+    pub rule_lines: Vec<(Option<NaiveDate>, String)>,
 }
 
 impl Rules {
     pub fn new(offers: Vec<Offer>, rules: Vec<CommissionRule>) -> Rules {
         let mut by_offer: HashMap<String, Vec<Rule>> = HashMap::new();
+        let mut rule_lines: Vec<(Option<NaiveDate>, String)> = rules
+            .iter()
+            .map(|r| {
+                let text = format!("{}|{}|{}|{:?}|{:?}", r.offer_id, r.member_id, r.event, r.percent_e4(), r.flat_micros());
+                (r.valid_from_date(), text)
+            })
+            .collect();
+        rule_lines.sort();
         for r in rules {
             by_offer.entry(r.offer_id.clone()).or_default().push(Rule {
                 member_id: r.member_id.clone(),
@@ -51,7 +62,7 @@ impl Rules {
                 valid_from: r.valid_from_date(),
             });
         }
-        Rules { offers: offers.into_iter().map(|o| (o.offer_id.clone(), o)).collect(), by_offer, ..Default::default() }
+        Rules { offers: offers.into_iter().map(|o| (o.offer_id.clone(), o)).collect(), by_offer, rule_lines, ..Default::default() }
     }
 
     /// Reads `registry/offers.csv` and `registry/commissions.csv` (either may be missing).
@@ -61,6 +72,11 @@ impl Rules {
         let offers = if offers_csv.is_empty() { Vec::new() } else { registry::parse_offers(&offers_csv)? };
         let rules = if commissions_csv.is_empty() { Vec::new() } else { registry::parse_commissions(&commissions_csv)? };
         Ok(Rules { offers_csv, commissions_csv, ..Rules::new(offers, rules) })
+    }
+
+    /// The commission rules that can apply on `date` (valid_from empty or ≤ it), as text.
+    pub fn rules_on(&self, date: NaiveDate) -> impl Iterator<Item = &str> {
+        self.rule_lines.iter().filter(move |(from, _)| from.is_none_or(|f| f <= date)).map(|(_, t)| t.as_str())
     }
 
     /// The offer's lock period in µs (default 30 days).

@@ -21,14 +21,15 @@
 //! The budget is `--memory-budget` / `CLICKTRAIL_MEMORY_BUDGET`, by default 60% of the
 //! memory of the machine (or of the cgroup, when lower).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use chrono::Utc;
+use chrono::{NaiveDate, Utc};
 use std::collections::HashMap;
 
 use lake::layout::{TABLE_ADJUSTMENTS, TABLE_ATTRIBUTIONS, TABLE_CLICKS, TABLE_CONVERSIONS, TABLE_EARNINGS, TABLE_REVENUE};
-use lake::schema::hit;
+use lake::reports::ATTRIBUTIONS_COLUMNS;
+use lake::schema::{hit, report};
 use lake::Lake;
 use polars::prelude::*;
 
@@ -150,6 +151,24 @@ pub async fn run(lake: &Lake, p: &Params, files: Option<Vec<HitFile>>, command: 
     run_with_budget(lake, p, files, command, progress, memory_budget()?).await
 }
 
+/// [`run`], except that the dates in `settle` are only re-settled: their attributions
+/// (without the five columns settling adds) and clicks are read back from the window's
+/// stored tables instead of being recomputed, and only `attributions`, `revenue` and
+/// `earnings` are rewritten. Nightly passes the dates whose inputs up to their end are
+/// unchanged since they were computed, so that only hits after them (adjustments, SPEC §7)
+/// are news: for those the stored rows are exactly what a session search would find again,
+/// and the `clicks`, `conversions` and `adjustments` tables cannot have changed.
+pub async fn run_settling(
+    lake: &Lake,
+    p: &Params,
+    files: Option<Vec<HitFile>>,
+    command: &str,
+    progress: &Progress,
+    settle: &BTreeSet<NaiveDate>,
+) -> Result<RunSummary> {
+    run_inner(lake, p, files, command, progress, memory_budget()?, settle).await
+}
+
 /// [`run`] with an explicit memory budget in bytes (see the module docs).
 pub async fn run_with_budget(
     lake: &Lake,
@@ -158,6 +177,18 @@ pub async fn run_with_budget(
     command: &str,
     progress: &Progress,
     budget: u64,
+) -> Result<RunSummary> {
+    run_inner(lake, p, files, command, progress, budget, &BTreeSet::new()).await
+}
+
+async fn run_inner(
+    lake: &Lake,
+    p: &Params,
+    files: Option<Vec<HitFile>>,
+    command: &str,
+    progress: &Progress,
+    budget: u64,
+    settle: &BTreeSet<NaiveDate>,
 ) -> Result<RunSummary> {
     let started = Instant::now();
     let started_at = Utc::now();
@@ -190,7 +221,7 @@ pub async fn run_with_budget(
     progress.add(3 * passes.len() as u64);
     let mut per_date: BTreeMap<chrono::NaiveDate, BTreeMap<String, u64>> = BTreeMap::new();
     for (from, to) in passes {
-        attribute_and_write(lake, &p.with_range(from, to)?, &inputs, &rules, progress, &mut per_date).await?;
+        attribute_and_write(lake, &p.with_range(from, to)?, &inputs, &rules, progress, &mut per_date, settle).await?;
     }
 
     progress.step("manifest");
@@ -218,6 +249,7 @@ pub async fn run_with_budget(
             .map(|f| InputRecord { path: f.file.path.clone(), size: f.file.size, rows: f.rows })
             .collect(),
         output_rows,
+        settled: per_date.keys().filter(|d| settle.contains(d)).copied().collect(),
         dates: per_date,
     };
     let path = write::write_manifest(lake, &p.window, &manifest).await?;
@@ -229,60 +261,117 @@ pub async fn run_with_budget(
     Ok(RunSummary { manifest, manifest_path: path.to_string() })
 }
 
+/// The `attributions` columns that attribution decides (SPEC §5, `coupon`, `via`): all but
+/// the five that settling adds.
+fn attributed_columns() -> Vec<&'static str> {
+    let settled = [report::ADJUSTED_STATE, report::REFUNDED_MICROS, report::NET_AMOUNT_MICROS, report::LOCK_TS, report::COMMISSION_MICROS];
+    ATTRIBUTIONS_COLUMNS.iter().copied().filter(|c| !settled.contains(c)).collect()
+}
+
+fn shaped(df: LazyFrame, columns: &[&str]) -> LazyFrame {
+    df.select(columns.iter().map(|c| col(*c).cast(write::report_dtype(c))).collect::<Vec<_>>())
+}
+
+/// `[start, end)` of each run of consecutive dates, in µs.
+fn spans(p: &Params, dates: &[NaiveDate]) -> Vec<(i64, i64)> {
+    let mut out: Vec<(i64, i64)> = Vec::new();
+    for d in dates {
+        let (s, e) = p.date_micros(*d);
+        match out.last_mut() {
+            Some(last) if last.1 == s => last.1 = e,
+            _ => out.push((s, e)),
+        }
+    }
+    out
+}
+
 /// Steps 2–6 for one pass over `p`'s dates, scanning only the inputs its span overlaps.
+/// Dates in `settle` are re-settled from their stored tables (see [`run_settling`]).
 async fn attribute_and_write(
     lake: &Lake,
     p: &Params,
     inputs: &read::Inputs,
     rules: &crate::rules::Rules,
     progress: &Progress,
-    per_date: &mut BTreeMap<chrono::NaiveDate, BTreeMap<String, u64>>,
+    per_date: &mut BTreeMap<NaiveDate, BTreeMap<String, u64>>,
+    settle: &BTreeSet<NaiveDate>,
 ) -> Result<()> {
-    let (lo, hi) = p.range_micros();
-    let lb = p.lookback_micros();
-    progress.step(&format!("conversions {} .. {}", p.from, p.to));
-    let span = inputs.overlapping(lb, hi);
-    let conv_plan = conversions::prepare(read::scan(&span, &ATTRIBUTION_COLUMNS, lb, hi)?, p).filter(ts_in(lo, hi));
-    let conv = write::collect(conv_plan, "deduplicating conversions", inputs).await?;
-    progress.done();
+    let dates = p.dates();
+    let fresh: Vec<NaiveDate> = dates.iter().filter(|d| !settle.contains(d)).copied().collect();
+    let settled: Vec<NaiveDate> = dates.iter().filter(|d| settle.contains(d)).copied().collect();
+    let fresh_spans = spans(p, &fresh);
+    let columns = attributed_columns();
+    let mut parts: Vec<LazyFrame> = Vec::new();
+    if let (Some(first), Some(last)) = (fresh.first(), fresh.last()) {
+        let pf = p.with_range(*first, *last)?;
+        let hi = pf.range_micros().1;
+        let lb = pf.lookback_micros();
+        progress.step(&format!("conversions {first} .. {last}"));
+        let span = inputs.overlapping(lb, hi);
+        let in_fresh = fresh_spans.iter().map(|(s, e)| ts_in(*s, *e)).reduce(|a, b| a.or(b)).unwrap_or(lit(false));
+        let conv_plan = conversions::prepare(read::scan(&span, &ATTRIBUTION_COLUMNS, lb, hi)?, &pf).filter(in_fresh);
+        let conv = write::collect(conv_plan, "deduplicating conversions", inputs).await?;
+        progress.done();
 
-    progress.step("sessions");
-    let clicks = sessions::candidates(read::scan(&span, &ATTRIBUTION_COLUMNS, lb, hi)?, conv.clone().lazy(), p);
-    let clicks = write::collect(clicks, "selecting the clicks conversions name", inputs).await?;
-    tracing::info!(conversions = conv.height(), candidate_clicks = clicks.height(), "sessions");
-    let found = sessions::find(clicks.lazy(), conv.clone().lazy(), p);
-    let attributions = write::collect(attribution::assign(conv.lazy(), found, p), "finding sessions", inputs).await?;
-    progress.done();
+        progress.step("sessions");
+        let clicks = sessions::candidates(read::scan(&span, &ATTRIBUTION_COLUMNS, lb, hi)?, conv.clone().lazy(), &pf);
+        let clicks = write::collect(clicks, "selecting the clicks conversions name", inputs).await?;
+        tracing::info!(conversions = conv.height(), candidate_clicks = clicks.height(), "sessions");
+        let found = sessions::find(clicks.lazy(), conv.clone().lazy(), &pf);
+        parts.push(shaped(attribution::assign(conv.lazy(), found, &pf), &columns));
+        progress.done();
+    }
+    if !settled.is_empty() {
+        progress.step(&format!("reading the stored attributions of {} dates", settled.len()));
+        for date in &settled {
+            parts.push(shaped(write::read_date(lake, &p.window, TABLE_ATTRIBUTIONS, *date).await?.lazy(), &columns));
+        }
+        progress.done();
+    }
+    let attributions = write::collect(
+        concat(parts, UnionArgs::default()).map_err(crate::error::PipelineError::polars("joining attributions"))?,
+        "finding sessions",
+        inputs,
+    )
+    .await?;
 
     progress.step("adjustments");
-    let (adjustments, resolved, members) = adjust(p, inputs, rules, &attributions).await?;
+    let (adjustments, resolved, members) = adjust(p, inputs, rules, &attributions, &fresh_spans).await?;
     let adjustments_table = crate::settle::adjustments_table(&adjustments, &resolved, &members, p)?;
     let attributions = crate::settle::settle(attributions, &adjustments, &resolved, rules)?;
-    tracing::info!(adjustments = adjustments.len(), in_range = adjustments_table.height(), "adjustments settled");
+    tracing::info!(adjustments = adjustments.len(), in_range = adjustments_table.height(), settled_dates = settled.len(), "adjustments settled");
     let conversions_table = write::collect(reports::conversions(attributions.clone().lazy(), p), "counting conversions", inputs).await?;
     let revenue_table = write::collect(reports::revenue(attributions.clone().lazy(), p), "summing revenue", inputs).await?;
     progress.done();
 
-    for date in &p.dates() {
+    for date in &dates {
+        let stored = settle.contains(date);
         progress.step(&format!("clicks {date}"));
-        let (ds, de) = p.date_micros(*date);
-        let day = inputs.overlapping(ds, de);
-        let plan = reports::clicks(bots::flag(dedup::hits(read::scan(&day, &CLICK_TABLE_COLUMNS, ds, de)?, p), p), p);
-        let clicks = write::collect(plan, &format!("counting clicks of {date}"), inputs).await?;
+        let clicks = if stored {
+            write::read_date(lake, &p.window, TABLE_CLICKS, *date).await?
+        } else {
+            let (ds, de) = p.date_micros(*date);
+            let day = inputs.overlapping(ds, de);
+            let plan = reports::clicks(bots::flag(dedup::hits(read::scan(&day, &CLICK_TABLE_COLUMNS, ds, de)?, p), p), p);
+            write::collect(plan, &format!("counting clicks of {date}"), inputs).await?
+        };
         progress.done();
 
         progress.step(&format!("writing {date}"));
         let day_attributions = write::rows_of_date(&attributions, *date)?;
         let earnings = crate::settle::earnings(&day_attributions, &clicks, rules, *date)?;
-        let mut rows = BTreeMap::new();
-        for (table, df) in [
+        let mut tables = vec![
             (TABLE_ATTRIBUTIONS, day_attributions),
             (TABLE_EARNINGS, earnings),
-            (TABLE_ADJUSTMENTS, write::rows_of_date(&adjustments_table, *date)?),
-            (TABLE_CONVERSIONS, write::rows_of_date(&conversions_table, *date)?),
             (TABLE_REVENUE, write::rows_of_date(&revenue_table, *date)?),
-            (TABLE_CLICKS, clicks),
-        ] {
+        ];
+        if !stored {
+            tables.push((TABLE_ADJUSTMENTS, write::rows_of_date(&adjustments_table, *date)?));
+            tables.push((TABLE_CONVERSIONS, write::rows_of_date(&conversions_table, *date)?));
+            tables.push((TABLE_CLICKS, clicks));
+        }
+        let mut rows = BTreeMap::new();
+        for (table, df) in tables {
             let n = write::replace_date(lake, &p.window, table, *date, df).await?;
             rows.insert(table.to_string(), n as u64);
         }
@@ -302,6 +391,7 @@ async fn adjust(
     inputs: &read::Inputs,
     rules: &crate::rules::Rules,
     attributions: &DataFrame,
+    fresh: &[(i64, i64)],
 ) -> Result<(Vec<crate::settle::Adjustment>, Vec<crate::settle::Resolved>, HashMap<String, (String, Option<String>)>)> {
     let (lo, hi) = p.range_micros();
     let w = p.window.micros();
@@ -336,12 +426,12 @@ async fn adjust(
     .await?;
     let resolved = crate::settle::resolve(&adjustments, &index, rules, p)?;
 
-    // Targets before the range of adjustments dated in it: their own sessions, for the
-    // adjustments table's member_id.
+    // Targets before the range of adjustments dated in its freshly computed dates: their
+    // own sessions, for the adjustments table's member_id.
     let missing: Vec<String> = adjustments
         .iter()
         .zip(&resolved)
-        .filter(|(a, _)| a.ts >= lo && a.ts < hi)
+        .filter(|(a, _)| fresh.iter().any(|(s, e)| a.ts >= *s && a.ts < *e))
         .filter_map(|(_, r)| r.target_hit_id.clone())
         .filter(|t| !members.contains_key(t))
         .collect::<std::collections::BTreeSet<_>>()

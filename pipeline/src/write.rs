@@ -89,6 +89,19 @@ pub fn to_parquet(df: DataFrame) -> Result<Bytes> {
     Ok(Bytes::from(crate::arrow_out::to_parquet_bytes(&df)?))
 }
 
+/// One table's stored date, as written by [`replace_date`]. A missing file is an error: the
+/// caller (nightly's settle path) only reads dates it knows were written.
+pub async fn read_date(lake: &Lake, window: &Window, table: &str, date: NaiveDate) -> Result<DataFrame> {
+    let path = reports::date_file(window, table, date);
+    let bytes = lake
+        .get_optional(&path)
+        .await?
+        .ok_or_else(|| PipelineError::Invalid(format!("{path} is missing: the {table} table of {date} was never written")))?;
+    ParquetReader::new(std::io::Cursor::new(bytes.to_vec()))
+        .finish()
+        .map_err(PipelineError::polars(format!("reading {path}")))
+}
+
 /// Replaces one table's date with `df` (see the module docs for why this is atomic).
 pub async fn replace_date(lake: &Lake, window: &Window, table: &str, date: NaiveDate, df: DataFrame) -> Result<usize> {
     let rows = df.height();
@@ -139,6 +152,10 @@ pub struct Manifest {
     pub output_rows: BTreeMap<String, u64>,
     /// Rows written per date and table.
     pub dates: BTreeMap<NaiveDate, BTreeMap<String, u64>>,
+    /// Dates only re-settled from their stored tables (nightly: only adjustments were new),
+    /// which rewrote `attributions`, `revenue` and `earnings` alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub settled: Vec<NaiveDate>,
 }
 
 pub async fn write_manifest(lake: &Lake, window: &Window, manifest: &Manifest) -> Result<Path> {

@@ -479,20 +479,43 @@ async fn all_tables(lake: &Lake, window: &str) -> Vec<DataFrame> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nightly_day_by_day_equals_one_run_and_catches_late_uploads() {
     let cfg = GenConfig { hits: 8_000, days: 8, visitors: 400, members: 30, offers: 3, ..Default::default() };
-    let (nightly_lake, batch_lake) = (memory_lake(), memory_lake());
-    gen::generate(&nightly_lake, &cfg).await.unwrap();
+    let (nightly_lake, batch_lake, source) = (memory_lake(), memory_lake(), memory_lake());
+    gen::generate(&source, &cfg).await.unwrap();
     gen::generate(&batch_lake, &cfg).await.unwrap();
     let w: Window = "2d".parse().unwrap();
     let tz = parse_tz("America/New_York").unwrap();
     let first = date(2025, 12, 31); // the first UTC hours are still the 31st in New York
     let last = date(2026, 1, 8);
-    // Day by day, as cron would.
+    // Day by day, as cron would, the hits arriving as time passes. The generated refunds and
+    // rejections of earlier dates arrive later: those dates are only re-settled (no session
+    // search, SPEC §7 cost).
+    let mut settled = 0;
+    let generated = pipeline::read::list_hits(&source, None).await.unwrap();
     for today in first.iter_days().skip(1).take_while(|d| *d <= pipeline::params::next_day(last)) {
+        let until = pipeline::params::day_start_micros(&tz, today);
+        for f in generated.iter().filter(|f| f.hour_start < until && f.hour_start >= until - 86_400_000_000) {
+            let path = Path::from(f.path.as_str());
+            let bytes = source.get_optional(&path).await.unwrap().unwrap();
+            nightly_lake.put_durable(&path, PutPayload::from(bytes)).await.unwrap();
+        }
         match nightly::nightly(&nightly_lake, w, tz, today, &Progress::quiet()).await.unwrap() {
-            Outcome::Done { runs } => assert!(runs.len() <= 1, "one range per night"),
+            Outcome::Done { runs } => {
+                assert!(runs.len() <= 1, "one range per night");
+                for r in &runs {
+                    let newest = r.manifest.dates.keys().max().copied();
+                    // Yesterday is always computed in full; settled dates rewrite three tables.
+                    assert!(!r.manifest.settled.contains(&newest.unwrap()));
+                    for d in &r.manifest.settled {
+                        let written: Vec<&str> = r.manifest.dates[d].keys().map(String::as_str).collect();
+                        assert_eq!(written, vec![TABLE_ATTRIBUTIONS, lake::layout::TABLE_EARNINGS, lake::layout::TABLE_REVENUE]);
+                    }
+                    settled += r.manifest.settled.len();
+                }
+            }
             Outcome::Busy { .. } => panic!("not locked"),
         }
     }
+    assert!(settled >= 5, "only {settled} dates were re-settled");
     run(&batch_lake, "2d", "America/New_York", first, last).await;
     let (a, b) = (all_tables(&nightly_lake, "2d").await, all_tables(&batch_lake, "2d").await);
     for (t, (a, b)) in REPORT_TABLES.iter().zip(a.iter().zip(&b)) {
@@ -532,6 +555,28 @@ async fn nightly_day_by_day_equals_one_run_and_catches_late_uploads() {
     }
     let att = by_hit(&a[3]);
     assert_eq!(att[&late.hits[1].hit_id].0, status::ATTRIBUTED);
+    // A commission rule valid from Jan 5 (New York) recomputes exactly Jan 5 to Jan 8, and
+    // only re-settles them: sessions cannot change.
+    let rules = "offer_id,member_id,event,percent,flat,valid_from\noffer0,,,12.5,,2026-01-05\noffer1,,click,,0.02,2026-01-07\n";
+    for l in [&nightly_lake, &batch_lake] {
+        l.put_durable(&layout::commissions(), PutPayload::from(rules.as_bytes().to_vec())).await.unwrap();
+    }
+    match nightly::nightly(&nightly_lake, w, tz, today, &Progress::quiet()).await.unwrap() {
+        Outcome::Done { runs } => {
+            let dates: Vec<NaiveDate> = runs.iter().flat_map(|r| r.manifest.dates.keys().copied()).collect();
+            let want: Vec<NaiveDate> = date(2026, 1, 5).iter_days().take(4).collect();
+            assert_eq!(dates, want);
+            assert_eq!(runs.iter().flat_map(|r| r.manifest.settled.clone()).collect::<Vec<_>>(), want);
+        }
+        Outcome::Busy { .. } => panic!("not locked"),
+    }
+    run(&batch_lake, "2d", "America/New_York", first, last).await;
+    let (a, b) = (all_tables(&nightly_lake, "2d").await, all_tables(&batch_lake, "2d").await);
+    for (t, (a, b)) in REPORT_TABLES.iter().zip(a.iter().zip(&b)) {
+        assert_frames_equal(t, a, b);
+    }
+    let earnings = table(&nightly_lake, "2d", lake::layout::TABLE_EARNINGS).await;
+    assert!(ints(&earnings, report::COMMISSION_MICROS).iter().flatten().any(|c| *c > 0), "the rule pays");
     // Once a date's lock has closed it is final: a late upload no longer recomputes it.
     let mut later = Lakefile::default();
     let c = later.click(at(2026, 1, 2, 15, 0, 0), "offer0", "m_later", "v_later");
@@ -714,6 +759,11 @@ mod properties {
         prop::collection::vec((0u8..4, 0i64..(6 * 24 * 60), 0u8..2, 0u8..4, 0u8..6, 0u8..5, 0u8..4, 0u8..3), 1..60)
     }
 
+    fn arb_adjustments() -> impl Strategy<Value = Vec<(i64, u8, u8, u8, u8, u8)>> {
+        // (ts offset in minutes, offer, order idx, action, amount, adjustment id)
+        prop::collection::vec((0i64..(8 * 24 * 60), 0u8..2, 1u8..5, 0u8..4, 0u8..40, 0u8..4), 0..25)
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
         #[test]
@@ -767,6 +817,85 @@ mod properties {
                 prop_assert_eq!(ints(&rev, report::REVENUE_MICROS).iter().map(|x| x.unwrap()).sum::<i64>(), attributed_sum);
                 let conv = table(&lake, "2d", TABLE_CONVERSIONS).await;
                 prop_assert_eq!(ints(&conv, report::CONVERSIONS).iter().map(|x| x.unwrap()).sum::<i64>(), attributed);
+                Ok(())
+            })?;
+        }
+
+        /// SPEC §7 over random lakes with refunds, rejections and restores: the earnings
+        /// add up to the conversions' commissions plus the click payouts, and no net
+        /// amount is ever negative or other than gross − refunded.
+        #[test]
+        fn earnings_add_up_and_net_is_gross_minus_refunded(rows in arb_hits(), adjustments in arb_adjustments()) {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(async {
+                let lake = memory_lake();
+                put_registry(
+                    &lake,
+                    "offer_id,destination_url,postback_token,currency,cookie_days,lock_days\no0,https://a.example/,t,USD,28,2\no1,https://b.example/,t,EUR,28,3\n",
+                    "offer_id,member_id,event,percent,flat,valid_from\no0,,,10,,\no0,,click,,0.01,\no1,,,7.3333,0.5,\no1,m1,,25,,2026-01-03\n",
+                )
+                .await;
+                let base = at(2026, 1, 1, 0, 0, 0);
+                let mut b = Lakefile::default();
+                let pool: Vec<String> = (0..6).map(|i| b.uuid7(base + i * 3_600_000_000)).collect();
+                for (kind, minutes, offer, visitor, click, order, amount, currency) in rows {
+                    let ts = base + minutes * 60_000_000 + i64::from(click % 2) * 17;
+                    let offer = format!("o{offer}");
+                    let visitor = format!("v{visitor}");
+                    if kind == 0 {
+                        b.click_as(ts, &offer, &format!("m{click}"), &visitor, &pool[click as usize], "Mozilla/5.0");
+                    } else {
+                        let k = if kind == 1 { HitKind::Pixel } else { HitKind::Postback };
+                        let cid = (kind != 1 || click % 3 == 0).then(|| pool[click as usize].as_str());
+                        let vis = (kind == 1).then_some(visitor.as_str());
+                        let ord = (order > 0).then(|| format!("ord{order}"));
+                        let amt = (amount > 0).then(|| (i64::from(amount) * 333_333, ["USD", "EUR", "JPY"][currency as usize]));
+                        b.conv(k, ts, &offer, cid, vis, ord.as_deref(), amt);
+                    }
+                }
+                for (minutes, offer, order, action, amount, id) in adjustments {
+                    let ts = base + minutes * 60_000_000;
+                    let (action, amount) = match action {
+                        0 => ("refund", None),
+                        1 => ("refund", Some(i64::from(amount) * 250_001)),
+                        2 => ("reject", None),
+                        _ => ("restore", None),
+                    };
+                    let id = (id > 0).then(|| format!("adj{id}"));
+                    b.adjust(ts, &format!("o{offer}"), &format!("ord{order}"), action, amount, None, id.as_deref());
+                }
+                b.write(&lake, "p").await;
+                run(&lake, "2d", "Asia/Kolkata", date(2026, 1, 2), date(2026, 1, 5)).await;
+
+                let att = table(&lake, "2d", TABLE_ATTRIBUTIONS).await;
+                let (amount, refunded, net, commission, st) = (
+                    ints(&att, hit::AMOUNT_MICROS),
+                    ints(&att, report::REFUNDED_MICROS),
+                    ints(&att, report::NET_AMOUNT_MICROS),
+                    ints(&att, report::COMMISSION_MICROS),
+                    strings(&att, report::STATUS),
+                );
+                for i in 0..att.height() {
+                    let r = refunded[i].unwrap();
+                    prop_assert!(r >= 0 && r <= amount[i].unwrap_or(0), "refunded {r} of {:?}", amount[i]);
+                    prop_assert_eq!(net[i], amount[i].map(|a| a - r));
+                    prop_assert_eq!(commission[i].is_some(), st[i].as_deref() == Some(status::ATTRIBUTED));
+                    prop_assert!(commission[i].unwrap_or(0) >= 0);
+                }
+                let earn = table(&lake, "2d", lake::layout::TABLE_EARNINGS).await;
+                let sum = |df: &DataFrame, c: &str| ints(df, c).iter().map(|x| x.unwrap_or(0)).sum::<i64>();
+                let clicks = table(&lake, "2d", TABLE_CLICKS).await;
+                let (offers, counts) = (strings(&clicks, hit::OFFER_ID), ints(&clicks, report::CLICKS));
+                let click_pay: i64 = (0..clicks.height()).filter(|i| offers[*i].as_deref() == Some("o0")).map(|i| counts[i].unwrap() * 10_000).sum();
+                prop_assert_eq!(sum(&earn, report::COMMISSION_MICROS), sum(&att, report::COMMISSION_MICROS) + click_pay);
+                prop_assert_eq!(sum(&earn, report::CLICK_COMMISSION_MICROS), click_pay);
+                let (g, r, n) = (ints(&earn, report::GROSS_MICROS), ints(&earn, report::REFUNDED_MICROS), ints(&earn, report::NET_MICROS));
+                let (cc, kc, c) = (ints(&earn, report::CONVERSION_COMMISSION_MICROS), ints(&earn, report::CLICK_COMMISSION_MICROS), ints(&earn, report::COMMISSION_MICROS));
+                for i in 0..earn.height() {
+                    prop_assert_eq!(n[i].unwrap(), g[i].unwrap() - r[i].unwrap());
+                    prop_assert!(n[i].unwrap() >= 0);
+                    prop_assert_eq!(c[i].unwrap(), cc[i].unwrap() + kc[i].unwrap());
+                }
                 Ok(())
             })?;
         }

@@ -19,7 +19,9 @@
 //! query: `:from` and `:to` (the first and last report date of the run, as dates) and
 //! `:window` (the run's window, as a string). A `window` parameter `p` also makes the
 //! report tables of that window available as `clicks_p`, `conversions_p`, `revenue_p` and
-//! `attributions_p`.
+//! `attributions_p`. A `date` parameter `p` (and `from`, `to`) also gives `:p_end`, the
+//! instant the day after `p` starts in the window's report zone (the zone of its latest
+//! run), as a timestamp: `lock_ts < :as_of_end` is "closed by the end of as_of".
 //!
 //! `queries/attribution.sql` has no `purpose:` header: it is the pipeline's DuckDB twin, a
 //! script rather than a question, and is not listed.
@@ -80,6 +82,8 @@ pub enum Value {
     Int(i64),
     Date(NaiveDate),
     Window(Window),
+    /// An instant, in microseconds since the epoch (UTC): the `:p_end` of a date `p`.
+    Timestamp(i64),
 }
 
 impl Value {
@@ -90,8 +94,16 @@ impl Value {
             Value::Int(i) => i.to_string(),
             Value::Date(d) => format!("CAST('{d}' AS DATE)"),
             Value::Window(w) => format!("'{w}'"),
+            Value::Timestamp(us) => timestamp_literal(*us),
         }
     }
+}
+
+/// A UTC instant as a literal that compares with the report tables' timestamp columns.
+fn timestamp_literal(us: i64) -> String {
+    let t = chrono::DateTime::from_timestamp_micros(us).unwrap_or_default();
+    // polars compares a UTC column only with a zoned value; STRPTIME with %z makes one.
+    format!("STRPTIME('{}+0000', '%Y-%m-%d %H:%M:%S%.f%z')", t.format("%Y-%m-%d %H:%M:%S%.6f"))
 }
 
 impl Param {

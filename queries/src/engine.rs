@@ -146,6 +146,11 @@ async fn range(source: &Source, scope: &Scope, needs: &Needs) -> Result<(NaiveDa
     Ok((f, t))
 }
 
+/// The first instant of the day after `date` in `zone`, in µs since the epoch.
+pub fn day_end_micros(date: NaiveDate, zone: &chrono_tz::Tz) -> i64 {
+    pipeline::params::day_start_micros(zone, pipeline::params::next_day(date))
+}
+
 /// Registers what `sql` names and plans it. `values` are the query's checked parameters
 /// (for a named query); `from`, `to` and `window` are added. `what` names the statement in
 /// errors (`query top_members`, `SQL`).
@@ -162,6 +167,17 @@ pub async fn prepare(source: &Source, what: &str, sql: &str, scope: &Scope, mut 
     values.insert("from".into(), Value::Date(from));
     values.insert("to".into(), Value::Date(to));
     values.insert("window".into(), Value::Window(scope.window));
+    if sql.contains("_end") {
+        let zone = source.zone(&scope.window).await?;
+        let ends: Vec<(String, Value)> = values
+            .iter()
+            .filter_map(|(k, v)| match v {
+                Value::Date(d) => Some((format!("{k}_end"), Value::Timestamp(day_end_micros(*d, &zone)))),
+                _ => None,
+            })
+            .collect();
+        values.extend(ends);
+    }
     let sql = crate::catalog::substitute(what, sql, &values)?;
 
     let mut ctx = SQLContext::new();

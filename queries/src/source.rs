@@ -99,6 +99,29 @@ impl Source {
         Ok(out)
     }
 
+    /// The report zone of `window`: the zone of its latest run (run ids start with their
+    /// start time, so the greatest is the latest), UTC when it has none.
+    pub async fn zone(&self, window: &Window) -> Result<chrono_tz::Tz> {
+        let dir = lake::layout::runs_dir(window);
+        let metas: Vec<_> = self
+            .lake
+            .store()
+            .list(Some(&dir))
+            .try_collect()
+            .await
+            .with_context(|| format!("listing {dir} in lake {}", self.lake.url()))?;
+        let Some(latest) = metas.iter().map(|m| &m.location).filter(|p| p.as_ref().ends_with(".json")).max() else {
+            return Ok(chrono_tz::Tz::UTC);
+        };
+        let bytes = self.lake.get_optional(latest).await?.ok_or_else(|| anyhow!("run manifest {latest} vanished while read"))?;
+        #[derive(serde::Deserialize)]
+        struct Run {
+            tz: String,
+        }
+        let run: Run = serde_json::from_slice(&bytes).with_context(|| format!("reading the run manifest {latest}"))?;
+        pipeline::params::parse_tz(&run.tz).with_context(|| format!("the zone of run manifest {latest}"))
+    }
+
     /// `window`'s `table` for the dates `from..=to`, lazily. A date with no file has no rows.
     pub async fn scan_report(&self, window: &Window, table: &str, from: NaiveDate, to: NaiveDate) -> Result<LazyFrame> {
         let files: Vec<Path> = self

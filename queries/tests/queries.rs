@@ -153,6 +153,120 @@ fn rows(df: &DataFrame, columns: &[&str]) -> Vec<String> {
         .collect()
 }
 
+// ---------------------------------------------------------------- money (SPEC §7)
+
+/// A lake reported in Europe/Paris (UTC+1 in March) with commissions, refunds, a reject, a
+/// late refund and click payouts. Every expected number below is worked out by hand from
+/// these hits and rules.
+async fn money_lake(dir: &FsPath) -> Lake {
+    use lake::registry::{write_commissions, write_offers, CommissionRule, Offer};
+    use object_store::PutPayload;
+    let lake = Lake::open(dir.to_str().unwrap()).unwrap();
+    let mut shop = Offer::new("shop".into(), "https://shop.example/".into(), "t".into(), "USD".into(), 28);
+    shop.lock_days = 5;
+    let app = Offer::new("app".into(), "https://app.example/".into(), "t".into(), "EUR".into(), 28);
+    let rule = |offer: &str, event: &str, percent: &str, flat: &str| CommissionRule {
+        offer_id: offer.into(),
+        member_id: String::new(),
+        event: event.into(),
+        percent: percent.into(),
+        flat: flat.into(),
+        valid_from: String::new(),
+    };
+    lake.put_durable(&lake::layout::offers(), PutPayload::from(write_offers(&[shop, app]))).await.unwrap();
+    let rules = [rule("shop", "", "10", ""), rule("shop", "click", "", "0.05"), rule("app", "signup", "", "2")];
+    lake.put_durable(&lake::layout::commissions(), PutPayload::from(write_commissions(&rules))).await.unwrap();
+
+    let mut b = Builder { hits: Vec::new(), n: 0 };
+    let k1 = b.click(at(1, 9, 0), "shop", "ann", "va", PHONE);
+    b.click(at(1, 9, 1), "shop", "ann", "", "curl/8.5.0");
+    let k2 = b.click(at(1, 22, 30), "shop", "bob", "vb", PHONE); // 23:30 in Paris: Mar 1
+    let k3 = b.click(at(2, 8, 0), "app", "cara", "vc", PHONE);
+    let usd = |m: i64| Some((m * 1_000_000, "USD"));
+    // ann: A 100 (commission 10), B 50 refunded 20 (commission 3); a refund of A after its lock is late.
+    b.conv(HitKind::Postback, at(1, 10, 0), "shop", "purchase", Some(&k1), None, Some("A"), usd(100));
+    b.conv(HitKind::Postback, at(1, 12, 0), "shop", "purchase", Some(&k1), None, Some("B"), usd(50));
+    // bob: C 80 at 23:30 UTC (Mar 2 in Paris; lock_ts Mar 6 23:30 UTC = Mar 7 00:30 Paris),
+    // D 40 refunded in full, E 60 rejected.
+    b.conv(HitKind::Postback, at(1, 23, 30), "shop", "purchase", Some(&k2), None, Some("C"), usd(80));
+    b.conv(HitKind::Postback, at(2, 10, 0), "shop", "purchase", Some(&k2), None, Some("D"), usd(40));
+    b.conv(HitKind::Postback, at(2, 11, 0), "shop", "purchase", Some(&k2), None, Some("E"), usd(60));
+    // cara: a signup without amount, paid 2 EUR flat (the offer's currency).
+    b.conv(HitKind::Pixel, at(2, 9, 0), "app", "signup", Some(&k3), None, None, None);
+    // Not attributed: pays nothing.
+    b.conv(HitKind::Postback, at(2, 12, 0), "shop", "purchase", Some("not-a-click"), None, Some("F"), usd(5));
+    let mut adjust = |ts: i64, order: &str, action: &str, amount: Option<i64>| {
+        let id = b.uuid7(ts);
+        b.hits.push(Hit {
+            hit_id: id,
+            kind: HitKind::Adjustment.as_str(),
+            ts,
+            offer_id: "shop".into(),
+            event: Some("purchase".into()),
+            order_id: Some(order.into()),
+            action: Some(action.into()),
+            amount_micros: amount.map(|m| m * 1_000_000),
+            currency: amount.map(|_| "USD".to_string()),
+            ..Default::default()
+        });
+    };
+    adjust(at(3, 12, 0), "B", "refund", Some(20));
+    adjust(at(3, 13, 0), "D", "refund", None);
+    adjust(at(4, 9, 0), "E", "reject", None);
+    adjust(at(7, 10, 0), "A", "refund", None); // A's lock closed on Mar 6 10:00 UTC
+    gen::write_hits(&lake, &b.hits, "test").await.unwrap();
+    let p = Params::new("28d".parse().unwrap(), parse_tz("Europe/Paris").unwrap(), date(1), date(10)).unwrap();
+    pipeline::run(&lake, &p, None, "test", &Progress::quiet()).await.unwrap();
+    lake
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn earnings_payouts_and_refunds() {
+    let d = tempfile::tempdir().unwrap();
+    let lake = money_lake(&d.path().join("lake")).await;
+
+    let df = run_query(&lake, "earnings", &[]).await;
+    assert_eq!(
+        rows(&df, &["member_id", "currency", "conversions", "gross_micros", "refunded_micros", "net_micros", "clicks_paid", "conversion_commission_micros", "click_commission_micros", "commission_micros"]),
+        vec![
+            "ann|USD|2|150000000|20000000|130000000|1|13000000|50000|13050000",
+            "bob|USD|2|120000000|40000000|80000000|1|8000000|50000|8050000",
+            "cara|EUR|1|0|0|0|0|2000000|0|2000000",
+        ]
+    );
+    let only = run_query(&lake, "earnings", &[("offer", "app")]).await;
+    assert_eq!(rows(&only, &["member_id", "commission_micros"]), vec!["cara|2000000"]);
+
+    let cols = ["member_id", "currency", "payable_micros", "pending_micros", "payable_conversions", "pending_conversions", "clicks_paid", "click_payout_micros", "next_lock_ts"];
+    // The end of Mar 6 in Paris is 23:00 UTC: C's lock (23:30 UTC) is still open.
+    let df = run_query(&lake, "payouts", &[("as_of", "2026-03-06")]).await;
+    assert_eq!(
+        rows(&df, &cols),
+        vec![
+            "ann|USD|13050000|0|2|0|1|50000|",
+            "bob|USD|50000|8000000|0|3|1|50000|2026-03-06 23:30:00 UTC",
+            "cara|EUR|0|2000000|0|1|0|0|2026-04-01 09:00:00 UTC",
+        ]
+    );
+    let df = run_query(&lake, "payouts", &[("as_of", "2026-03-07")]).await;
+    assert_eq!(rows(&df, &["member_id", "payable_micros", "pending_micros", "payable_conversions"]), vec!["ann|13050000|0|2", "bob|8050000|0|3", "cara|0|2000000|0"]);
+    // As of Mar 1 (Paris): only ann's two conversions exist, both in their lock; both clicks are paid.
+    let df = run_query(&lake, "payouts", &[("as_of", "2026-03-01")]).await;
+    assert_eq!(rows(&df, &["member_id", "payable_micros", "pending_micros", "pending_conversions"]), vec!["ann|50000|13000000|2", "bob|50000|0|0"]);
+
+    let df = run_query(&lake, "refunds", &[]).await;
+    assert_eq!(
+        rows(&df, &["offer_id", "member_id", "currency", "conversions", "refunded", "rejected", "gross_micros", "refunded_micros", "refund_rate_pct", "refunded_amount_pct", "reject_rate_pct"]),
+        vec![
+            "shop|ann|USD|2|1|0|150000000|20000000|50.0|13.33|0.0",
+            "shop|bob|USD|3|1|1|180000000|40000000|33.33|22.22|33.33",
+            "app|cara||1|0|0|0|0|0.0||0.0",
+        ]
+    );
+    let df = run_query(&lake, "refunds", &[("min_conversions", "3")]).await;
+    assert_eq!(rows(&df, &["member_id"]), vec!["bob"]);
+}
+
 // ---------------------------------------------------------------- every named query
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -589,6 +703,22 @@ async fn postgres_export_is_idempotent_and_exact() {
         })
         .collect();
     assert_eq!(got, want);
+
+    // earnings (SPEC §7) exports like the other tables: every row, money as integer micros.
+    let earnings = format!("earn_{suffix}");
+    let (ok, _, err) = export(vec!["earnings".into(), "--to".into(), url.clone(), "--table".into(), earnings.clone()]);
+    assert!(ok, "{err}");
+    let want = table_rows(&lake, "28d", "earnings").await;
+    assert!(!want.is_empty());
+    let select: Vec<String> = lake::reports::EARNINGS_COLUMNS.iter().map(|c| format!("\"{c}\"::text")).collect();
+    let pg_rows = client.query(&format!("SELECT {} FROM {earnings}", select.join(", ")), &[]).await.unwrap();
+    let mut got: Vec<String> = pg_rows
+        .iter()
+        .map(|r| (0..select.len()).map(|i| r.get::<_, Option<String>>(i).unwrap_or_default()).collect::<Vec<_>>().join("|"))
+        .collect();
+    got.sort();
+    assert_eq!(got, want);
+    client.batch_execute(&format!("DROP TABLE {earnings}")).await.unwrap();
 
     // A table of another shape is refused, and nothing is changed.
     let (ok, _, err) = export(vec!["clicks".into(), "--to".into(), url.clone(), "--table".into(), table.clone()]);
