@@ -142,7 +142,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let name = file.display().to_string();
             match import_adjustments(&lake, &offer, &name, &bytes).await? {
                 ImportOutcome::Imported(i) => println!(
-                    "imported {name} for offer {offer}: {} rows written, {} skipped (adjustment_id already imported), file {}",
+                    "imported {name} for offer {offer}: {} rows written, {} skipped (adjustment_id imported before), file {}",
                     i.rows,
                     i.skipped,
                     if i.hits_file.is_empty() { "(none)" } else { &i.hits_file }

@@ -1204,3 +1204,47 @@ async fn offers_add_takes_lock_days_min_lag_and_coupon_priority() {
     assert_eq!(lines[0], "offer_id\tcurrency\tcookie_days\tlock_days\tmin_lag_seconds\tcoupon_priority\tdestination_url");
     assert!(lines.contains(&"strict\tUSD\t28\t14\t10\tcoupon\thttps://shop.example.com/"), "{out}");
 }
+
+#[tokio::test]
+async fn concurrent_imports_of_overlapping_files_write_each_adjustment_id_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake_dir = dir.path().join("lake");
+    let lake_url = lake_dir.display().to_string();
+    seed_registry(&Lake::open(&lake_url).unwrap()).await;
+    let a = dir.path().join("a.csv");
+    let b = dir.path().join("b.csv");
+    std::fs::write(&a, "order_id,action,adjustment_id\nA-1,refund,r-1\nA-2,refund,r-2\nA-3,reject,r-3\n").unwrap();
+    std::fs::write(&b, "order_id,action,adjustment_id\nA-2,refund,r-2\nA-3,reject,r-3\nA-4,refund,r-4\nA-5,reject,r-5\n").unwrap();
+    // Each file twice, all four at once: the ledger's compare-and-swap decides who is first.
+    let children: Vec<_> = [&a, &b, &a, &b]
+        .iter()
+        .map(|f| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_collector"))
+                .arg("--lake")
+                .arg(&lake_url)
+                .args(["adjustments", "import"])
+                .arg(f)
+                .args(["--offer", "shoes"])
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut already = 0;
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        already += usize::from(String::from_utf8_lossy(&out.stdout).contains("already imported"));
+    }
+    assert_eq!(already, 2, "each file is imported once");
+    let hits = read_hits(&lake_url).await;
+    let mut ids: Vec<String> = hits.iter().map(|h| h.adjustment_id.clone().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, ["r-1", "r-2", "r-3", "r-4", "r-5"], "no id written twice, none lost");
+    let ledger = lake::registry::parse_adjustment_imports(&std::fs::read(lake_dir.join("registry/adjustment_imports.csv")).unwrap()).unwrap();
+    assert_eq!(ledger.len(), 2);
+    assert_eq!(ledger.iter().map(|i| i.rows).sum::<u64>(), 5);
+    assert_eq!(hits_files(&lake_dir).len(), 2, "files of imports that lost the race are deleted");
+}
