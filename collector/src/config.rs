@@ -30,6 +30,77 @@ pub enum Command {
         #[command(subcommand)]
         command: LinksCommand,
     },
+    /// Manage commission rules (registry/commissions.csv)
+    Commissions {
+        #[command(subcommand)]
+        command: CommissionsCommand,
+    },
+    /// Import refunds, rejections and restores
+    Adjustments {
+        #[command(subcommand)]
+        command: AdjustmentsCommand,
+    },
+}
+
+/// Which attribution wins when a conversion has both a click and a valid coupon (SPEC §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CouponPriority {
+    /// A coupon attributes only conversions no click attributes
+    Click,
+    /// A valid coupon attributes the conversion before any click is considered
+    Coupon,
+}
+
+impl CouponPriority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CouponPriority::Click => lake::registry::COUPON_PRIORITY_CLICK,
+            CouponPriority::Coupon => lake::registry::COUPON_PRIORITY_COUPON,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CommissionsCommand {
+    /// Add a commission rule; refuses one equal to an existing rule in offer, member, event and valid-from
+    Add {
+        /// Offer id
+        #[arg(long)]
+        offer: String,
+        /// Member id (default: every member of the offer)
+        #[arg(long)]
+        member: Option<String>,
+        /// Conversion event (default: every event); `click` pays --flat per counted click
+        #[arg(long)]
+        event: Option<String>,
+        /// Percent of the net amount, at most 4 decimal places (e.g. 12.5)
+        #[arg(long)]
+        percent: Option<String>,
+        /// Flat amount per conversion (or per click), in the conversion's currency (e.g. 1.50)
+        #[arg(long)]
+        flat: Option<String>,
+        /// First date (YYYY-MM-DD, report time zone) the rule applies (default: always)
+        #[arg(long)]
+        valid_from: Option<String>,
+    },
+    /// List commission rules (tab-separated, with a header)
+    List {
+        /// Only this offer's rules
+        #[arg(long)]
+        offer: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdjustmentsCommand {
+    /// Import a CSV of adjustments: a header row naming columns order_id,action[,amount,currency,event,adjustment_id] in any order
+    Import {
+        /// The CSV file
+        file: PathBuf,
+        /// Offer the adjustments belong to
+        #[arg(long)]
+        offer: String,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -88,6 +159,15 @@ pub enum OffersCommand {
         /// Lifetime of the visitor and click-id cookies, in days
         #[arg(long, default_value_t = lake::registry::DEFAULT_COOKIE_DAYS)]
         cookie_days: u32,
+        /// Days after a conversion during which refunds and rejections still change it
+        #[arg(long, default_value_t = lake::registry::DEFAULT_LOCK_DAYS)]
+        lock_days: u32,
+        /// Conversions attributed through a click faster than this are too_fast (e.g. 10s, 2m, 0), whole seconds
+        #[arg(long, default_value = "0", value_parser = parse_whole_seconds)]
+        min_lag: u64,
+        /// Whether a valid coupon or the click attributes a conversion that has both
+        #[arg(long, value_enum, default_value_t = CouponPriority::Click)]
+        coupon_priority: CouponPriority,
     },
     /// List offers
     List,
@@ -133,6 +213,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?} must be more than zero"));
     }
     Ok(d)
+}
+
+/// A duration in whole seconds: `0`, `10` (seconds), or `10s`, `2m`, `1h 30m`.
+pub fn parse_whole_seconds(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    if let Ok(n) = t.parse::<u64>() {
+        return Ok(n);
+    }
+    let d = humantime::parse_duration(t).map_err(|e| format!("{s:?} is not a duration like 10s, 2m or 0: {e}"))?;
+    if d.subsec_nanos() != 0 {
+        return Err(format!("{s:?} is not a whole number of seconds"));
+    }
+    Ok(d.as_secs())
 }
 
 /// `IP:PORT`, or `HOST:PORT` resolved once at start (`localhost:8080`; IPv4 preferred).
@@ -188,6 +281,13 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_whole_seconds("0"), Ok(0));
+        assert_eq!(parse_whole_seconds("10s"), Ok(10));
+        assert_eq!(parse_whole_seconds("2m"), Ok(120));
+        assert_eq!(parse_whole_seconds("45"), Ok(45));
+        assert!(parse_whole_seconds("1500ms").is_err());
+        assert!(parse_whole_seconds("-1").is_err());
+        assert!(parse_whole_seconds("soon").is_err());
     }
 
     #[test]

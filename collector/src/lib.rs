@@ -5,9 +5,11 @@
 //! earlier process left), the registry and the sink; [`serve`] runs the HTTP server until
 //! its shutdown future resolves, then flushes everything to the lake.
 
+pub mod adjustment;
 pub mod config;
 pub mod hit;
 pub mod http;
+pub mod import;
 pub mod iphash;
 pub mod metrics;
 pub mod registry;

@@ -4,10 +4,11 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use collector::config::{Cli, Command, LinksCommand, OffersCommand};
+use collector::config::{AdjustmentsCommand, Cli, Command, CommissionsCommand, LinksCommand, OffersCommand};
 use collector::http::links_url;
 use collector::registry::{self, NewLink};
-use lake::registry::Offer;
+use collector::import::{import_adjustments, ImportOutcome};
+use lake::registry::{CommissionRule, Offer};
 use lake::Lake;
 
 fn main() -> ExitCode {
@@ -66,8 +67,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let c = collector::Collector::start(lake, args, public_url).await?;
             collector::serve(listener, c, shutdown_signal()).await
         }
-        Command::Offers { command: OffersCommand::Add { offer, destination, token, currency, cookie_days } } => {
-            let offer = Offer::new(offer, destination, token, currency.to_ascii_uppercase(), cookie_days);
+        Command::Offers {
+            command: OffersCommand::Add { offer, destination, token, currency, cookie_days, lock_days, min_lag, coupon_priority },
+        } => {
+            let mut offer = Offer::new(offer, destination, token, currency.to_ascii_uppercase(), cookie_days);
+            offer.lock_days = lock_days;
+            offer.min_lag_seconds = min_lag;
+            offer.coupon_priority = coupon_priority.as_str().to_string();
             let id = offer.offer_id.clone();
             let what = match registry::add_offer(&lake, offer).await? {
                 registry::OfferChange::Added => "added",
@@ -81,9 +87,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let reg = registry::load(&lake).await?;
             let mut offers: Vec<_> = reg.offers.values().collect();
             offers.sort_by(|a, b| a.offer_id.cmp(&b.offer_id));
-            println!("offer_id\tcurrency\tcookie_days\tdestination_url");
+            println!("offer_id\tcurrency\tcookie_days\tlock_days\tmin_lag_seconds\tcoupon_priority\tdestination_url");
             for o in offers {
-                println!("{}\t{}\t{}\t{}", o.offer_id, o.currency, o.cookie_days, o.destination_url);
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    o.offer_id, o.currency, o.cookie_days, o.lock_days, o.min_lag_seconds, o.coupon_priority, o.destination_url
+                );
             }
             Ok(())
         }
@@ -103,6 +112,46 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("code\toffer_id\tmember_id\turl\tdestination_url\tcreated_at");
             for l in links {
                 println!("{}\t{}\t{}\t{}\t{}\t{}", l.code, l.offer_id, l.member_id, links_url(&public_url, &l.code), l.destination_url, l.created_at);
+            }
+            Ok(())
+        }
+        Command::Commissions { command: CommissionsCommand::Add { offer, member, event, percent, flat, valid_from } } => {
+            let rule = CommissionRule {
+                offer_id: offer,
+                member_id: member.unwrap_or_default(),
+                event: event.unwrap_or_default().to_ascii_lowercase(),
+                percent: percent.unwrap_or_default(),
+                flat: flat.unwrap_or_default(),
+                valid_from: valid_from.unwrap_or_default(),
+            };
+            let text = registry::describe_rule(&rule);
+            registry::add_commission(&lake, rule).await?;
+            println!("commission rule added: {text}");
+            Ok(())
+        }
+        Command::Commissions { command: CommissionsCommand::List { offer } } => {
+            let rules = registry::load_commissions(&lake).await?;
+            println!("offer_id\tmember_id\tevent\tpercent\tflat\tvalid_from");
+            for r in rules.iter().filter(|r| offer.as_ref().is_none_or(|o| &r.offer_id == o)) {
+                println!("{}\t{}\t{}\t{}\t{}\t{}", r.offer_id, r.member_id, r.event, r.percent, r.flat, r.valid_from);
+            }
+            Ok(())
+        }
+        Command::Adjustments { command: AdjustmentsCommand::Import { file, offer } } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("while reading {}", file.display()))?;
+            let name = file.display().to_string();
+            match import_adjustments(&lake, &offer, &name, &bytes).await? {
+                ImportOutcome::Imported(i) => println!(
+                    "imported {name} for offer {offer}: {} rows written, {} skipped (adjustment_id imported before), file {}",
+                    i.rows,
+                    i.skipped,
+                    if i.hits_file.is_empty() { "(none)" } else { &i.hits_file }
+                ),
+                ImportOutcome::AlreadyImported(i) => println!(
+                    "{name} was already imported for offer {offer} at {} (import {}): nothing written",
+                    i.imported_at, i.import_id
+                ),
+                ImportOutcome::Empty => println!("{name} has no rows: nothing written"),
             }
             Ok(())
         }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use lake::registry::{self, Link, Offer, Registry};
+use lake::registry::{self, CommissionRule, Link, Offer, Registry};
 use lake::{layout, Lake, LakeError};
 use tokio::sync::watch;
 
@@ -120,6 +120,51 @@ pub async fn add_link(lake: &Lake, new: NewLink) -> Result<Link, RegistryError> 
         Ok((Some(Bytes::from(registry::write_links(&links))), Ok(link.clone())))
     })
     .await?
+}
+
+/// Reads `commissions.csv` (none: no rules).
+pub async fn load_commissions(lake: &Lake) -> Result<Vec<CommissionRule>, LakeError> {
+    match lake.get_optional(&layout::commissions()).await? {
+        Some(b) if !b.is_empty() => registry::parse_commissions(&b),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// Adds a commission rule (SPEC §7) with a compare-and-swap update of `commissions.csv`.
+/// The offer must exist, and no rule may already have the same offer, member, event and
+/// `valid_from` (the pipeline refuses such a file): that one is named in the error.
+pub async fn add_commission(lake: &Lake, rule: CommissionRule) -> Result<(), RegistryError> {
+    rule.validate().map_err(RegistryError::Invalid)?;
+    let offers = load_offers(lake).await?;
+    if !offers.iter().any(|o| o.offer_id == rule.offer_id) {
+        return Err(RegistryError::UnknownOffer(rule.offer_id));
+    }
+    lake.update(&layout::commissions(), move |current| {
+        let mut rules = match current {
+            Some(b) if !b.is_empty() => registry::parse_commissions(b)?,
+            _ => Vec::new(),
+        };
+        if let Some(existing) = rules.iter().find(|r| r.identity() == rule.identity()) {
+            return Ok((None, Err(RegistryError::Conflict(format!("a rule for this offer, member, event and valid_from exists already: {}", describe_rule(existing))))));
+        }
+        rules.push(rule.clone());
+        Ok((Some(Bytes::from(registry::write_commissions(&rules))), Ok(())))
+    })
+    .await?
+}
+
+/// A rule as people read it: `offer=shoes member=(every) event=(every) percent=10 flat= valid_from=(always)`.
+pub fn describe_rule(r: &CommissionRule) -> String {
+    let or = |v: &str, empty: &str| if v.is_empty() { empty.to_string() } else { v.to_string() };
+    format!(
+        "offer={} member={} event={} percent={} flat={} valid_from={}",
+        r.offer_id,
+        or(&r.member_id, "(every)"),
+        or(&r.event, "(every)"),
+        or(&r.percent, "-"),
+        or(&r.flat, "-"),
+        or(&r.valid_from, "(always)")
+    )
 }
 
 /// The in-memory registry of a running collector.

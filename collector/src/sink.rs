@@ -35,6 +35,19 @@ pub enum SinkError {
     Spool(#[from] crate::spool::SpoolError),
 }
 
+/// Writes `hits` (all of one UTC hour) as one Parquet file of the hit schema at `object`
+/// and returns once it is durable. Also used by `collector adjustments import`.
+pub async fn write_hits_file(lake: &Lake, object: &object_store::path::Path, hits: &[&Hit]) -> Result<(), SinkError> {
+    let up_err = |message: String| SinkError::Upload { path: object.to_string(), message };
+    let batch = to_record_batch(hits).map_err(|e| up_err(e.to_string()))?;
+    let out = BufWriter::new(lake.store().clone(), object.clone());
+    let mut writer = AsyncArrowWriter::try_new(out, batch.schema(), Some(writer_properties())).map_err(|e| up_err(e.to_string()))?;
+    writer.write(&batch).await.map_err(|e| up_err(e.to_string()))?;
+    writer.close().await.map_err(|e| up_err(e.to_string()))?;
+    lake.make_durable(object).await.map_err(|e| up_err(e.to_string()))?;
+    Ok(())
+}
+
 #[derive(Clone)]
 pub struct Sink {
     lake: Lake,
@@ -105,15 +118,7 @@ impl Sink {
     }
 
     async fn write_parquet(&self, object: &object_store::path::Path, hits: &[&Hit]) -> Result<(), SinkError> {
-        let up_err = |message: String| SinkError::Upload { path: object.to_string(), message };
-        let batch = to_record_batch(hits).map_err(|e| up_err(e.to_string()))?;
-        let out = BufWriter::new(self.lake.store().clone(), object.clone());
-        let mut writer = AsyncArrowWriter::try_new(out, batch.schema(), Some(writer_properties()))
-            .map_err(|e| up_err(e.to_string()))?;
-        writer.write(&batch).await.map_err(|e| up_err(e.to_string()))?;
-        writer.close().await.map_err(|e| up_err(e.to_string()))?;
-        self.lake.make_durable(object).await.map_err(|e| up_err(e.to_string()))?;
-        Ok(())
+        write_hits_file(&self.lake, object, hits).await
     }
 
     /// Flushes every `interval` until `shutdown` turns true; failed uploads are retried

@@ -669,7 +669,7 @@ const window = { location: { hostname: u.hostname, search: u.search, protocol: u
 vm.runInNewContext(fs.readFileSync(scriptPath, "utf8"), { window, document, URLSearchParams });
 // Later page, same site, no click id in the URL:
 window.location.search = "";
-window.clicktrail.convert({ amount: "19.99", currency: "eur", orderId: "JS-1", event: "purchase" });
+window.clicktrail.convert({ amount: "19.99", currency: "eur", orderId: "JS-1", event: "purchase", coupon: "ann10" });
 console.log(JSON.stringify({ sets, src: images.map(i => i.src) }));
 "#;
     let out = std::process::Command::new("node").arg("-e").arg(harness).arg(&script_path).arg(&landing).output().unwrap();
@@ -689,6 +689,7 @@ console.log(JSON.stringify({ sets, src: images.map(i => i.src) }));
     let p = by_kind(&hits, HitKind::Pixel)[0].clone();
     assert_eq!(p.click_id.as_deref(), Some(click_id.as_str()));
     assert_eq!((p.amount_micros, p.currency.as_deref(), p.order_id.as_deref()), (Some(19_990_000), Some("EUR"), Some("JS-1")));
+    assert_eq!(p.coupon.as_deref(), Some("ANN10"), "convert({{coupon}}) reaches /p.gif");
 }
 
 /// The real binary, started on a free port, waited on until healthy.
@@ -873,4 +874,377 @@ async fn s3_lake_end_to_end() {
     assert_eq!(hits.len(), 2);
     let p = by_kind(&hits, HitKind::Postback)[0];
     assert_eq!((p.click_id.as_deref(), p.amount_micros), (Some(click_id.as_str()), Some(12_340_000)));
+}
+
+#[tokio::test]
+async fn adjust_records_refunds_rejects_and_restores_once_durable() {
+    let (dir, server) = seeded().await;
+    let http = client();
+    let mut accepted = HashSet::new();
+    // Query string with token=: a full refund (no amount), event defaulting to purchase.
+    let r = http.get(server.url(&format!("/adjust?offer=shoes&order_id=A-1&action=refund&token={TOKEN}&reason=fraud"))).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["status"], "accepted");
+    accepted.insert(body["hit_id"].as_str().unwrap().to_string());
+    // Form body with a bearer token: a partial refund in another currency, with an id.
+    let r = http
+        .post(server.url("/adjust"))
+        .bearer_auth(TOKEN)
+        .form(&[("offer", "shoes"), ("order_id", "A-2"), ("action", "refund"), ("amount", "4.25"), ("currency", "usd"), ("adjustment_id", "rf-2")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    accepted.insert(r.json::<Value>().await.unwrap()["hit_id"].as_str().unwrap().to_string());
+    // JSON body: an amount as a JSON number is taken by its literal; the offer's currency.
+    let r = http
+        .post(server.url("/adjust"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"offer": "bags", "order_id": "B-1", "action": "refund", "amount": 0.1, "event": "signup"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    accepted.insert(r.json::<Value>().await.unwrap()["hit_id"].as_str().unwrap().to_string());
+    for action in ["reject", "restore"] {
+        let r = http
+            .post(server.url("/adjust"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"offer": "shoes", "order_id": "A-3", "action": action, "adjustment_id": format!("{action}-3")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{action}");
+        accepted.insert(r.json::<Value>().await.unwrap()["hit_id"].as_str().unwrap().to_string());
+    }
+
+    let long_id = "x".repeat(129);
+    let long_order = "o".repeat(129);
+    let q = |rest: &str| server.url(&format!("/adjust?token={TOKEN}&{rest}"));
+    let cases: Vec<(reqwest::RequestBuilder, StatusCode, Option<&str>)> = vec![
+        (http.get(q("order_id=A&action=refund")), StatusCode::BAD_REQUEST, Some("offer")),
+        (http.get(q("offer=shoes&action=refund")), StatusCode::BAD_REQUEST, Some("order_id")),
+        (http.get(q("offer=shoes&order_id=A")), StatusCode::BAD_REQUEST, Some("action")),
+        (http.get(q("offer=shoes&order_id=A&action=cancel")), StatusCode::BAD_REQUEST, Some("action")),
+        (http.get(q("offer=shoes&order_id=A&action=refund&amount=-1")), StatusCode::BAD_REQUEST, Some("amount")),
+        (http.get(q("offer=shoes&order_id=A&action=refund&amount=1.1234567")), StatusCode::BAD_REQUEST, Some("amount")),
+        (http.get(q("offer=shoes&order_id=A&action=reject&amount=1")), StatusCode::BAD_REQUEST, Some("amount")),
+        (http.get(q("offer=shoes&order_id=A&action=restore&amount=1")), StatusCode::BAD_REQUEST, Some("amount")),
+        (http.get(q("offer=shoes&order_id=A&action=refund&amount=1&currency=EURO")), StatusCode::BAD_REQUEST, Some("currency")),
+        (http.get(q("offer=shoes&order_id=A&action=refund&event=Buy!")), StatusCode::BAD_REQUEST, Some("event")),
+        (http.get(q(&format!("offer=shoes&order_id={long_order}&action=refund"))), StatusCode::BAD_REQUEST, Some("order_id")),
+        (http.get(q("offer=shoes&order_id=A%0A&action=refund")), StatusCode::BAD_REQUEST, Some("order_id")),
+        (http.get(q(&format!("offer=shoes&order_id=A&action=refund&adjustment_id={long_id}"))), StatusCode::BAD_REQUEST, Some("adjustment_id")),
+        (http.get(q("offer=shoes&order_id=A&action=refund&adjustment_id=a%07b")), StatusCode::BAD_REQUEST, Some("adjustment_id")),
+        (http.post(server.url("/adjust")).bearer_auth(TOKEN).json(&json!({"offer": "shoes", "order_id": "A", "action": true})), StatusCode::BAD_REQUEST, Some("action")),
+        (http.post(server.url("/adjust")).bearer_auth(TOKEN).header("content-type", "application/json").body("{nope"), StatusCode::BAD_REQUEST, Some("body")),
+        (http.get(q("offer=nope&order_id=A&action=refund")), StatusCode::NOT_FOUND, Some("offer")),
+        (http.get(server.url("/adjust?offer=shoes&order_id=A&action=refund")), StatusCode::UNAUTHORIZED, None),
+        (http.get(server.url("/adjust?offer=shoes&order_id=A&action=refund&token=wrong")), StatusCode::UNAUTHORIZED, None),
+        (http.get(server.url("/adjust?offer=shoes&order_id=A&action=refund")).bearer_auth("wrong"), StatusCode::UNAUTHORIZED, None),
+        (http.post(server.url("/adjust")).bearer_auth(TOKEN).form(&[("offer", "shoes"), ("pad", &"x".repeat(17 * 1024))]), StatusCode::PAYLOAD_TOO_LARGE, None),
+    ];
+    for (i, (req, status, field)) in cases.into_iter().enumerate() {
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), status, "case {i}");
+        let body: Value = resp.json().await.unwrap();
+        assert!(body["error"].is_string(), "case {i}: {body}");
+        if let Some(f) = field {
+            assert_eq!(body["field"], f, "case {i}: {body}");
+        }
+    }
+    let m = http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(m.contains("clicktrail_hits_total{kind=\"adjustment\"} 5"), "{m}");
+    server.stop().await;
+
+    let hits = read_hits(&dir.path().join("lake").display().to_string()).await;
+    assert_eq!(hits.len(), 5, "refused adjustments record nothing");
+    assert!(hits.iter().all(|h| h.kind == HitKind::Adjustment));
+    assert_eq!(hits.iter().map(|h| h.hit_id.clone()).collect::<HashSet<_>>(), accepted);
+    let a1 = hits.iter().find(|h| h.order_id.as_deref() == Some("A-1")).unwrap();
+    assert_eq!(
+        (a1.offer_id.as_str(), a1.action.as_deref(), a1.event.as_deref(), a1.amount_micros, a1.currency.as_deref(), a1.adjustment_id.as_deref()),
+        ("shoes", Some("refund"), Some("purchase"), None, None, None)
+    );
+    assert_eq!(a1.params.as_deref(), Some("reason=fraud"), "the token is never stored");
+    let a2 = hits.iter().find(|h| h.order_id.as_deref() == Some("A-2")).unwrap();
+    assert_eq!((a2.amount_micros, a2.currency.as_deref(), a2.adjustment_id.as_deref()), (Some(4_250_000), Some("USD"), Some("rf-2")));
+    let b1 = hits.iter().find(|h| h.order_id.as_deref() == Some("B-1")).unwrap();
+    assert_eq!((b1.amount_micros, b1.currency.as_deref(), b1.event.as_deref()), (Some(100_000), Some("USD"), Some("signup")));
+    let a3: Vec<_> = hits.iter().filter(|h| h.order_id.as_deref() == Some("A-3")).map(|h| (h.action.clone().unwrap(), h.adjustment_id.clone().unwrap())).collect();
+    assert_eq!(a3.len(), 2);
+    assert!(a3.contains(&("reject".into(), "reject-3".into())) && a3.contains(&("restore".into(), "restore-3".into())));
+}
+
+#[tokio::test]
+async fn coupons_on_pixels_and_postbacks() {
+    let (dir, server) = seeded().await;
+    let http = client();
+    let cid = uuid::Uuid::now_v7().to_string();
+    // A pixel with a coupon, stored upper-cased.
+    let r = http.get(server.url("/p.gif?offer=shoes&order_id=C-1&amount=10&coupon=ann_10-x")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // A postback with a coupon and no click id is accepted (SPEC §3).
+    let r = http.get(server.url(&format!("/postback?offer=shoes&order_id=C-2&coupon=SPRING&token={TOKEN}"))).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // Both, in JSON.
+    let r = http
+        .post(server.url("/postback"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"offer": "bags", "order_id": "C-3", "click_id": cid, "coupon": "bob5"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let long = "c".repeat(65);
+    for (req, field) in [
+        (http.get(server.url("/p.gif?offer=shoes&coupon=bad%20code")), "coupon"),
+        (http.get(server.url(&format!("/p.gif?offer=shoes&coupon={long}"))), "coupon"),
+        (http.get(server.url(&format!("/postback?offer=shoes&coupon=a.b&token={TOKEN}"))), "coupon"),
+        (http.post(server.url("/postback")).bearer_auth(TOKEN).json(&json!({"offer": "shoes", "click_id": cid, "coupon": false})), "coupon"),
+        // Neither a click id nor a coupon: still click_id.
+        (http.get(server.url(&format!("/postback?offer=shoes&order_id=C-9&token={TOKEN}"))), "click_id"),
+    ] {
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["field"], field, "{body}");
+    }
+    server.stop().await;
+    let hits = read_hits(&dir.path().join("lake").display().to_string()).await;
+    assert_eq!(hits.len(), 3, "refused conversions record nothing");
+    let coupon = |order: &str| hits.iter().find(|h| h.order_id.as_deref() == Some(order)).unwrap();
+    assert_eq!((coupon("C-1").kind, coupon("C-1").coupon.as_deref()), (HitKind::Pixel, Some("ANN_10-X")));
+    assert_eq!((coupon("C-2").click_id.as_deref(), coupon("C-2").coupon.as_deref()), (None, Some("SPRING")));
+    assert_eq!((coupon("C-3").click_id.as_deref(), coupon("C-3").coupon.as_deref()), (Some(cid.as_str()), Some("BOB5")));
+    assert!(hits.iter().all(|h| h.params.is_none()), "the coupon is a column, not a param");
+}
+
+/// Runs the real binary on `lake`; returns (success, stdout, stderr).
+fn cli(lake: &str, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_collector"))
+        .arg("--lake")
+        .arg(lake)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn hits_files(lake_dir: &std::path::Path) -> Vec<String> {
+    walk(lake_dir).into_iter().filter(|p| p.contains("hits/") && p.ends_with(".parquet")).collect()
+}
+
+#[tokio::test]
+async fn adjustments_import_checks_every_row_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake_dir = dir.path().join("lake");
+    let lake_url = lake_dir.display().to_string();
+    seed_registry(&Lake::open(&lake_url).unwrap()).await;
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+
+    // A bad row anywhere: nothing written, the line and field named.
+    let bad = write("bad.csv", "order_id,action,amount\nA-1,refund,5\nA-2,reject,3\nA-3,cancel,\n");
+    let (ok, _, err) = cli(&lake_url, &["adjustments", "import", &bad, "--offer", "shoes"]);
+    assert!(!ok);
+    assert!(err.contains("line 3") && err.contains("amount"), "{err}");
+    assert!(err.contains("line 4") && err.contains("action"), "{err}");
+    let unknown = write("unknown.csv", "order_id,action,note,Reason\nA-1,refund,x,y\n");
+    let (ok, _, err) = cli(&lake_url, &["adjustments", "import", &unknown, "--offer", "shoes"]);
+    assert!(!ok && err.contains("\"note\"") && err.contains("\"reason\""), "{err}");
+    let missing = write("missing.csv", "order_id,amount\nA-1,5\n");
+    let (ok, _, err) = cli(&lake_url, &["adjustments", "import", &missing, "--offer", "shoes"]);
+    assert!(!ok && err.contains("\"action\""), "{err}");
+    let good = write("march.csv", "adjustment_id,action,order_id,amount,currency,event\nr-1,refund,A-1,5.50,,\nr-2,reject,A-2,,,\n,restore,A-2,,,\nr-3,refund,S-1,,,signup\n");
+    let (ok, _, err) = cli(&lake_url, &["adjustments", "import", &good, "--offer", "nope"]);
+    assert!(!ok && err.contains("unknown offer"), "{err}");
+    assert!(hits_files(&lake_dir).is_empty(), "refused imports write nothing");
+    assert!(!lake_dir.join("registry/adjustment_imports.csv").exists());
+
+    let (ok, out, err) = cli(&lake_url, &["adjustments", "import", &good, "--offer", "shoes"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("4 rows written, 0 skipped"), "{out}");
+    let files = hits_files(&lake_dir);
+    assert_eq!(files.len(), 1, "one Parquet file: {files:?}");
+    let rel = files[0].strip_prefix(&format!("{}/", lake_dir.display())).unwrap();
+    assert!(rel.contains("/adjustments-") && out.contains(rel), "the summary names the file: {out}");
+
+    // The same file again: nothing written.
+    let (ok, out, err) = cli(&lake_url, &["adjustments", "import", &good, "--offer", "shoes"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("already imported"), "{out}");
+    assert_eq!(hits_files(&lake_dir).len(), 1);
+
+    // Next month's export overlaps: r-2 and r-3 are skipped, the rest written.
+    let april = write("april.csv", "order_id,action,amount,adjustment_id\nA-2,reject,,r-2\nS-1,refund,,r-3\nA-9,refund,1,r-9\nA-1,refund,0.5,\n");
+    let (ok, out, err) = cli(&lake_url, &["adjustments", "import", &april, "--offer", "shoes"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("2 rows written, 2 skipped"), "{out}");
+    // Adjustment ids are per offer: the same ids for another offer are all written.
+    let (ok, out, err) = cli(&lake_url, &["adjustments", "import", &april, "--offer", "bags"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("4 rows written, 0 skipped"), "{out}");
+    // Everything already imported: recorded, nothing written.
+    let again = write("again.csv", "order_id,action,adjustment_id\nA-2,reject,r-2\n");
+    let (ok, out, err) = cli(&lake_url, &["adjustments", "import", &again, "--offer", "shoes"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("0 rows written, 1 skipped"), "{out}");
+    assert_eq!(hits_files(&lake_dir).len(), 3);
+
+    let ledger = lake::registry::parse_adjustment_imports(&std::fs::read(lake_dir.join("registry/adjustment_imports.csv")).unwrap()).unwrap();
+    assert_eq!(ledger.len(), 4);
+    assert_eq!(ledger.iter().map(|i| (i.offer_id.as_str(), i.rows, i.skipped)).collect::<Vec<_>>(), [("shoes", 4, 0), ("shoes", 2, 2), ("bags", 4, 0), ("shoes", 0, 1)]);
+    assert_eq!(ledger[0].source, "march.csv");
+    assert_eq!(ledger[0].sha256.len(), 64);
+    assert!(ledger[3].hits_file.is_empty());
+
+    let hits = read_hits(&lake_url).await;
+    assert_eq!(hits.len(), 10);
+    assert!(hits.iter().all(|h| h.kind == HitKind::Adjustment));
+    assert!(ledger[0].hits_file.ends_with(&format!("adjustments-{}.parquet", ledger[0].import_id)));
+    let first = hits.iter().find(|h| h.adjustment_id.as_deref() == Some("r-1")).unwrap();
+    assert_eq!(
+        (first.order_id.as_deref(), first.action.as_deref(), first.amount_micros, first.currency.as_deref(), first.event.as_deref()),
+        (Some("A-1"), Some("refund"), Some(5_500_000), Some("EUR"), Some("purchase"))
+    );
+    let imported_at = chrono::DateTime::parse_from_rfc3339(&ledger[0].imported_at).unwrap().timestamp_micros();
+    assert_eq!(first.ts, imported_at, "ts is the time of the import");
+    // Within one import the rows keep their order by (ts, hit_id): the reject, then the restore.
+    let mut a2: Vec<_> = hits.iter().filter(|h| h.offer_id == "shoes" && h.order_id.as_deref() == Some("A-2") && h.ts == imported_at).collect();
+    a2.sort_by(|a, b| (a.ts, &a.hit_id).cmp(&(b.ts, &b.hit_id)));
+    assert_eq!(a2.iter().map(|h| h.action.as_deref().unwrap()).collect::<Vec<_>>(), ["reject", "restore"]);
+    assert!(hits.iter().all(|h| uuid::Uuid::parse_str(&h.hit_id).unwrap().get_version_num() == 7));
+    assert_eq!(hits.iter().map(|h| h.hit_id.clone()).collect::<HashSet<_>>().len(), 10);
+    let s1 = hits.iter().find(|h| h.adjustment_id.as_deref() == Some("r-3") && h.offer_id == "shoes").unwrap();
+    assert_eq!(s1.event.as_deref(), Some("signup"));
+}
+
+#[tokio::test]
+async fn commissions_add_and_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake_dir = dir.path().join("lake");
+    let lake_url = lake_dir.display().to_string();
+    seed_registry(&Lake::open(&lake_url).unwrap()).await;
+    let (ok, out, err) = cli(&lake_url, &["commissions", "add", "--offer", "shoes", "--percent", "10"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("added"), "{out}");
+    let (ok, _, err) = cli(&lake_url, &["commissions", "add", "--offer", "shoes", "--member", "ann", "--event", "purchase", "--percent", "12.5", "--flat", "1.50", "--valid-from", "2026-03-01"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(&lake_url, &["commissions", "add", "--offer", "bags", "--event", "click", "--flat", "0.05"]);
+    assert!(ok, "{err}");
+    // The same offer, member, event and valid_from as an existing rule: refused, naming it.
+    let (ok, _, err) = cli(&lake_url, &["commissions", "add", "--offer", "shoes", "--member", "ann", "--event", "purchase", "--percent", "5", "--valid-from", "2026-03-01"]);
+    assert!(!ok);
+    assert!(err.contains("exists already") && err.contains("percent=12.5"), "{err}");
+    for (args, what) in [
+        (vec!["--offer", "nope", "--percent", "1"], "unknown offer"),
+        (vec!["--offer", "shoes", "--percent", "1.12345"], "percent"),
+        (vec!["--offer", "shoes", "--member", "bob"], "percent"),
+        (vec!["--offer", "shoes", "--event", "click", "--percent", "3"], "click"),
+        (vec!["--offer", "shoes", "--flat=-1"], "flat"),
+        (vec!["--offer", "shoes", "--flat", "1", "--valid-from", "2026-02-30"], "valid_from"),
+    ] {
+        let mut full = vec!["commissions", "add"];
+        full.extend(args.iter());
+        let (ok, _, err) = cli(&lake_url, &full);
+        assert!(!ok, "{args:?}");
+        assert!(err.contains(what), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one-line error: {err}");
+    }
+    let rules = lake::registry::parse_commissions(&std::fs::read(lake_dir.join("registry/commissions.csv")).unwrap()).unwrap();
+    assert_eq!(rules.len(), 3);
+    assert_eq!((rules[1].member_id.as_str(), rules[1].percent_e4(), rules[1].flat_micros()), ("ann", Some(125_000), Some(1_500_000)));
+    let (ok, out, _) = cli(&lake_url, &["commissions", "list"]);
+    assert!(ok);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "offer_id\tmember_id\tevent\tpercent\tflat\tvalid_from");
+    assert_eq!(lines.len(), 4);
+    assert!(lines.contains(&"shoes\tann\tpurchase\t12.5\t1.50\t2026-03-01"), "{out}");
+    let (_, out, _) = cli(&lake_url, &["commissions", "list", "--offer", "bags"]);
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["offer_id\tmember_id\tevent\tpercent\tflat\tvalid_from", "bags\t\tclick\t\t0.05\t"]);
+}
+
+#[tokio::test]
+async fn offers_add_takes_lock_days_min_lag_and_coupon_priority() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake_dir = dir.path().join("lake");
+    let lake_url = lake_dir.display().to_string();
+    let base = ["offers", "add", "--destination", "https://shop.example.com/", "--token", "t0ken"];
+    let with = |offer: &str, extra: &[&str]| {
+        let mut v: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+        v.extend(["--offer".to_string(), offer.to_string()]);
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |args: Vec<String>| cli(&lake_url, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(run(with("plain", &[])).0);
+    let (ok, _, err) = run(with("strict", &["--lock-days", "14", "--min-lag", "10s", "--coupon-priority", "coupon"]));
+    assert!(ok, "{err}");
+    assert!(run(with("minute", &["--min-lag", "2m", "--lock-days", "0"])).0);
+    for bad in [vec!["--min-lag", "500ms"], vec!["--min-lag", "soon"], vec!["--coupon-priority", "first"], vec!["--lock-days", "-1"], vec!["--lock-days", "4000"]] {
+        let (ok, _, err) = run(with("bad", &bad));
+        assert!(!ok, "{bad:?}");
+        assert!(!err.is_empty());
+    }
+    let offers = lake::registry::parse_offers(&std::fs::read(lake_dir.join("registry/offers.csv")).unwrap()).unwrap();
+    let get = |id: &str| offers.iter().find(|o| o.offer_id == id).unwrap();
+    assert_eq!((get("plain").lock_days, get("plain").min_lag_seconds, get("plain").coupon_priority.as_str()), (30, 0, "click"));
+    assert_eq!((get("strict").lock_days, get("strict").min_lag_seconds, get("strict").coupon_priority.as_str()), (14, 10, "coupon"));
+    assert_eq!((get("minute").lock_days, get("minute").min_lag_seconds), (0, 120));
+    assert!(offers.iter().all(|o| o.offer_id != "bad"));
+    let (ok, out, _) = cli(&lake_url, &["offers", "list"]);
+    assert!(ok);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "offer_id\tcurrency\tcookie_days\tlock_days\tmin_lag_seconds\tcoupon_priority\tdestination_url");
+    assert!(lines.contains(&"strict\tUSD\t28\t14\t10\tcoupon\thttps://shop.example.com/"), "{out}");
+}
+
+#[tokio::test]
+async fn concurrent_imports_of_overlapping_files_write_each_adjustment_id_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake_dir = dir.path().join("lake");
+    let lake_url = lake_dir.display().to_string();
+    seed_registry(&Lake::open(&lake_url).unwrap()).await;
+    let a = dir.path().join("a.csv");
+    let b = dir.path().join("b.csv");
+    std::fs::write(&a, "order_id,action,adjustment_id\nA-1,refund,r-1\nA-2,refund,r-2\nA-3,reject,r-3\n").unwrap();
+    std::fs::write(&b, "order_id,action,adjustment_id\nA-2,refund,r-2\nA-3,reject,r-3\nA-4,refund,r-4\nA-5,reject,r-5\n").unwrap();
+    // Each file twice, all four at once: the ledger's compare-and-swap decides who is first.
+    let children: Vec<_> = [&a, &b, &a, &b]
+        .iter()
+        .map(|f| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_collector"))
+                .arg("--lake")
+                .arg(&lake_url)
+                .args(["adjustments", "import"])
+                .arg(f)
+                .args(["--offer", "shoes"])
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut already = 0;
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        already += usize::from(String::from_utf8_lossy(&out.stdout).contains("already imported"));
+    }
+    assert_eq!(already, 2, "each file is imported once");
+    let hits = read_hits(&lake_url).await;
+    let mut ids: Vec<String> = hits.iter().map(|h| h.adjustment_id.clone().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, ["r-1", "r-2", "r-3", "r-4", "r-5"], "no id written twice, none lost");
+    let ledger = lake::registry::parse_adjustment_imports(&std::fs::read(lake_dir.join("registry/adjustment_imports.csv")).unwrap()).unwrap();
+    assert_eq!(ledger.len(), 2);
+    assert_eq!(ledger.iter().map(|i| i.rows).sum::<u64>(), 5);
+    assert_eq!(hits_files(&lake_dir).len(), 2, "files of imports that lost the race are deleted");
 }

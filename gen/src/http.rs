@@ -9,13 +9,17 @@
 //! collector never issued or name another offer, some conversions come with no click at
 //! all, and link-preview bots fetch links without converting. Everything happens within
 //! seconds, well inside any window, so the truth follows from the order of events.
+//!
+//! After the customers, the brands correct some attributed purchases through `/adjust`
+//! (SPEC §7): full and partial refunds, rejections, a rejection then a restore, and a
+//! refund retried with the same `adjustment_id` (the retry is a `duplicate`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context};
 use lake::registry::{Link, Offer};
-use lake::schema::status;
+use lake::schema::{adjustment, status};
 use lake::{layout, Lake};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -65,6 +69,25 @@ pub struct TruthConversion {
     pub member_id: Option<String>,
 }
 
+/// One adjustment the simulated brand sent, and what the rules must say about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TruthAdjustment {
+    pub offer_id: String,
+    pub event: String,
+    pub order_id: String,
+    /// `refund`, `reject` or `restore`.
+    pub action: String,
+    /// A partial refund's amount (sent with the conversion's currency); none: everything.
+    pub amount_micros: Option<i64>,
+    pub currency: Option<String>,
+    pub adjustment_id: Option<String>,
+    /// The status the pipeline must give it in `adjustments`: `applied`, `duplicate` (a
+    /// retry of an earlier adjustment id of the offer) or `late` (an offer locked at once).
+    pub status: String,
+    /// Whether this repeats an earlier adjustment (same offer and `adjustment_id`).
+    pub duplicate: bool,
+}
+
 /// The ground truth of one run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Truth {
@@ -73,6 +96,9 @@ pub struct Truth {
     /// Bot clicks per (offer, member).
     pub bot_clicks: HashMap<String, u64>,
     pub conversions: Vec<TruthConversion>,
+    /// Adjustments sent through `/adjust`, in the order sent (absent in older truth files).
+    #[serde(default)]
+    pub adjustments: Vec<TruthAdjustment>,
     /// Requests the collector refused (should be none).
     pub refused: u64,
 }
@@ -212,6 +238,33 @@ impl Sim {
             .context("while sending a postback")?;
         if resp.status() != reqwest::StatusCode::OK {
             self.refused("postback", resp.status());
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// An adjustment from the brand's server.
+    async fn adjust(&self, offer: &Offer, adj: &TruthAdjustment) -> anyhow::Result<bool> {
+        let mut body = serde_json::json!({"offer": offer.offer_id, "order_id": adj.order_id, "event": adj.event, "action": adj.action});
+        if let Some(a) = adj.amount_micros {
+            body["amount"] = serde_json::Value::String(lake::money::format_micros(a));
+        }
+        if let Some(c) = &adj.currency {
+            body["currency"] = serde_json::Value::String(c.clone());
+        }
+        if let Some(id) = &adj.adjustment_id {
+            body["adjustment_id"] = serde_json::Value::String(id.clone());
+        }
+        let resp = self
+            .http
+            .post(format!("{}/adjust", self.base))
+            .bearer_auth(&offer.postback_token)
+            .json(&body)
+            .send()
+            .await
+            .context("while sending an adjustment")?;
+        if resp.status() != reqwest::StatusCode::OK {
+            self.refused("adjust", resp.status());
             return Ok(false);
         }
         Ok(true)
@@ -360,6 +413,71 @@ async fn customer(sim: &Sim, world: &World, i: usize, rng: &mut StdRng) -> anyho
     Ok(())
 }
 
+/// The brands' corrections, sent one after the other once every customer is done (so each
+/// targets a conversion already recorded): among the attributed purchases of offers that
+/// take postbacks, in a fixed order, the first five get one scenario each (full refund,
+/// partial refund, reject, reject then restore, a refund retried with its adjustment id)
+/// and about a tenth of the rest a random one.
+async fn adjustments(sim: &Sim, world: &World, seed: u64) -> anyhow::Result<()> {
+    let mut candidates: Vec<TruthConversion> = {
+        let t = sim.truth.lock().unwrap_or_else(|e| e.into_inner());
+        t.conversions
+            .iter()
+            .filter(|c| c.status == status::ATTRIBUTED && c.amount_micros.is_some_and(|a| a >= 2))
+            .filter(|c| world.offers.iter().any(|o| o.offer_id == c.offer_id && !o.postback_token.is_empty()))
+            .cloned()
+            .collect()
+    };
+    candidates.sort_by(|a, b| (&a.offer_id, &a.event, &a.order_id).cmp(&(&b.offer_id, &b.event, &b.order_id)));
+    candidates.dedup_by(|a, b| (&a.offer_id, &a.event, &a.order_id) == (&b.offer_id, &b.event, &b.order_id));
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xad1u64);
+    let mut n = 0u64;
+    for (i, conv) in candidates.iter().enumerate() {
+        let scenario = if i < 5 {
+            i
+        } else if rng.random_bool(0.1) {
+            rng.random_range(0..5)
+        } else {
+            continue;
+        };
+        let Some(offer) = world.offers.iter().find(|o| o.offer_id == conv.offer_id) else { continue };
+        let on_time = if offer.lock_days == 0 { adjustment::LATE } else { adjustment::APPLIED };
+        let mut next_id = || {
+            n += 1;
+            Some(format!("gen-adj-{n}"))
+        };
+        let adj = |action: &str, amount_micros: Option<i64>, adjustment_id: Option<String>| TruthAdjustment {
+            offer_id: conv.offer_id.clone(),
+            event: conv.event.clone(),
+            order_id: conv.order_id.clone(),
+            action: action.to_string(),
+            amount_micros,
+            currency: amount_micros.and(conv.currency.clone()),
+            adjustment_id,
+            status: on_time.to_string(),
+            duplicate: false,
+        };
+        let gross = conv.amount_micros.unwrap_or_default();
+        let sent: Vec<TruthAdjustment> = match scenario {
+            0 => vec![adj(adjustment::REFUND, None, next_id())],
+            1 => vec![adj(adjustment::REFUND, Some(gross / 2), next_id())],
+            2 => vec![adj(adjustment::REJECT, None, next_id())],
+            3 => vec![adj(adjustment::REJECT, None, next_id()), adj(adjustment::RESTORE, None, next_id())],
+            _ => {
+                let first = adj(adjustment::REFUND, Some(gross / 3), next_id());
+                let retry = TruthAdjustment { status: adjustment::DUPLICATE.to_string(), duplicate: true, ..first.clone() };
+                vec![first, retry]
+            }
+        };
+        for a in sent {
+            if sim.adjust(offer, &a).await? {
+                sim.truth.lock().unwrap_or_else(|e| e.into_inner()).adjustments.push(a);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs `cfg.customers` customers against the collector and returns the ground truth.
 pub async fn run(lake: &Lake, cfg: &HttpConfig) -> anyhow::Result<Truth> {
     let world = Arc::new(load_world(lake).await?);
@@ -389,6 +507,7 @@ pub async fn run(lake: &Lake, cfg: &HttpConfig) -> anyhow::Result<Truth> {
     for t in tasks {
         t.await??;
     }
+    adjustments(&sim, &world, cfg.seed).await?;
     let truth = std::mem::take(&mut *sim.truth.lock().unwrap_or_else(|e| e.into_inner()));
     Ok(truth)
 }

@@ -68,7 +68,12 @@ async fn go(cli: Cli) -> anyhow::Result<()> {
             let t = run(&lake, &HttpConfig { collector, customers, seed, concurrency }).await?;
             let clicks: u64 = t.clicks.values().sum();
             let bots: u64 = t.bot_clicks.values().sum();
-            eprintln!("sent {clicks} clicks, {bots} bot clicks, {} conversion reports; {} refused", t.conversions.len(), t.refused);
+            eprintln!(
+                "sent {clicks} clicks, {bots} bot clicks, {} conversion reports, {} adjustments; {} refused",
+                t.conversions.len(),
+                t.adjustments.len(),
+                t.refused
+            );
             if let Some(path) = truth {
                 std::fs::write(&path, serde_json::to_vec_pretty(&t)?).with_context(|| format!("while writing {}", path.display()))?;
             }

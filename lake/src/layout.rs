@@ -10,8 +10,9 @@ pub const OFFERS_CSV: &str = "registry/offers.csv";
 pub const LINKS_CSV: &str = "registry/links.csv";
 pub const COMMISSIONS_CSV: &str = "registry/commissions.csv";
 pub const COUPONS_CSV: &str = "registry/coupons.csv";
-/// The `(offer_id, adjustment_id)` pairs `collector adjustments import` has written, so that
-/// importing the same file twice writes nothing new.
+/// The ledger of `collector adjustments import`: one row per imported file (offer, SHA-256,
+/// the hits file written), so that importing the same file twice writes nothing new and
+/// adjustment ids already imported for the offer are skipped.
 pub const ADJUSTMENT_IMPORTS_CSV: &str = "registry/adjustment_imports.csv";
 pub const HITS_DIR: &str = "hits";
 pub const REPORTS_DIR: &str = "reports";

@@ -405,6 +405,67 @@ pub fn write_links(links: &[Link]) -> Vec<u8> {
     write_csv(&LINK_COLUMNS, links)
 }
 
+/// Columns of `registry/adjustment_imports.csv`, the ledger of `collector adjustments import`.
+pub const ADJUSTMENT_IMPORT_COLUMNS: [&str; 8] =
+    ["import_id", "offer_id", "sha256", "rows", "skipped", "hits_file", "source", "imported_at"];
+
+/// One import of an adjustments CSV (SPEC §7): which file (by the SHA-256 of its bytes) was
+/// imported for which offer, how many rows it wrote and skipped, and the hits file holding
+/// them. Importing the same bytes for the same offer again writes nothing, and rows whose
+/// `adjustment_id` is in an earlier import's hits file are skipped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdjustmentImport {
+    /// A UUIDv7, also the name of the hits file.
+    pub import_id: String,
+    pub offer_id: String,
+    /// Lower-case hex SHA-256 of the imported file's bytes.
+    pub sha256: String,
+    /// Rows written as adjustment hits.
+    pub rows: u64,
+    /// Rows skipped because their `adjustment_id` was already imported for the offer.
+    pub skipped: u64,
+    /// The hits file, relative to the lake root; empty when every row was skipped.
+    pub hits_file: String,
+    /// The imported file's name, for people reading the ledger.
+    pub source: String,
+    /// RFC 3339, UTC; also the `ts` of every hit the import wrote.
+    pub imported_at: String,
+}
+
+/// Parses the adjustment-import ledger, selecting columns by name.
+pub fn parse_adjustment_imports(bytes: &[u8]) -> Result<Vec<AdjustmentImport>, LakeError> {
+    const FILE: &str = crate::layout::ADJUSTMENT_IMPORTS_CSV;
+    let mut rdr = reader(bytes);
+    let headers = rdr.headers().map_err(|e| LakeError::Registry { file: FILE.into(), line: 1, reason: e.to_string() })?.clone();
+    let idx = header_index(FILE, &headers, &ADJUSTMENT_IMPORT_COLUMNS)?;
+    let mut out = Vec::new();
+    for rec in rdr.records() {
+        let rec = rec.map_err(|e| LakeError::Registry { file: FILE.into(), line: e.position().map_or(0, |p| p.line()), reason: e.to_string() })?;
+        let line = rec.position().map_or(0, |p| p.line());
+        let count = |i: usize, name: &str| -> Result<u64, LakeError> {
+            match field(&rec, idx[i]) {
+                "" => Ok(0),
+                t => t.parse().map_err(|_| LakeError::Registry { file: FILE.into(), line, reason: format!("{name} {t:?} is not a whole number") }),
+            }
+        };
+        out.push(AdjustmentImport {
+            import_id: field(&rec, idx[0]).to_string(),
+            offer_id: field(&rec, idx[1]).to_string(),
+            sha256: field(&rec, idx[2]).to_ascii_lowercase(),
+            rows: count(3, "rows")?,
+            skipped: count(4, "skipped")?,
+            hits_file: field(&rec, idx[5]).to_string(),
+            source: field(&rec, idx[6]).to_string(),
+            imported_at: field(&rec, idx[7]).to_string(),
+        });
+    }
+    Ok(out)
+}
+
+pub fn write_adjustment_imports(imports: &[AdjustmentImport]) -> Vec<u8> {
+    write_csv(&ADJUSTMENT_IMPORT_COLUMNS, imports)
+}
+
 /// Offers and links indexed for the collector's lookups.
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
@@ -527,6 +588,22 @@ mod tests {
         assert_eq!(parse_percent_e4("0.0001"), Ok(1));
         assert_eq!(parse_percent_e4("100"), Ok(1_000_000));
         assert!(parse_percent_e4("1.").is_err() && parse_percent_e4(".5").is_err());
+    }
+
+    #[test]
+    fn adjustment_import_ledger_round_trips() {
+        let imports = vec![AdjustmentImport {
+            import_id: "0190".into(),
+            offer_id: "shoes".into(),
+            sha256: "ab".repeat(32),
+            rows: 3,
+            skipped: 1,
+            hits_file: "hits/date=2026-03-01/hour=07/adjustments-0190.parquet".into(),
+            source: "march, refunds.csv".into(),
+            imported_at: "2026-03-01T07:00:00Z".into(),
+        }];
+        assert_eq!(parse_adjustment_imports(&write_adjustment_imports(&imports)).unwrap(), imports);
+        assert!(parse_adjustment_imports(b"import_id,offer_id,rows\na,b,x\n").unwrap_err().to_string().contains("line 2"));
     }
 
     #[test]

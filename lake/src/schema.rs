@@ -120,6 +120,12 @@ pub mod adjustment {
     pub fn parse_action(text: &str) -> Option<&'static str> {
         ACTIONS.iter().copied().find(|a| *a == text)
     }
+
+    /// `adjustment_id` is at most [`MAX_ADJUSTMENT_ID_LEN`] characters without control
+    /// characters.
+    pub fn is_valid_adjustment_id(id: &str) -> bool {
+        id.chars().count() <= MAX_ADJUSTMENT_ID_LEN && !id.chars().any(char::is_control)
+    }
 }
 
 /// How a conversion was attributed (`via`, SPEC §7–8).

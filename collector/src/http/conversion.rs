@@ -1,11 +1,12 @@
-//! Conversion fields shared by `/p.gif` and `/postback`: collected from a query string,
-//! form or JSON body, then checked field by field. Nothing is recorded unless every field
-//! is valid.
+//! Conversion fields shared by `/p.gif` and `/postback` (`click_id`, `amount`, `coupon`, …):
+//! collected from a query string, form or JSON body, then checked field by field. Nothing
+//! is recorded unless every field is valid.
 
 use lake::money::{normalize_currency, parse_amount_micros};
 use lake::registry::Offer;
-use lake::schema::{is_valid_event, is_valid_order_id, DEFAULT_EVENT, MAX_ORDER_ID_LEN};
+use lake::schema::{is_valid_event, is_valid_order_id, normalize_coupon, DEFAULT_EVENT, MAX_ORDER_ID_LEN};
 
+use super::fields::Fields;
 use super::{parse_uuid, ApiError};
 use crate::hit::Hit;
 
@@ -19,45 +20,48 @@ pub struct ConversionInput {
     pub order_id: Option<String>,
     pub event: Option<String>,
     pub click_id: Option<String>,
+    /// A coupon code (SPEC §8), stored upper-cased.
+    pub coupon: Option<String>,
     pub token: Option<String>,
     pub rest: Vec<String>,
 }
 
-impl ConversionInput {
-    /// Takes pairs in order; a field sent twice keeps its first value, and empty values
-    /// count as not sent.
-    pub fn extend(&mut self, pairs: impl IntoIterator<Item = (String, String)>) {
-        for (k, v) in pairs {
-            self.take(k, v, super::encode_pair);
-        }
-    }
-
-    /// Takes a query string; unrecognized segments are kept as sent.
-    pub fn extend_query(&mut self, query: Option<&str>) {
-        for (k, v, raw) in super::query_segments(query) {
-            self.take(k, v, |_, _| raw.to_string());
-        }
-    }
-
-    fn take(&mut self, k: String, v: String, raw: impl FnOnce(&str, &str) -> String) {
-        let slot = match k.as_str() {
+impl Fields for ConversionInput {
+    fn slot(&mut self, k: &str) -> Option<&mut Option<String>> {
+        Some(match k {
             "offer" | "offer_id" => &mut self.offer,
             "amount" => &mut self.amount,
             "currency" => &mut self.currency,
             "order_id" => &mut self.order_id,
             "event" => &mut self.event,
             "click_id" => &mut self.click_id,
+            "coupon" => &mut self.coupon,
             "token" => &mut self.token,
-            _ => {
-                self.rest.push(raw(&k, &v));
-                return;
-            }
-        };
-        if slot.is_none() && !v.is_empty() {
-            *slot = Some(v);
-        }
+            _ => return None,
+        })
     }
 
+    fn rest(&mut self) -> &mut Vec<String> {
+        &mut self.rest
+    }
+}
+
+/// The conversion field a JSON key names (its value must be a string or a number).
+pub fn known_field(k: &str) -> Option<&'static str> {
+    Some(match k {
+        "offer" | "offer_id" => "offer",
+        "amount" => "amount",
+        "currency" => "currency",
+        "order_id" => "order_id",
+        "event" => "event",
+        "click_id" => "click_id",
+        "coupon" => "coupon",
+        "token" => "token",
+        _ => return None,
+    })
+}
+
+impl ConversionInput {
     pub fn offer_id(&self) -> Result<&str, ApiError> {
         self.offer.as_deref().ok_or_else(|| ApiError::bad("offer", "offer is required"))
     }
@@ -92,6 +96,11 @@ impl ConversionInput {
         } else if let Some(c) = &self.currency {
             // A currency without an amount is not stored, but a malformed one is still refused.
             normalize_currency(c).ok_or_else(|| ApiError::bad("currency", format!("currency {c:?} must be 3 letters (ISO 4217)")))?;
+        }
+        if let Some(coupon) = &self.coupon {
+            hit.coupon = Some(
+                normalize_coupon(coupon).ok_or_else(|| ApiError::bad("coupon", format!("coupon {coupon:?} must match [A-Za-z0-9_-]{{1,64}}")))?,
+            );
         }
         hit.params = super::join_params(&self.rest);
         Ok(())

@@ -46,6 +46,12 @@ impl ApiError {
     }
 }
 
+impl From<crate::adjustment::FieldError> for ApiError {
+    fn from(e: crate::adjustment::FieldError) -> ApiError {
+        ApiError::BadRequest { field: e.field, message: e.message }
+    }
+}
+
 impl From<SpoolError> for ApiError {
     fn from(e: SpoolError) -> ApiError {
         ApiError::Unavailable(e.to_string())

@@ -1,8 +1,10 @@
 //! The HTTP interface (SPEC §3): a pure `router(state)`, one file per endpoint family.
 
+mod adjust;
 mod click;
 mod conversion;
 mod error;
+mod fields;
 mod links;
 mod ops;
 mod pixel;
@@ -61,6 +63,7 @@ pub fn router(state: SharedState, request_timeout: Duration) -> Router {
     let timeout = tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout);
     let with_body = Router::new()
         .route("/postback", get(postback::postback).post(postback::postback))
+        .route("/adjust", get(adjust::adjust).post(adjust::adjust))
         .route("/api/links", get(links::list).post(links::create))
         .route_layer(timeout);
     Router::new()

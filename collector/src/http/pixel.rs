@@ -9,6 +9,7 @@ use lake::registry::DEFAULT_COOKIE_DAYS;
 use lake::schema::HitKind;
 
 use super::conversion::ConversionInput;
+use super::fields::Fields;
 use super::{cookie_value, is_visitor_id, pairs, ApiError, Peer, SharedState, VISITOR_COOKIE};
 use crate::spool::Durability;
 

@@ -4,7 +4,7 @@
  *   <script async src="https://COLLECTOR/t.js?offer=OFFER"></script>
  * On landing it keeps `ct_click_id` from the URL in a first-party cookie on the brand's
  * own domain. On a conversion:
- *   clicktrail.convert({offer: "OFFER", amount: "19.99", currency: "EUR", orderId: "A-1", event: "purchase"})
+ *   clicktrail.convert({offer: "OFFER", amount: "19.99", currency: "EUR", orderId: "A-1", event: "purchase", coupon: "ANN10"})
  * sends it to the collector's /p.gif with that click id. Pass amounts as strings to keep
  * them exact. Calls made before the script loaded can be queued:
  *   window.clicktrail = window.clicktrail || {q: []}; clicktrail.q.push({...});
@@ -68,6 +68,7 @@
     add("currency", o.currency);
     add("order_id", o.orderId);
     add("event", o.event);
+    add("coupon", o.coupon);
     add("click_id", readCookie(COOKIE));
     var img = new w.Image(1, 1);
     img.src = COLLECTOR + "/p.gif?" + q.join("&");
