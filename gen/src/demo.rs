@@ -114,7 +114,7 @@ fn seed_registry(lake: &Path) -> anyhow::Result<()> {
     let reg = lake.join("registry");
     std::fs::create_dir_all(&reg)?;
     let sample = Path::new("data/registry");
-    for f in ["offers.csv", "links.csv"] {
+    for f in ["offers.csv", "links.csv", "commissions.csv"] {
         if !reg.join(f).exists() {
             let src = sample.join(f);
             std::fs::copy(&src, reg.join(f)).with_context(|| format!("while copying the sample registry {}", src.display()))?;
@@ -215,12 +215,27 @@ fn run(args: Args) -> anyhow::Result<()> {
             .args(["run", "member_summary", "--from", &from_s, "--to", &today_s, "--param", &limit]),
         "queries run member_summary",
     )?;
+
+    step("what each member earned: gross, refunded, net and commission (SPEC §7)");
+    eprintln!(
+        "    (queries run earnings: attributed conversions that were not rejected, refunds and rejections sent through /adjust\n     \
+         counted; commission from registry/commissions.csv; amounts in micros)\n"
+    );
+    check(
+        Command::new(bin.join("queries"))
+            .arg("--lake")
+            .arg(&args.lake)
+            .args(["run", "earnings", "--from", &from_s, "--to", &today_s, "--param", &limit]),
+        "queries run earnings",
+    )?;
     let bin_rel = if bin.ends_with("release") { "target/release" } else { "target/debug" };
     println!(
         "\nQuery further (the lake is {lake_url}):\n  \
          {bin_rel}/queries list                                          # every named question and its parameters\n  \
          {bin_rel}/queries run top_members --param currency=EUR          # the top earners in one currency\n  \
          {bin_rel}/queries run daily_trend --format csv --out trend.csv  # for a spreadsheet\n  \
+         {bin_rel}/queries run payouts --param as_of={today}         # what is payable now (locks closed) and what is pending\n  \
+         {bin_rel}/queries run refunds                                   # refund and rejection rates per member\n  \
          {bin_rel}/queries sql \"SELECT status, COUNT(*) AS n FROM attributions GROUP BY status\"\n  \
          {bin_rel}/pipeline run --from {from} --to {today} --window 7d    # the same range with a 7-day window, beside the 28-day one\n  \
          {bin_rel}/queries run window_comparison --param other=7d        # then compare the two windows per member\n  \

@@ -357,13 +357,24 @@ mod tests {
             let values: BTreeMap<String, Value> = q
                 .params
                 .iter()
-                .map(|p| (p.name.clone(), p.check(p.default.as_deref().unwrap_or("1")).unwrap()))
+                .map(|p| {
+                    let example = if p.ty == ParamType::Date { "2026-01-02" } else { "1" };
+                    (p.name.clone(), p.check(p.default.as_deref().unwrap_or(example)).unwrap())
+                })
                 .chain([
                     ("from".to_string(), Value::Date(NaiveDate::from_ymd_opt(2026, 1, 1).unwrap())),
                     ("to".to_string(), Value::Date(NaiveDate::from_ymd_opt(2026, 1, 2).unwrap())),
                     ("window".to_string(), Value::Window("28d".parse().unwrap())),
                 ])
                 .collect();
+            // The engine adds `:p_end` for each date parameter.
+            let mut values = values;
+            let ends: Vec<(String, Value)> = values
+                .iter()
+                .filter(|(_, v)| matches!(v, Value::Date(_)))
+                .map(|(k, _)| (format!("{k}_end"), Value::Timestamp(0)))
+                .collect();
+            values.extend(ends);
             substitute(&q.name, &q.sql, &values).unwrap();
         }
     }

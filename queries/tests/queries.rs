@@ -391,7 +391,10 @@ async fn window_comparison() {
 
 #[test]
 fn every_sql_file_is_tested() {
-    let tested = ["member_summary", "top_members", "daily_trend", "offer_summary", "lag_distribution", "unattributed", "bot_share", "window_comparison"];
+    let tested = [
+        "member_summary", "top_members", "daily_trend", "offer_summary", "lag_distribution", "unattributed", "bot_share", "window_comparison",
+        "earnings", "payouts", "refunds",
+    ];
     let all = catalog::builtin().unwrap();
     let names: Vec<&str> = all.keys().map(String::as_str).collect();
     assert_eq!(names.len(), tested.len(), "a query without a test: {names:?}");

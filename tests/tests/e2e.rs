@@ -61,6 +61,13 @@ async fn collector_to_pipeline_matches_ground_truth() {
     for f in ["offers.csv", "links.csv"] {
         std::fs::copy(data.join(f), lake_dir.join("registry").join(f)).unwrap();
     }
+    // Commissions (SPEC §7): 10% of net on sneakers, 0.50 flat per newsletter conversion,
+    // 0.01 per fitapp click.
+    std::fs::write(
+        lake_dir.join("registry/commissions.csv"),
+        "offer_id,member_id,event,percent,flat,valid_from\nsneakers,,,10,,\nnewsletter,,,,0.5,\nfitapp,,click,,0.01,\n",
+    )
+    .unwrap();
     let lake_url = lake_dir.display().to_string();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let base = format!("http://127.0.0.1:{port}");
@@ -148,6 +155,102 @@ async fn collector_to_pipeline_matches_ground_truth() {
         }
     }
     assert_eq!(have, want);
+
+    // Adjustments (SPEC §7): every one sent through /adjust has the status the truth says.
+    assert!(!truth.adjustments.is_empty(), "gen http sends adjustments");
+    // (A retried adjustment shares its key with the original: one is applied, one duplicate.)
+    let mut statuses: HashMap<(String, String, String, Option<String>), Vec<String>> = HashMap::new();
+    for b in read_table(&reports.join("adjustments")) {
+        for r in 0..b.num_rows() {
+            let key = (s(&b, "offer_id", r).unwrap(), s(&b, "order_id", r).unwrap(), s(&b, "action", r).unwrap(), s(&b, "adjustment_id", r));
+            statuses.entry(key).or_default().push(s(&b, "status", r).unwrap());
+        }
+    }
+    let mut sent: HashMap<(String, String, String, Option<String>), Vec<String>> = HashMap::new();
+    for a in &truth.adjustments {
+        sent.entry((a.offer_id.clone(), a.order_id.clone(), a.action.clone(), a.adjustment_id.clone())).or_default().push(a.status.clone());
+    }
+    for v in statuses.values_mut().chain(sent.values_mut()) {
+        v.sort();
+    }
+    assert_eq!(statuses, sent);
+    assert!(sent.values().flatten().any(|s| s == "duplicate"), "a retried adjustment is in the truth");
+
+    // Earnings per offer, member and currency, worked out from the truth alone: each
+    // attributed conversion's applied adjustments in the order sent, then the rules above.
+    let offer_currency = |o: &str| match o {
+        "sneakers" => "EUR",
+        "newsletter" => "USD",
+        _ => "GBP",
+    };
+    #[derive(Default, Debug, PartialEq, Eq)]
+    struct Earned {
+        conversions: i64,
+        gross: i64,
+        refunded: i64,
+        net: i64,
+        commission: i64,
+    }
+    let mut want: HashMap<(String, String, String), Earned> = HashMap::new();
+    for c in truth.conversions.iter().filter(|c| c.status == "attributed") {
+        let gross = c.amount_micros.unwrap_or(0);
+        let (mut refunds, mut whole, mut rejected) = (0i64, false, false);
+        for a in truth.adjustments.iter().filter(|a| a.status == "applied" && a.offer_id == c.offer_id && a.event == c.event && a.order_id == c.order_id) {
+            match (a.action.as_str(), a.amount_micros) {
+                ("refund", Some(m)) => refunds += m,
+                ("refund", None) => {
+                    refunds += gross;
+                    whole = true;
+                }
+                ("reject", _) => rejected = true,
+                _ => rejected = false,
+            }
+        }
+        if rejected {
+            continue;
+        }
+        let refunded = refunds.min(gross);
+        let net = gross - refunded;
+        let fully = whole || (refunded == gross && gross > 0);
+        let commission = match c.offer_id.as_str() {
+            _ if fully => 0,
+            "sneakers" => {
+                // 10% of net, round half to even, in integers.
+                let (q, r) = (net / 10, net % 10);
+                q + i64::from(r > 5 || (r == 5 && q % 2 == 1))
+            }
+            "newsletter" => 500_000,
+            _ => 0,
+        };
+        let currency = c.currency.clone().unwrap_or_else(|| offer_currency(&c.offer_id).to_string());
+        let e = want.entry((c.offer_id.clone(), c.member_id.clone().unwrap(), currency)).or_default();
+        e.conversions += 1;
+        e.gross += gross;
+        e.refunded += refunded;
+        e.net += net;
+        e.commission += commission;
+    }
+    for (k, n) in &truth.clicks {
+        let (offer, member) = k.split_once('/').unwrap();
+        if offer == "fitapp" {
+            want.entry((offer.to_string(), member.to_string(), "GBP".to_string())).or_default().commission += *n as i64 * 10_000;
+        }
+    }
+    let mut have: HashMap<(String, String, String), Earned> = HashMap::new();
+    for b in read_table(&reports.join("earnings")) {
+        for r in 0..b.num_rows() {
+            let e = have.entry((s(&b, "offer_id", r).unwrap(), s(&b, "member_id", r).unwrap(), s(&b, "currency", r).unwrap())).or_default();
+            e.conversions += i(&b, "conversions", r).unwrap();
+            e.gross += i(&b, "gross_micros", r).unwrap();
+            e.refunded += i(&b, "refunded_micros", r).unwrap();
+            e.net += i(&b, "net_micros", r).unwrap();
+            e.commission += i(&b, "commission_micros", r).unwrap();
+        }
+    }
+    want.retain(|_, e| *e != Earned::default());
+    have.retain(|_, e| *e != Earned::default());
+    assert_eq!(have, want);
+    assert!(have.values().any(|e| e.refunded > 0), "some refund reached the earnings");
 }
 
 /// A string cell, whichever Arrow string layout the writer chose (Utf8, LargeUtf8, Utf8View).
