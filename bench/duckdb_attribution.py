@@ -3,7 +3,7 @@
 
 usage: duckdb_attribution.py LAKE_DIR WINDOW_US TZ DATE_FROM DATE_TO OUT_DIR [REGISTRY_DIR]
 Writes OUT_DIR/<table>.parquet for attributions, clicks, conversions, revenue, earnings and
-adjustments. The registry (offers.csv, commissions.csv) is read from REGISTRY_DIR, default
+adjustments. The registry (offers.csv, commissions.csv, coupons.csv) is read from REGISTRY_DIR, default
 LAKE_DIR/registry; a missing file reads as one with only its header (every offer takes the
 defaults, no commission rules). Used by the pipeline's equivalence test, bench/pipeline.sh
 and queries/tests/sql_twin_edges.py.
@@ -18,6 +18,7 @@ TABLES = ["attributions", "clicks", "conversions", "revenue", "earnings", "adjus
 HEADERS = {
     "offers.csv": "offer_id,destination_url,postback_token,currency,cookie_days,lock_days,min_lag_seconds,coupon_priority\n",
     "commissions.csv": "offer_id,member_id,event,percent,flat,valid_from\n",
+    "coupons.csv": "code,offer_id,member_id,valid_from,valid_to\n",
 }
 
 
@@ -47,6 +48,7 @@ def main(argv):
         con.execute(f"SET VARIABLE date_to = DATE '{date_to}'")
         con.execute("SET VARIABLE offers_csv = ?", [paths["offers.csv"]])
         con.execute("SET VARIABLE commissions_csv = ?", [paths["commissions.csv"]])
+        con.execute("SET VARIABLE coupons_csv = ?", [paths["coupons.csv"]])
         with open(sql_path) as f:
             con.execute(f.read())
         os.makedirs(out, exist_ok=True)

@@ -1,4 +1,5 @@
--- attribution.sql — SPEC §4–5 and §7 written a second time, in plain DuckDB SQL.
+-- attribution.sql — SPEC §4–5, §7 and §8 (coupons, the fraud floor) written a second
+-- time, in plain DuckDB SQL.
 --
 -- Purpose: the reference the pipeline is checked against. `pipeline`'s integration test
 -- runs this on generated lakes and compares the tables row for row; `bench/pipeline.sh`
@@ -14,6 +15,7 @@
 --   date_to          DATE     last report date (inclusive)
 --   offers_csv       VARCHAR  registry/offers.csv (a file with only a header when there is none)
 --   commissions_csv  VARCHAR  registry/commissions.csv (likewise)
+--   coupons_csv      VARCHAR  registry/coupons.csv (likewise)
 --
 -- Tables created: attributions, clicks, conversions, revenue, earnings, adjustments
 -- (columns as in lake/src/reports.rs, in that order; timestamps as TIMESTAMPTZ in UTC;
@@ -43,13 +45,33 @@ WITH r AS (
     SELECT rn,
         max(CASE WHEN name = 'offer_id' THEN value END) AS offer_id,
         max(CASE WHEN name = 'currency' THEN value END) AS currency,
-        max(CASE WHEN name = 'lock_days' THEN value END) AS lock_days
+        max(CASE WHEN name = 'lock_days' THEN value END) AS lock_days,
+        max(CASE WHEN name = 'min_lag_seconds' THEN value END) AS min_lag_seconds,
+        max(CASE WHEN name = 'coupon_priority' THEN value END) AS coupon_priority
     FROM kv GROUP BY rn
 )
 SELECT DISTINCT ON (offer_id) offer_id, upper(coalesce(currency, 'USD')) AS o_currency,
-    coalesce(lock_days::BIGINT, 30) * 86400000000 AS lock_us
+    coalesce(lock_days::BIGINT, 30) * 86400000000 AS lock_us,
+    coalesce(min_lag_seconds::BIGINT, 0) AS min_lag_s,
+    coalesce(lower(coupon_priority) = 'coupon', false) AS coupon_first
 FROM o WHERE offer_id IS NOT NULL
 ORDER BY offer_id, rn;
+
+-- §8 coupons: code (upper-cased), offer, member, validity dates in the report zone.
+CREATE OR REPLACE TEMP TABLE coupons AS
+WITH r AS (
+    SELECT row_number() OVER () AS rn, *
+    FROM read_csv(getvariable('coupons_csv'), header = true, all_varchar = true, null_padding = true)
+), kv AS (
+    SELECT rn, name, nullif(trim(value), '') AS value
+    FROM (UNPIVOT r ON COLUMNS(* EXCLUDE rn) INTO NAME name VALUE value)
+)
+SELECT upper(max(CASE WHEN name = 'code' THEN value END)) AS k_code,
+    max(CASE WHEN name = 'offer_id' THEN value END) AS k_offer,
+    max(CASE WHEN name = 'member_id' THEN value END) AS k_member,
+    max(CASE WHEN name = 'valid_from' THEN value END)::DATE AS k_from,
+    max(CASE WHEN name = 'valid_to' THEN value END)::DATE AS k_to
+FROM kv GROUP BY rn;
 
 -- percent as units of 10⁻⁴ percent and flat as micros, both parsed from the decimal text.
 CREATE OR REPLACE TEMP TABLE rules AS
@@ -137,12 +159,15 @@ SELECT * EXCLUDE (rn) FROM (
 ) WHERE rn = 1;
 
 -- §4.4–5 over every conversion read (adjustments of the range need their targets' status
--- and member); `attributions` keeps the range's dates below.
+-- and member); `attributions` keeps the range's dates below. Then §8: a valid coupon
+-- (listed for the offer, the conversion's date in its days) attributes a conversion that
+-- the session leaves unknown_click, outside_window, offer_mismatch or no_click, or, for an
+-- offer whose coupon_priority is coupon, every conversion that is not a duplicate; a
+-- conversion attributed through its session faster than the offer's min_lag_seconds is
+-- too_fast (it keeps member, link, click_ts and lag).
 CREATE OR REPLACE TEMP TABLE att AS
 WITH st AS (
     SELECT c.*, s.c_click_id, s.c_offer, s.c_member, s.c_link, s.ct,
-        CASE WHEN regexp_full_match(c.ckey, '[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}')
-             THEN ('0x' || substr(c.ckey, 1, 8) || substr(c.ckey, 10, 4))::BIGINT * 1000 END AS embedded_us,
         CASE
             WHEN c.dup THEN 'duplicate'
             WHEN c.ckey IS NOT NULL THEN CASE
@@ -155,21 +180,37 @@ WITH st AS (
                 ELSE 'unknown_click' END
             WHEN s.ct IS NOT NULL THEN 'attributed'
             ELSE 'no_click'
-        END AS status
-    FROM conv c LEFT JOIN sess s USING (hit_id)
+        END AS s_status,
+        CAST(timezone(getvariable('tz'), c.ts) AS DATE) AS day,
+        coalesce(o.min_lag_s, 0) AS min_lag_s, coalesce(o.coupon_first, false) AS coupon_first
+    FROM conv c LEFT JOIN sess s USING (hit_id) LEFT JOIN offers o USING (offer_id)
+), cp AS (
+    SELECT st.*, k.k_member,
+        k.k_member IS NOT NULL AND (k.k_from IS NULL OR k.k_from <= st.day) AND (k.k_to IS NULL OR st.day <= k.k_to) AS coupon_valid
+    FROM st LEFT JOIN coupons k ON k.k_offer = st.offer_id AND k.k_code = upper(nullif(st.coupon, ''))
+), dec AS (
+    SELECT *,
+        coupon_valid AND NOT dup
+            AND (coupon_first OR s_status IN ('unknown_click', 'outside_window', 'offer_mismatch', 'no_click')) AS by_coupon
+    FROM cp
+), fin AS (
+    SELECT *, NOT by_coupon AND s_status = 'attributed' AS kept,
+        NOT by_coupon AND s_status = 'attributed' AND (t - ct) // 1000000 < min_lag_s AS too_fast
+    FROM dec
 )
-SELECT hit_id, ts, CAST(timezone(getvariable('tz'), ts) AS DATE) AS date, kind, offer_id, ev AS event, order_id,
+SELECT hit_id, ts, day AS date, kind, offer_id, ev AS event, order_id,
     amount_micros, currency,
-    CASE WHEN (click_id IS NULL OR click_id = '') AND status = 'attributed' THEN c_click_id ELSE click_id END AS click_id,
-    visitor_id, status,
-    CASE WHEN status = 'attributed' THEN c_member END AS member_id,
-    CASE WHEN status = 'attributed' THEN c_link END AS link_code,
-    CASE WHEN status = 'attributed' THEN make_timestamp(ct)::TIMESTAMPTZ END AS click_ts,
-    CASE WHEN status = 'attributed' THEN (t - ct) // 1000000 END AS lag_seconds,
-    coupon,
-    CASE WHEN status = 'attributed' THEN CASE WHEN ckey IS NOT NULL THEN 'click' ELSE 'visitor' END END AS via,
+    CASE WHEN (click_id IS NULL OR click_id = '') AND kept THEN c_click_id ELSE click_id END AS click_id,
+    visitor_id,
+    CASE WHEN by_coupon THEN 'attributed' WHEN too_fast THEN 'too_fast' ELSE s_status END AS status,
+    CASE WHEN by_coupon THEN k_member WHEN kept THEN c_member END AS member_id,
+    CASE WHEN kept THEN c_link END AS link_code,
+    CASE WHEN kept THEN make_timestamp(ct)::TIMESTAMPTZ END AS click_ts,
+    CASE WHEN kept THEN (t - ct) // 1000000 END AS lag_seconds,
+    upper(nullif(coupon, '')) AS coupon,
+    CASE WHEN by_coupon THEN 'coupon' WHEN kept AND NOT too_fast THEN CASE WHEN ckey IS NOT NULL THEN 'click' ELSE 'visitor' END END AS via,
     t, dup
-FROM st;
+FROM fin;
 
 -- §4.2 bots: the same token list as pipeline/src/stages/bots.rs (a test checks they agree).
 CREATE OR REPLACE TEMP TABLE clicks AS

@@ -35,6 +35,11 @@ pub enum Command {
         #[command(subcommand)]
         command: CommissionsCommand,
     },
+    /// Manage coupon codes (registry/coupons.csv, SPEC §8)
+    Coupons {
+        #[command(subcommand)]
+        command: CouponsCommand,
+    },
     /// Import refunds, rejections and restores
     Adjustments {
         #[command(subcommand)]
@@ -86,6 +91,42 @@ pub enum CommissionsCommand {
     /// List commission rules (tab-separated, with a header)
     List {
         /// Only this offer's rules
+        #[arg(long)]
+        offer: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CouponsCommand {
+    /// Add a coupon code of an offer for a member; codes are upper-cased and unique per offer
+    Add {
+        /// Offer id
+        #[arg(long)]
+        offer: String,
+        /// The member a sale with this code is attributed to
+        #[arg(long)]
+        member: String,
+        /// The code, [A-Za-z0-9_-]{1,64} (stored upper-cased)
+        #[arg(long)]
+        code: String,
+        /// First valid date, YYYY-MM-DD in the report time zone (default: open)
+        #[arg(long)]
+        valid_from: Option<String>,
+        /// Last valid date (inclusive), YYYY-MM-DD in the report time zone (default: open)
+        #[arg(long)]
+        valid_to: Option<String>,
+    },
+    /// Import a discount export: a CSV with a header naming code and member_id (optionally valid_from, valid_to), all for one offer
+    Import {
+        /// The CSV file (e.g. a Shopify-style discount export reduced to code and member)
+        file: PathBuf,
+        /// Offer the codes belong to
+        #[arg(long)]
+        offer: String,
+    },
+    /// List coupon codes (tab-separated, with a header)
+    List {
+        /// Only this offer's codes
         #[arg(long)]
         offer: Option<String>,
     },

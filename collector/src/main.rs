@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use collector::config::{AdjustmentsCommand, Cli, Command, CommissionsCommand, LinksCommand, OffersCommand};
+use collector::config::{AdjustmentsCommand, Cli, Command, CommissionsCommand, CouponsCommand, LinksCommand, OffersCommand};
 use collector::http::links_url;
 use collector::registry::{self, NewLink};
 use collector::import::{import_adjustments, ImportOutcome};
@@ -134,6 +134,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("offer_id\tmember_id\tevent\tpercent\tflat\tvalid_from");
             for r in rules.iter().filter(|r| offer.as_ref().is_none_or(|o| &r.offer_id == o)) {
                 println!("{}\t{}\t{}\t{}\t{}\t{}", r.offer_id, r.member_id, r.event, r.percent, r.flat, r.valid_from);
+            }
+            Ok(())
+        }
+        Command::Coupons { command: CouponsCommand::Add { offer, member, code, valid_from, valid_to } } => {
+            let coupon = lake::registry::Coupon {
+                code: code.to_ascii_uppercase(),
+                offer_id: offer,
+                member_id: member,
+                valid_from: valid_from.unwrap_or_default(),
+                valid_to: valid_to.unwrap_or_default(),
+            };
+            let what = format!("coupon {} of offer {} for member {}", coupon.code, coupon.offer_id, coupon.member_id);
+            registry::add_coupons(&lake, vec![coupon]).await?;
+            println!("{what} added");
+            Ok(())
+        }
+        Command::Coupons { command: CouponsCommand::Import { file, offer } } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("while reading {}", file.display()))?;
+            let coupons = collector::registry::parse_coupon_export(&bytes, &offer)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let n = registry::add_coupons(&lake, coupons).await?;
+            println!("imported {n} coupon codes for offer {offer} from {}", file.display());
+            Ok(())
+        }
+        Command::Coupons { command: CouponsCommand::List { offer } } => {
+            let coupons = registry::load_coupons(&lake).await?;
+            println!("code\toffer_id\tmember_id\tvalid_from\tvalid_to");
+            for c in coupons.iter().filter(|c| offer.as_ref().is_none_or(|o| &c.offer_id == o)) {
+                println!("{}\t{}\t{}\t{}\t{}", c.code, c.offer_id, c.member_id, c.valid_from, c.valid_to);
             }
             Ok(())
         }

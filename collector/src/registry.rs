@@ -153,6 +153,97 @@ pub async fn add_commission(lake: &Lake, rule: CommissionRule) -> Result<(), Reg
     .await?
 }
 
+/// Reads `coupons.csv` (none: no coupons).
+pub async fn load_coupons(lake: &Lake) -> Result<Vec<registry::Coupon>, LakeError> {
+    match lake.get_optional(&layout::coupons()).await? {
+        Some(b) if !b.is_empty() => registry::parse_coupons(&b),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// Adds coupon codes (SPEC §8) with one compare-and-swap update of `coupons.csv`: every
+/// code is checked, its offer must exist, and a code already listed for the offer (in any
+/// case) is refused, naming the member it belongs to. All or nothing.
+pub async fn add_coupons(lake: &Lake, coupons: Vec<registry::Coupon>) -> Result<usize, RegistryError> {
+    let offers = load_offers(lake).await?;
+    let mut seen = std::collections::HashSet::new();
+    for c in &coupons {
+        c.validate().map_err(|e| RegistryError::Invalid(format!("coupon {}: {e}", c.code)))?;
+        if !offers.iter().any(|o| o.offer_id == c.offer_id) {
+            return Err(RegistryError::UnknownOffer(c.offer_id.clone()));
+        }
+        if !seen.insert((c.offer_id.clone(), c.code.clone())) {
+            return Err(RegistryError::Invalid(format!("code {} is given twice for offer {}", c.code, c.offer_id)));
+        }
+    }
+    lake.update(&layout::coupons(), move |current| {
+        let mut all = match current {
+            Some(b) if !b.is_empty() => registry::parse_coupons(b)?,
+            _ => Vec::new(),
+        };
+        for c in &coupons {
+            if let Some(existing) = all.iter().find(|e| e.offer_id == c.offer_id && e.code == c.code) {
+                return Ok((
+                    None,
+                    Err(RegistryError::Conflict(format!(
+                        "code {} of offer {} exists already (member {})",
+                        existing.code, existing.offer_id, existing.member_id
+                    ))),
+                ));
+            }
+        }
+        all.extend(coupons.iter().cloned());
+        Ok((Some(Bytes::from(registry::write_coupons(&all))), Ok(coupons.len())))
+    })
+    .await?
+}
+
+/// Reads a brand's discount export for one offer: a CSV whose header names the code column
+/// (`code`, `discount_code` or `name`; any case, spaces read as `_`) and the member column (`member_id` or
+/// `member`), and optionally `valid_from`/`starts_at` and `valid_to`/`ends_at` (a date, or
+/// an ISO timestamp whose date part is taken). Other columns are ignored (exports have
+/// many). Every row is checked; an error names the line and the field.
+pub fn parse_coupon_export(bytes: &[u8], offer: &str) -> Result<Vec<registry::Coupon>, String> {
+    let mut rdr = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(bytes);
+    let headers = rdr.headers().map_err(|e| format!("line 1: {e}"))?.clone();
+    // Header names compared in lower case with spaces as underscores (`Starts At` = starts_at).
+    let find = |names: &[&str]| headers.iter().position(|h| names.contains(&h.trim().to_ascii_lowercase().replace(' ', "_").as_str()));
+    let code = find(&["code", "discount_code", "name"]).ok_or("line 1: no code column (code, discount_code or name)")?;
+    let member = find(&["member_id", "member"]).ok_or("line 1: no member column (member_id or member)")?;
+    let from = find(&["valid_from", "starts_at"]);
+    let to = find(&["valid_to", "ends_at"]);
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for (i, rec) in rdr.records().enumerate() {
+        let line = i + 2;
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push(format!("line {line}: {e}"));
+                continue;
+            }
+        };
+        let get = |i: Option<usize>| i.and_then(|i| rec.get(i)).unwrap_or("").trim().to_string();
+        let day = |t: String| if t.len() > 10 && t.as_bytes()[10] == b'T' { t[..10].to_string() } else { t };
+        let c = registry::Coupon {
+            code: get(Some(code)).to_ascii_uppercase(),
+            offer_id: offer.to_string(),
+            member_id: get(Some(member)),
+            valid_from: day(get(from)),
+            valid_to: day(get(to)),
+        };
+        match c.validate() {
+            Ok(()) => out.push(c),
+            Err(e) => errors.push(format!("line {line}: {e}")),
+        }
+    }
+    if !errors.is_empty() {
+        let more = if errors.len() > 20 { format!(" (and {} more)", errors.len() - 20) } else { String::new() };
+        return Err(format!("nothing imported: {}{more}", errors.into_iter().take(20).collect::<Vec<_>>().join("; ")));
+    }
+    Ok(out)
+}
+
 /// A rule as people read it: `offer=shoes member=(every) event=(every) percent=10 flat= valid_from=(always)`.
 pub fn describe_rule(r: &CommissionRule) -> String {
     let or = |v: &str, empty: &str| if v.is_empty() { empty.to_string() } else { v.to_string() };

@@ -1171,6 +1171,61 @@ async fn commissions_add_and_list() {
 }
 
 #[tokio::test]
+async fn coupons_add_import_and_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake_dir = dir.path().join("lake");
+    let lake_url = lake_dir.display().to_string();
+    seed_registry(&Lake::open(&lake_url).unwrap()).await;
+    let (ok, out, err) = cli(&lake_url, &["coupons", "add", "--offer", "shoes", "--member", "ann", "--code", "ann10", "--valid-from", "2026-03-01", "--valid-to", "2026-03-31"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("ANN10") && out.contains("added"), "{out}");
+    // Codes are unique per offer, whatever their case; another offer may reuse one.
+    let (ok, _, err) = cli(&lake_url, &["coupons", "add", "--offer", "shoes", "--member", "bob", "--code", "Ann10"]);
+    assert!(!ok);
+    assert!(err.contains("exists already") && err.contains("ann"), "{err}");
+    let (ok, _, err) = cli(&lake_url, &["coupons", "add", "--offer", "bags", "--member", "bob", "--code", "ANN10"]);
+    assert!(ok, "{err}");
+    for (args, what) in [
+        (vec!["--offer", "nope", "--member", "a", "--code", "X"], "unknown offer"),
+        (vec!["--offer", "shoes", "--member", "a", "--code", "NO SPACES"], "code"),
+        (vec!["--offer", "shoes", "--member", "a", "--code", "X", "--valid-from", "2026-02-30"], "valid_from"),
+        (vec!["--offer", "shoes", "--member", "a", "--code", "X", "--valid-from", "2026-03-05", "--valid-to", "2026-03-01"], "before valid_from"),
+    ] {
+        let mut full = vec!["coupons", "add"];
+        full.extend(args.iter());
+        let (ok, _, err) = cli(&lake_url, &full);
+        assert!(!ok, "{args:?}");
+        assert!(err.contains(what), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one-line error: {err}");
+    }
+    // A discount export: extra columns ignored, timestamps cut to their date; a bad row
+    // anywhere means nothing is imported.
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "Name,Value,Member,Starts At,Ends At\nSUMMER,10,cara,2026-06-01T00:00:00Z,\nbad code,5,dan,,\n").unwrap();
+    let (ok, _, err) = cli(&lake_url, &["coupons", "import", bad.to_str().unwrap(), "--offer", "shoes"]);
+    assert!(!ok);
+    assert!(err.contains("line 3") && err.contains("nothing imported"), "{err}");
+    let good = dir.path().join("good.csv");
+    std::fs::write(&good, "Name,Value,Member,Starts At,Ends At\nsummer,10,cara,2026-06-01T00:00:00Z,2026-08-31T23:59:59Z\nWINTER,5,dan,,\n").unwrap();
+    let (ok, out, err) = cli(&lake_url, &["coupons", "import", good.to_str().unwrap(), "--offer", "shoes"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("imported 2"), "{out}");
+    let coupons = lake::registry::parse_coupons(&std::fs::read(lake_dir.join("registry/coupons.csv")).unwrap()).unwrap();
+    assert_eq!(coupons.len(), 4);
+    let (ok, out, _) = cli(&lake_url, &["coupons", "list", "--offer", "shoes"]);
+    assert!(ok);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "code\toffer_id\tmember_id\tvalid_from\tvalid_to",
+            "ANN10\tshoes\tann\t2026-03-01\t2026-03-31",
+            "SUMMER\tshoes\tcara\t2026-06-01\t2026-08-31",
+            "WINTER\tshoes\tdan\t\t",
+        ]
+    );
+}
+
+#[tokio::test]
 async fn offers_add_takes_lock_days_min_lag_and_coupon_priority() {
     let dir = tempfile::tempdir().unwrap();
     let lake_dir = dir.path().join("lake");

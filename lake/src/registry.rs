@@ -18,6 +18,8 @@ pub const OFFER_COLUMNS: [&str; 8] = [
 ];
 pub const LINK_COLUMNS: [&str; 5] = ["code", "offer_id", "member_id", "destination_url", "created_at"];
 pub const COMMISSION_COLUMNS: [&str; 6] = ["offer_id", "member_id", "event", "percent", "flat", "valid_from"];
+/// Columns of `registry/coupons.csv` (SPEC §8), in file order.
+pub const COUPON_COLUMNS: [&str; 5] = ["code", "offer_id", "member_id", "valid_from", "valid_to"];
 pub const DEFAULT_CURRENCY: &str = "USD";
 pub const DEFAULT_COOKIE_DAYS: u32 = 28;
 /// Days after a conversion during which adjustments still change it (SPEC §7).
@@ -405,6 +407,103 @@ pub fn write_links(links: &[Link]) -> Vec<u8> {
     write_csv(&LINK_COLUMNS, links)
 }
 
+/// A coupon code of an offer (SPEC §8): a conversion of the offer that sends it, on a date
+/// (report zone) in `[valid_from, valid_to]`, can be attributed to `member_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Coupon {
+    /// Upper-case, `[A-Z0-9_-]{1,64}`; unique per offer.
+    pub code: String,
+    pub offer_id: String,
+    pub member_id: String,
+    /// `YYYY-MM-DD` or empty (open).
+    pub valid_from: String,
+    /// `YYYY-MM-DD` or empty (open), inclusive.
+    pub valid_to: String,
+}
+
+fn parse_day(text: &str) -> Option<chrono::NaiveDate> {
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok().filter(|d| d.format("%Y-%m-%d").to_string() == text)
+}
+
+impl Coupon {
+    pub fn valid_from_date(&self) -> Option<chrono::NaiveDate> {
+        parse_day(&self.valid_from)
+    }
+
+    pub fn valid_to_date(&self) -> Option<chrono::NaiveDate> {
+        parse_day(&self.valid_to)
+    }
+
+    /// Whether the coupon is valid on `date` (a date in the report zone).
+    pub fn valid_on(&self, date: chrono::NaiveDate) -> bool {
+        self.valid_from_date().is_none_or(|f| f <= date) && self.valid_to_date().is_none_or(|t| date <= t)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if crate::schema::normalize_coupon(&self.code).as_deref() != Some(self.code.as_str()) {
+            return Err(format!("code {:?} must match [A-Z0-9_-]{{1,64}} (codes are upper-cased)", self.code));
+        }
+        if !is_valid_id(&self.offer_id) {
+            return Err(format!("offer_id {:?} must be 1 to 128 printable characters", self.offer_id));
+        }
+        if !is_valid_id(&self.member_id) {
+            return Err(format!("member_id {:?} must be 1 to 128 printable characters", self.member_id));
+        }
+        for (name, text) in [("valid_from", &self.valid_from), ("valid_to", &self.valid_to)] {
+            if !text.is_empty() && parse_day(text).is_none() {
+                return Err(format!("{name} {text:?} must be a YYYY-MM-DD date"));
+            }
+        }
+        if let (Some(f), Some(t)) = (self.valid_from_date(), self.valid_to_date()) {
+            if t < f {
+                return Err(format!("valid_to {t} is before valid_from {f}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses `coupons.csv`, selecting columns by name; codes are upper-cased. A code listed
+/// twice for one offer (in any case) is an error naming both lines.
+pub fn parse_coupons(bytes: &[u8]) -> Result<Vec<Coupon>, LakeError> {
+    const FILE: &str = crate::layout::COUPONS_CSV;
+    let mut rdr = reader(bytes);
+    let headers = rdr.headers().map_err(|e| LakeError::Registry { file: FILE.into(), line: 1, reason: e.to_string() })?.clone();
+    let idx = header_index(FILE, &headers, &COUPON_COLUMNS)?;
+    if idx[2].is_none() {
+        return Err(LakeError::Registry { file: FILE.into(), line: 1, reason: "missing column \"member_id\"".into() });
+    }
+    let mut out: Vec<Coupon> = Vec::new();
+    let mut seen: HashMap<(String, String), u64> = HashMap::new();
+    for rec in rdr.records() {
+        let rec = rec.map_err(|e| LakeError::Registry { file: FILE.into(), line: e.position().map_or(0, |p| p.line()), reason: e.to_string() })?;
+        let line = rec.position().map_or(0, |p| p.line());
+        let coupon = Coupon {
+            code: field(&rec, idx[0]).to_ascii_uppercase(),
+            offer_id: field(&rec, idx[1]).to_string(),
+            member_id: field(&rec, idx[2]).to_string(),
+            valid_from: field(&rec, idx[3]).to_string(),
+            valid_to: field(&rec, idx[4]).to_string(),
+        };
+        coupon.validate().map_err(|reason| LakeError::Registry { file: FILE.into(), line, reason })?;
+        let key = (coupon.offer_id.clone(), coupon.code.clone());
+        if let Some(first) = seen.get(&key) {
+            return Err(LakeError::Registry {
+                file: FILE.into(),
+                line,
+                reason: format!("code {:?} of offer {:?} is already on line {first} (codes are unique per offer)", key.1, key.0),
+            });
+        }
+        seen.insert(key, line);
+        out.push(coupon);
+    }
+    Ok(out)
+}
+
+pub fn write_coupons(coupons: &[Coupon]) -> Vec<u8> {
+    write_csv(&COUPON_COLUMNS, coupons)
+}
+
 /// Columns of `registry/adjustment_imports.csv`, the ledger of `collector adjustments import`.
 pub const ADJUSTMENT_IMPORT_COLUMNS: [&str; 8] =
     ["import_id", "offer_id", "sha256", "rows", "skipped", "hits_file", "source", "imported_at"];
@@ -564,6 +663,27 @@ mod tests {
         assert_eq!(parse_offers(&write_offers(&offers)).unwrap(), offers);
         let e = parse_offers(b"offer_id,destination_url,coupon_priority\na,https://a.example/,first\n").unwrap_err().to_string();
         assert!(e.contains("coupon_priority") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn coupons() {
+        let csv = b"code,offer_id,member_id,valid_from,valid_to\nann10,shoes,ann,2026-03-01,2026-03-31\nBOB,shoes,bob,,\nANN10,news,ann,,\n";
+        let c = parse_coupons(csv).unwrap();
+        assert_eq!(c[0].code, "ANN10");
+        let d = |m, day| chrono::NaiveDate::from_ymd_opt(2026, m, day).unwrap();
+        assert!(c[0].valid_on(d(3, 1)) && c[0].valid_on(d(3, 31)));
+        assert!(!c[0].valid_on(d(2, 28)) && !c[0].valid_on(d(4, 1)));
+        assert!(c[1].valid_on(d(1, 1)));
+        assert_eq!(parse_coupons(&write_coupons(&c)).unwrap(), c);
+        let e = parse_coupons(b"code,offer_id,member_id\nA,o,m\na,o,n\n").unwrap_err().to_string();
+        assert!(e.contains("line 3") && e.contains("line 2"), "{e}");
+        let e = parse_coupons(b"code,offer_id,member_id\nA B,o,m\n").unwrap_err().to_string();
+        assert!(e.contains("code") && e.contains("line 2"), "{e}");
+        let e = parse_coupons(b"code,offer_id,member_id,valid_from,valid_to\nA,o,m,2026-03-05,2026-03-01\n").unwrap_err().to_string();
+        assert!(e.contains("before valid_from"), "{e}");
+        let e = parse_coupons(b"code,offer_id,member_id,valid_from\nA,o,m,2026-3-5\n").unwrap_err().to_string();
+        assert!(e.contains("valid_from"), "{e}");
+        assert!(parse_coupons(b"code,offer_id\nA,o\n").unwrap_err().to_string().contains("member_id"));
     }
 
     #[test]

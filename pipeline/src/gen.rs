@@ -237,6 +237,10 @@ impl Gen {
     }
 }
 
+/// Coupon codes that generated conversions send (SPEC §8); tests list some of them in
+/// `registry/coupons.csv`, so that others are unknown.
+pub const GEN_COUPONS: [&str; 5] = ["save1", "SAVE2", "Save3", "SAVE4", "NOPE5"];
+
 /// Generates the lake. Returns the number of hit rows written (copies included).
 pub async fn generate(lake: &Lake, cfg: &GenConfig) -> Result<u64> {
     let mut g = Gen { rng: StdRng::seed_from_u64(cfg.seed), cfg: cfg.clone() };
@@ -314,6 +318,19 @@ pub async fn generate(lake: &Lake, cfg: &GenConfig) -> Result<u64> {
                         user_agent: Some(BROWSERS[0].to_string()),
                         ..Default::default()
                     };
+                    // SPEC §8: some conversions send a coupon code (as typed: any case),
+                    // a few of them with no click or visitor at all (a follower who typed
+                    // the code). Drawn from the order number, so the rest of the lake is
+                    // the same as without coupons.
+                    let roll = (order_seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) as usize;
+                    let mut conv = conv;
+                    if roll < 60 {
+                        conv.coupon = Some(GEN_COUPONS[roll % GEN_COUPONS.len()].to_string());
+                        if roll < 12 {
+                            conv.click_id = None;
+                            conv.visitor_id = None;
+                        }
+                    }
                     if conv.order_id.is_some() && g.rng.random_bool(0.15) {
                         // The brand has both a pixel and a postback: the order is reported twice.
                         let later = cts + if g.rng.random_bool(0.9) { g.rng.random_range(0..600_000_000) } else { g.rng.random_range(0..35 * DAY_US) };

@@ -45,7 +45,7 @@ use crate::read::{self, HitFile, MICROS_PER_HOUR};
 use crate::run::{run_settling, RunSummary};
 
 /// Bumped whenever a rule changes what a date's output is, so every date is recomputed.
-pub const RULES_VERSION: u32 = 2;
+pub const RULES_VERSION: u32 = 3;
 /// How long a nightly's lock lasts without renewal.
 pub const LEASE: Duration = Duration::from_secs(600);
 /// The longest range computed at once, to bound memory on a first run over a long history.
@@ -82,7 +82,8 @@ pub enum Outcome {
 pub struct Dependencies {
     /// The longest `lock_days` of any offer, in µs.
     pub lock_micros: i64,
-    /// A hash of `offers.csv` as read (lock periods and currencies: every table of a date).
+    /// A hash of `offers.csv` and `coupons.csv` as read (lock periods, currencies, the
+    /// fraud floor and coupons: every table of a date).
     pub offers: String,
     /// The commission rules, parsed (they change commissions only, so a date whose rules
     /// in force changed is only re-settled).
@@ -93,7 +94,13 @@ impl Dependencies {
     pub fn of(rules: &crate::rules::Rules) -> Dependencies {
         Dependencies {
             lock_micros: rules.max_lock_micros(),
-            offers: blake3::hash(&rules.offers_csv).to_hex().to_string(),
+            offers: {
+                let mut h = blake3::Hasher::new();
+                h.update(&rules.offers_csv);
+                h.update(b"\0");
+                h.update(&rules.coupons_csv);
+                h.finalize().to_hex().to_string()
+            },
             rules: rules.clone(),
         }
     }

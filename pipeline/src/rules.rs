@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 
 use chrono::NaiveDate;
-use lake::registry::{self, CommissionRule, Offer, DEFAULT_CURRENCY, DEFAULT_LOCK_DAYS};
+use lake::registry::{self, CommissionRule, Coupon, Offer, COUPON_PRIORITY_COUPON, DEFAULT_CURRENCY, DEFAULT_LOCK_DAYS};
+use polars::prelude::*;
 use lake::{layout, Lake};
 
 use crate::error::Result;
@@ -37,6 +38,9 @@ pub struct Rules {
     /// The raw bytes of the registry files read, for nightly's fingerprints.
     pub offers_csv: Vec<u8>,
     pub commissions_csv: Vec<u8>,
+    pub coupons_csv: Vec<u8>,
+    /// The coupon codes (SPEC §8).
+    pub coupons: Vec<Coupon>,
     /// Every commission rule as (valid_from, its parsed parts as text), sorted: nightly's
     /// fingerprint of a date covers the rules that can apply on it.
     pub rule_lines: Vec<(Option<NaiveDate>, String)>,
@@ -65,13 +69,47 @@ impl Rules {
         Rules { offers: offers.into_iter().map(|o| (o.offer_id.clone(), o)).collect(), by_offer, rule_lines, ..Default::default() }
     }
 
-    /// Reads `registry/offers.csv` and `registry/commissions.csv` (either may be missing).
+    /// Reads `registry/offers.csv`, `registry/commissions.csv` and `registry/coupons.csv`
+    /// (any may be missing).
     pub async fn load(lake: &Lake) -> Result<Rules> {
         let offers_csv = lake.get_optional(&layout::offers()).await?.map(|b| b.to_vec()).unwrap_or_default();
         let commissions_csv = lake.get_optional(&layout::commissions()).await?.map(|b| b.to_vec()).unwrap_or_default();
+        let coupons_csv = lake.get_optional(&layout::coupons()).await?.map(|b| b.to_vec()).unwrap_or_default();
         let offers = if offers_csv.is_empty() { Vec::new() } else { registry::parse_offers(&offers_csv)? };
         let rules = if commissions_csv.is_empty() { Vec::new() } else { registry::parse_commissions(&commissions_csv)? };
-        Ok(Rules { offers_csv, commissions_csv, ..Rules::new(offers, rules) })
+        let coupons = if coupons_csv.is_empty() { Vec::new() } else { registry::parse_coupons(&coupons_csv)? };
+        Ok(Rules { offers_csv, commissions_csv, coupons_csv, coupons, ..Rules::new(offers, rules) })
+    }
+
+    /// What attribution needs from the registry (SPEC §8), as frames to join: per offer
+    /// `min_lag_seconds` and whether coupons come first (offers not listed take the
+    /// defaults: 0 and click first); per (offer, code) the coupon's member and validity in
+    /// days since the epoch (null: open).
+    pub fn attribution_frames(&self) -> Result<(DataFrame, DataFrame)> {
+        use lake::schema::hit;
+        use crate::stages::work;
+        let polars = crate::error::PipelineError::polars;
+        let mut offers: Vec<&Offer> = self.offers.values().collect();
+        offers.sort_by(|a, b| a.offer_id.cmp(&b.offer_id));
+        let o = DataFrame::new_infer_height(vec![
+            Series::new(hit::OFFER_ID.into(), offers.iter().map(|o| o.offer_id.clone()).collect::<Vec<_>>()).into_column(),
+            Series::new(work::MIN_LAG_S.into(), offers.iter().map(|o| o.min_lag_seconds as i64).collect::<Vec<_>>()).into_column(),
+            Series::new(work::COUPON_FIRST.into(), offers.iter().map(|o| o.coupon_priority == COUPON_PRIORITY_COUPON).collect::<Vec<_>>())
+                .into_column(),
+        ])
+        .map_err(polars("the offers frame"))?;
+        let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+        let days = |d: Option<NaiveDate>| d.map(|d| (d - epoch).num_days() as i32);
+        let c = &self.coupons;
+        let k = DataFrame::new_infer_height(vec![
+            Series::new(hit::OFFER_ID.into(), c.iter().map(|c| c.offer_id.clone()).collect::<Vec<_>>()).into_column(),
+            Series::new(work::COUPON_KEY.into(), c.iter().map(|c| c.code.clone()).collect::<Vec<_>>()).into_column(),
+            Series::new(work::COUPON_MEMBER.into(), c.iter().map(|c| c.member_id.clone()).collect::<Vec<_>>()).into_column(),
+            Series::new(work::COUPON_FROM.into(), c.iter().map(|c| days(c.valid_from_date())).collect::<Vec<_>>()).into_column(),
+            Series::new(work::COUPON_TO.into(), c.iter().map(|c| days(c.valid_to_date())).collect::<Vec<_>>()).into_column(),
+        ])
+        .map_err(polars("the coupons frame"))?;
+        Ok((o, k))
     }
 
     /// The commission rules that can apply on `date` (valid_from empty or ≤ it), as text.

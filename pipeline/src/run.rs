@@ -318,7 +318,8 @@ async fn attribute_and_write(
         let clicks = write::collect(clicks, "selecting the clicks conversions name", inputs).await?;
         tracing::info!(conversions = conv.height(), candidate_clicks = clicks.height(), "sessions");
         let found = sessions::find(clicks.lazy(), conv.clone().lazy(), &pf);
-        parts.push(shaped(attribution::assign(conv.lazy(), found, &pf), &columns));
+        let (offers, coupons) = rules.attribution_frames()?;
+        parts.push(shaped(attribution::assign(conv.lazy(), found, &pf, &offers, &coupons), &columns));
         progress.done();
     }
     if !settled.is_empty() {
@@ -456,7 +457,8 @@ async fn adjust(
         )
         .await?;
         let found = sessions::find(cand.lazy(), targets.clone().lazy(), p);
-        let att = write::collect(attribution::assign(targets.lazy(), found, p), "attributing earlier targets", inputs).await?;
+        let (offers, coupons) = rules.attribution_frames()?;
+        let att = write::collect(attribution::assign(targets.lazy(), found, p, &offers, &coupons), "attributing earlier targets", inputs).await?;
         crate::settle::members_of(&att, &mut members)?;
     }
     Ok((adjustments, resolved, members))

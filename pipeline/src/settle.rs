@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use chrono::NaiveDate;
-use lake::schema::{adjustment as adj, hit, report, status, via};
+use lake::schema::{adjustment as adj, hit, report, status};
 use polars::prelude::*;
 
 use crate::error::{PipelineError, Result};
@@ -397,14 +397,6 @@ pub fn members_of(attributions: &DataFrame, into: &mut HashMap<String, (String, 
         }
     }
     Ok(())
-}
-
-/// The `via` of an attributed conversion: `click` when it named a click id, else `visitor`.
-pub fn via_expr() -> Expr {
-    when(col(report::STATUS).eq(lit(status::ATTRIBUTED)))
-        .then(when(col(work::CLICK_KEY).is_not_null()).then(lit(via::CLICK)).otherwise(lit(via::VISITOR)))
-        .otherwise(lit(NULL).cast(DataType::String))
-        .alias(report::VIA)
 }
 
 #[cfg(test)]

@@ -941,15 +941,55 @@ async fn pipeline_equals_the_sql_twin_on_duckdb() {
     gen::generate(&lake, &cfg).await.unwrap();
     // Offers with their own lock periods, and commission rules of every kind: general,
     // per member, per event, versioned by valid_from, flat, and per click.
+    // SPEC §8: offer0 has a one-hour floor and coupons after clicks, offer1 coupons first,
+    // offer2 a one-day floor.
     put_registry(
         &lake,
-        "offer_id,destination_url,postback_token,currency,cookie_days,lock_days\n\
-         offer0,https://a.example/,t,USD,28,10\noffer1,https://b.example/,t,EUR,28,45\n",
+        "offer_id,destination_url,postback_token,currency,cookie_days,lock_days,min_lag_seconds,coupon_priority\n\
+         offer0,https://a.example/,t,USD,28,10,3600,click\noffer1,https://b.example/,t,EUR,28,45,0,coupon\n\
+         offer2,https://c.example/,t,USD,28,30,86400,click\n",
         "offer_id,member_id,event,percent,flat,valid_from\n\
          offer0,,,12.5,,\noffer0,m1,,20,,\noffer0,,signup,,1.25,\noffer0,,,7.3333,0.01,2026-01-14\n\
          offer1,,,10,0.25,2026-01-12\noffer2,,purchase,3.5,,\noffer2,,click,,0.01,\noffer0,m2,click,,0.05,2026-01-15\n",
     )
     .await;
+    lake.put_durable(
+        &layout::coupons(),
+        PutPayload::from_static(
+            b"code,offer_id,member_id,valid_from,valid_to\n\
+              SAVE1,offer0,m5,,\nsave2,offer0,m6,2026-01-12,2026-01-15\nSAVE3,offer1,m7,2026-01-14,\n\
+              SAVE4,offer1,m8,,2026-01-13\nSAVE1,offer2,m9,,\nSAVE2,offer1,m5,,\nEDGE,offer3,m4,2026-01-12,2026-01-15\n",
+        ),
+    )
+    .await
+    .unwrap();
+    // Hand-made edges: the floor exactly and 1 µs (so 1 s) below it; a coupon-only
+    // conversion on the first and last valid day of EDGE in Paris and just outside them.
+    let mut e = Lakefile::default();
+    let paris = |d: u32, h: u32, m: u32, s: u32| {
+        chrono_tz::Europe::Paris.with_ymd_and_hms(2026, 1, d, h, m, s).unwrap().timestamp_micros()
+    };
+    let k = e.click(paris(12, 10, 0, 0), "offer0", "m_floor", "v_floor_a");
+    let floor_exact = e.conv(HitKind::Postback, paris(12, 11, 0, 0), "offer0", Some(&k), None, Some("floor-a"), Some((1_000_000, "USD")));
+    let k2 = e.click(paris(12, 12, 0, 0), "offer0", "m_floor", "v_floor_b");
+    let floor_below = e.conv(HitKind::Postback, paris(12, 13, 0, 0) - 1, "offer0", Some(&k2), None, Some("floor-b"), Some((1_000_000, "USD")));
+    let coupon_only = |e: &mut Lakefile, ts: i64, order: &str| {
+        let id = e.conv(HitKind::Postback, ts, "offer3", None, None, Some(order), Some((2_000_000, "USD")));
+        e.hits.last_mut().unwrap().coupon = Some("edge".into());
+        id
+    };
+    let before_first = coupon_only(&mut e, paris(12, 0, 0, 0) - 1, "edge-a");
+    let first_day = coupon_only(&mut e, paris(12, 0, 0, 0), "edge-b");
+    let last_day = coupon_only(&mut e, paris(16, 0, 0, 0) - 1, "edge-c");
+    let after_last = coupon_only(&mut e, paris(16, 0, 0, 0), "edge-d");
+    // The same click-and-coupon conversion under both priorities.
+    let k3 = e.click(paris(13, 9, 0, 0), "offer0", "m_click", "v_prio_a");
+    let click_first = e.conv(HitKind::Postback, paris(13, 18, 0, 0), "offer0", Some(&k3), None, Some("prio-a"), Some((3_000_000, "USD")));
+    e.hits.last_mut().unwrap().coupon = Some("SAVE1".into());
+    let k4 = e.click(paris(13, 9, 0, 0), "offer1", "m_click", "v_prio_b");
+    let coupon_first = e.conv(HitKind::Postback, paris(13, 18, 0, 0), "offer1", Some(&k4), None, Some("prio-b"), Some((3_000_000, "EUR")));
+    e.hits.last_mut().unwrap().coupon = Some("save2".into());
+    e.write(&lake, "edges").await;
     let (from, to) = (date(2026, 1, 9), date(2026, 1, 20));
     for (window, tz) in [("7d", "Europe/Paris"), ("36h", "America/Los_Angeles")] {
         run(&lake, window, tz, from, to).await;
@@ -971,8 +1011,26 @@ async fn pipeline_equals_the_sql_twin_on_duckdb() {
         }
         let statuses: BTreeSet<String> =
             strings(&table(&lake, window, TABLE_ATTRIBUTIONS).await, report::STATUS).into_iter().flatten().collect();
-        assert_eq!(statuses.len(), 6, "every status occurs: {statuses:?}");
+        assert_eq!(statuses.len(), 7, "every status occurs, too_fast included: {statuses:?}");
         let att = table(&lake, window, TABLE_ATTRIBUTIONS).await;
+        // Coupons attribute under both priorities.
+        let (via, offer) = (strings(&att, report::VIA), strings(&att, hit::OFFER_ID));
+        for o in ["offer0", "offer1"] {
+            assert!((0..att.height()).any(|i| via[i].as_deref() == Some("coupon") && offer[i].as_deref() == Some(o)), "a coupon attributes on {o}");
+        }
+        if tz == "Europe/Paris" {
+            let got = by_hit(&att);
+            assert_eq!(got[&floor_exact].0, status::ATTRIBUTED, "lag = min_lag_seconds is not too fast");
+            assert_eq!(got[&floor_below].0, status::TOO_FAST);
+            assert_eq!(got[&floor_below].1.as_deref(), Some("m_floor"), "too_fast keeps the member");
+            for (id, want) in [(&before_first, status::NO_CLICK), (&first_day, status::ATTRIBUTED), (&last_day, status::ATTRIBUTED), (&after_last, status::NO_CLICK)] {
+                assert_eq!(got[id].0, want, "coupon edge {id}");
+            }
+            assert_eq!(got[&first_day].1.as_deref(), Some("m4"));
+            // click first: the click's member; coupon first: the coupon's, with no lag.
+            assert_eq!((got[&click_first].0.as_str(), got[&click_first].1.as_deref()), (status::ATTRIBUTED, Some("m_click")));
+            assert_eq!(got[&coupon_first], (status::ATTRIBUTED.to_string(), Some("m5".to_string()), None, Some(k4.clone())));
+        }
         let states: BTreeSet<String> = strings(&att, report::ADJUSTED_STATE).into_iter().flatten().collect();
         assert_eq!(states.len(), 4, "every adjusted state occurs: {states:?}");
         assert!(ints(&att, report::COMMISSION_MICROS).into_iter().flatten().any(|c| c > 0), "commissions are paid");

@@ -164,6 +164,7 @@ async fn money_lake(dir: &FsPath) -> Lake {
     let lake = Lake::open(dir.to_str().unwrap()).unwrap();
     let mut shop = Offer::new("shop".into(), "https://shop.example/".into(), "t".into(), "USD".into(), 28);
     shop.lock_days = 5;
+    shop.min_lag_seconds = 3600;
     let app = Offer::new("app".into(), "https://app.example/".into(), "t".into(), "EUR".into(), 28);
     let rule = |offer: &str, event: &str, percent: &str, flat: &str| CommissionRule {
         offer_id: offer.into(),
@@ -186,6 +187,8 @@ async fn money_lake(dir: &FsPath) -> Lake {
     // ann: A 100 (commission 10), B 50 refunded 20 (commission 3); a refund of A after its lock is late.
     b.conv(HitKind::Postback, at(1, 10, 0), "shop", "purchase", Some(&k1), None, Some("A"), usd(100));
     b.conv(HitKind::Postback, at(1, 12, 0), "shop", "purchase", Some(&k1), None, Some("B"), usd(50));
+    // ann: G half an hour after her click, under the shop's one-hour floor: too_fast, paid nothing.
+    b.conv(HitKind::Postback, at(1, 9, 30), "shop", "purchase", Some(&k1), None, Some("G"), usd(70));
     // bob: C 80 at 23:30 UTC (Mar 2 in Paris; lock_ts Mar 6 23:30 UTC = Mar 7 00:30 Paris),
     // D 40 refunded in full, E 60 rejected.
     b.conv(HitKind::Postback, at(1, 23, 30), "shop", "purchase", Some(&k2), None, Some("C"), usd(80));
@@ -265,6 +268,14 @@ async fn earnings_payouts_and_refunds() {
     );
     let df = run_query(&lake, "refunds", &[("min_conversions", "3")]).await;
     assert_eq!(rows(&df, &["member_id"]), vec!["bob"]);
+
+    // The fraud floor: ann's G (30 minutes, under the one-hour floor) beside A and B (C is
+    // exactly one hour after bob's click: not too fast).
+    let df = run_query(&lake, "too_fast", &[]).await;
+    assert_eq!(
+        rows(&df, &["offer_id", "member_id", "conversions", "too_fast", "too_fast_pct", "fastest_lag_seconds", "example_ts", "example_lag_seconds"]),
+        vec!["shop|ann|3|1|33.33|1800|2026-03-01 09:30:00 UTC|1800"]
+    );
 }
 
 // ---------------------------------------------------------------- every named query
@@ -393,7 +404,7 @@ async fn window_comparison() {
 fn every_sql_file_is_tested() {
     let tested = [
         "member_summary", "top_members", "daily_trend", "offer_summary", "lag_distribution", "unattributed", "bot_share", "window_comparison",
-        "earnings", "payouts", "refunds",
+        "earnings", "payouts", "refunds", "too_fast",
     ];
     let all = catalog::builtin().unwrap();
     let names: Vec<&str> = all.keys().map(String::as_str).collect();

@@ -40,6 +40,15 @@ pub mod work {
     pub const BY_CLICK: &str = "__by_click";
     /// A click shares its (offer, visitor) with some conversion without a `click_id`.
     pub const BY_VISITOR: &str = "__by_visitor";
+    /// SPEC §8: the conversion's coupon upper-cased (null when empty), the registry's
+    /// coupon it names (member, validity as days since the epoch), and its offer's
+    /// settings.
+    pub const COUPON_KEY: &str = "__coupon_key";
+    pub const COUPON_MEMBER: &str = "__coupon_member";
+    pub const COUPON_FROM: &str = "__coupon_from";
+    pub const COUPON_TO: &str = "__coupon_to";
+    pub const MIN_LAG_S: &str = "__min_lag_s";
+    pub const COUPON_FIRST: &str = "__coupon_first";
 }
 
 /// `ts` as µs since the epoch.
