@@ -164,13 +164,48 @@ impl Rules {
     /// Of the offer's rules valid on `date` that `rank` accepts, the highest rank, then the
     /// latest `valid_from` (empty counts as the oldest).
     fn pick(&self, offer_id: &str, date: NaiveDate, rank: impl Fn(&Rule) -> Option<u8>) -> Option<Commission> {
+        self.pick_rule(offer_id, date, rank).map(|r| Commission { percent_e4: r.percent_e4, flat_micros: r.flat_micros })
+    }
+
+    fn pick_rule(&self, offer_id: &str, date: NaiveDate, rank: impl Fn(&Rule) -> Option<u8>) -> Option<&Rule> {
         self.by_offer
             .get(offer_id)?
             .iter()
             .filter(|r| r.valid_from.is_none_or(|v| v <= date))
             .filter_map(|r| rank(r).map(|k| (k, r.valid_from, r)))
             .max_by_key(|(k, v, _)| (*k, *v))
-            .map(|(_, _, r)| Commission { percent_e4: r.percent_e4, flat_micros: r.flat_micros })
+            .map(|(_, _, r)| r)
+    }
+
+    /// The offer as listed in `offers.csv`, if it is.
+    pub fn offer(&self, offer_id: &str) -> Option<&Offer> {
+        self.offers.get(offer_id)
+    }
+
+    /// [`Rules::conversion_rule`] with the rule chosen as people read it.
+    pub fn conversion_rule_text(&self, offer_id: &str, member_id: &str, event: &str, date: NaiveDate) -> Option<(String, Commission)> {
+        let c = self.conversion_rule(offer_id, member_id, event, date)?;
+        let r = self.pick_rule(offer_id, date, |r| {
+            if r.event == lake::schema::CLICK_EVENT {
+                return None;
+            }
+            let member = if r.member_id.is_empty() { false } else if r.member_id == member_id { true } else { return None };
+            let ev = if r.event.is_empty() { false } else if r.event == event { true } else { return None };
+            Some(u8::from(member) * 2 + u8::from(ev))
+        })?;
+        let or = |v: &str, empty: &str| if v.is_empty() { empty.to_string() } else { v.to_string() };
+        let percent = r.percent_e4.map_or("-".to_string(), |p| {
+            let text = format!("{}.{:04}", p / 10_000, p % 10_000);
+            text.trim_end_matches('0').trim_end_matches('.').to_string()
+        });
+        let flat = r.flat_micros.map_or("-".to_string(), lake::money::format_micros);
+        let text = format!(
+            "offer={offer_id} member={} event={} percent={percent} flat={flat} valid_from={} (the most specific, then the latest valid_from, of the rules valid on {date})",
+            or(&r.member_id, "(every)"),
+            or(&r.event, "(every)"),
+            r.valid_from.map_or("(always)".to_string(), |d| d.to_string())
+        );
+        Some((text, c))
     }
 }
 

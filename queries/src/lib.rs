@@ -5,6 +5,7 @@
 
 pub mod catalog;
 pub mod engine;
+pub mod explain;
 pub mod output;
 pub mod pg;
 pub mod source;

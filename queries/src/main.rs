@@ -87,6 +87,26 @@ enum Command {
         #[arg(long)]
         table: Option<String>,
     },
+    /// Explain how one conversion was attributed (SPEC §8): its order twins, every candidate
+    /// click and why it lost, the coupon check, the fraud floor, the adjustments applied, the
+    /// commission rule and its arithmetic, decided again from the lake and compared with
+    /// what the last run wrote
+    Explain {
+        /// The conversion's hit_id (a pixel or postback hit)
+        hit_id: String,
+        /// Report window
+        #[arg(long, default_value = "28d")]
+        window: String,
+        /// text (for a terminal) or json (for tools)
+        #[arg(long, value_enum, default_value = "text")]
+        format: ExplainFormat,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ExplainFormat {
+    Text,
+    Json,
 }
 
 #[derive(Args, Debug)]
@@ -175,6 +195,23 @@ async fn run(cli: Cli) -> Result<()> {
     let all = catalog::load(cli.queries_dir.as_deref())?;
     match cli.command {
         Command::List { format } => Ok(list(&all, format)?),
+        Command::Explain { hit_id, window, format } => {
+            let window: Window = window.parse().map_err(|e| anyhow::anyhow!("--window {window:?}: {e}"))?;
+            let source = Source::new(Lake::open(&cli.lake)?);
+            let (receipt, written) = queries::explain::explain(&source, &hit_id, &window).await?;
+            match format {
+                ExplainFormat::Text => print!("{}", queries::explain::render(&receipt, written.as_ref())),
+                ExplainFormat::Json => {
+                    let mut v = serde_json::to_value(&receipt)?;
+                    v["last_run"] = match &written {
+                        Some((st, m, via, c)) => serde_json::json!({"status": st, "member_id": m, "via": via, "commission_micros": c}),
+                        None => serde_json::Value::Null,
+                    };
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                }
+            }
+            Ok(())
+        }
         Command::Show { name } => {
             let q = find(&all, &name)?;
             std::io::Write::write_all(&mut std::io::stdout().lock(), q.sql.as_bytes())?;

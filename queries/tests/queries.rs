@@ -798,3 +798,90 @@ async fn postgres_export_over_tls_checks_the_certificate_as_asked() {
     assert_eq!(n, 3);
     client.batch_execute(&format!("DROP TABLE {table}")).await.unwrap();
 }
+
+// ---------------------------------------------------------------- explain (SPEC §8)
+
+/// `queries explain` decides every conversion of a generated lake again, one at a time, and
+/// must agree with the pipeline's `attributions` on status, member, via and commission.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_agrees_with_the_pipeline_on_every_conversion() {
+    use object_store::PutPayload;
+    let d = tempfile::tempdir().unwrap();
+    let lake = Lake::open(d.path().join("lake").to_str().unwrap()).unwrap();
+    let cfg = pipeline::gen::GenConfig { seed: 11, hits: 40_000, days: 12, visitors: 2_500, members: 60, offers: 3, ..Default::default() };
+    pipeline::gen::generate(&lake, &cfg).await.unwrap();
+    let put = |path: object_store::path::Path, text: &'static str| {
+        let lake = lake.clone();
+        async move { lake.put_durable(&path, PutPayload::from_static(text.as_bytes())).await.unwrap() }
+    };
+    put(
+        lake::layout::offers(),
+        "offer_id,destination_url,postback_token,currency,cookie_days,lock_days,min_lag_seconds,coupon_priority\n\
+         offer0,https://a.example/,t,USD,28,10,7200,click\noffer1,https://b.example/,t,EUR,28,30,0,coupon\n",
+    )
+    .await;
+    put(
+        lake::layout::commissions(),
+        "offer_id,member_id,event,percent,flat,valid_from\noffer0,,,12.5,,\noffer0,m1,,20,0.10,2026-01-05\noffer1,,purchase,7.3333,,\noffer2,,,,1.5,\n",
+    )
+    .await;
+    put(lake::layout::coupons(), "code,offer_id,member_id,valid_from,valid_to\nSAVE1,offer0,m3,,\nSAVE2,offer1,m4,2026-01-04,2026-01-08\nSAVE3,offer2,m5,,\n").await;
+    let (from, to) = (NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(), NaiveDate::from_ymd_opt(2026, 1, 12).unwrap());
+    let p = Params::new("7d".parse().unwrap(), parse_tz("Europe/Paris").unwrap(), from, to).unwrap();
+    pipeline::run(&lake, &p, None, "test", &Progress::quiet()).await.unwrap();
+
+    let source = Source::new(lake.clone());
+    let all = source.scan_hits(None).await.unwrap().collect().unwrap();
+    let index = queries::explain::Index::new(queries::explain::raw_hits(&all).unwrap());
+    let w: lake::window::Window = "7d".parse().unwrap();
+    let tz = source.zone(&w).await.unwrap();
+    assert_eq!(tz.name(), "Europe/Paris");
+    let rules = pipeline::rules::Rules::load(&lake).await.unwrap();
+    let scope = Scope { window: w, from: None, to: None };
+    let get = |sql: &'static str| {
+        let (source, scope) = (&source, &scope);
+        async move { queries::collect("t", engine::prepare(source, "t", sql, scope, BTreeMap::new()).await.unwrap()).unwrap() }
+    };
+    let applied = queries::explain::applied_by_target(&get("SELECT * FROM adjustments").await).unwrap();
+    let att = get("SELECT hit_id, status, member_id, via, commission_micros FROM attributions").await;
+    let ids = att.column("hit_id").unwrap().str().unwrap().clone();
+    let st = att.column("status").unwrap().str().unwrap().clone();
+    let mem = att.column("member_id").unwrap().str().unwrap().clone();
+    let via = att.column("via").unwrap().str().unwrap().clone();
+    let com = att.column("commission_micros").unwrap().i64().unwrap().clone();
+    assert!(att.height() > 500, "{} conversions", att.height());
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..att.height() {
+        let id = ids.get(i).unwrap();
+        let conv = index.get(id).unwrap();
+        let r = queries::explain::decide(conv, &index, &w, &tz, &rules, applied.get(id).map(Vec::as_slice).unwrap_or(&[]));
+        let want = (st.get(i).map(str::to_string), mem.get(i).map(str::to_string), via.get(i).map(str::to_string), com.get(i));
+        let got = (Some(r.status.clone()), r.member_id.clone(), r.via.clone(), r.commission_micros);
+        assert_eq!(got, want, "explain disagrees on {id}: {r:#?}");
+        seen.insert((r.status.clone(), r.via.clone()));
+    }
+    // Every kind of verdict was explained: each status, and attributions by click, visitor and coupon.
+    let statuses: std::collections::BTreeSet<&str> = seen.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(statuses.len(), 7, "{seen:?}");
+    for v in ["click", "visitor", "coupon"] {
+        assert!(seen.iter().any(|(_, x)| x.as_deref() == Some(v)), "via {v}: {seen:?}");
+    }
+
+    // The command line: a readable receipt and JSON for tools.
+    let root = d.path().join("lake");
+    let id = ids.get((0..att.height()).find(|i| st.get(*i) == Some("attributed")).unwrap()).unwrap().to_string();
+    let (ok, out, err) = cli(&root, &["explain", &id, "--window", "7d"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("session:") && out.contains("commission") && out.contains("the last run wrote: attributed"), "{out}");
+    assert!(out.contains(": the same"), "{out}");
+    let (ok, out, err) = cli(&root, &["explain", &id, "--window", "7d", "--format", "json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["status"], "attributed");
+    assert_eq!(v["last_run"]["status"], "attributed");
+    let (ok, _, err) = cli(&root, &["explain", "not-a-uuid"]);
+    assert!(!ok && err.contains("not a UUID"), "{err}");
+    let (ok, _, err) = cli(&root, &["explain", "019c0000-0000-7000-8000-000000000000", "--window", "7d"]);
+    assert!(!ok && err.contains("no hit"), "{err}");
+}
+
