@@ -104,8 +104,9 @@ impl Index {
     pub fn new(mut hits: Vec<RawHit>) -> Index {
         let mut seen = std::collections::HashSet::new();
         hits.retain(|h| seen.insert(h.hit_id.clone()));
-        let (mut by_click, mut by_visitor, mut by_order): (HashMap<_, Vec<usize>>, HashMap<_, Vec<usize>>, HashMap<_, Vec<usize>>) =
-            Default::default();
+        let mut by_click: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_visitor: HashMap<(String, String), Vec<usize>> = HashMap::new();
+        let mut by_order: HashMap<(String, String, String), Vec<usize>> = HashMap::new();
         for (i, h) in hits.iter().enumerate() {
             if h.kind == HitKind::Click.as_str() {
                 if let Some(k) = h.click_key() {
@@ -154,6 +155,9 @@ pub struct Applied {
     pub action: String,
     pub amount_micros: Option<i64>,
 }
+
+/// What the last run wrote for a conversion: status, member, via, commission.
+pub type Written = (String, Option<String>, Option<String>, Option<i64>);
 
 /// The receipt.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -421,7 +425,7 @@ async fn sql(source: &Source, window: &Window, statement: &str) -> Result<DataFr
 /// Explains one conversion from the lake: loads the hit, the hits that can matter to it,
 /// the registry and its applied adjustments, and decides. Also returns what the last run
 /// wrote for it (status, member, via, commission), when it wrote it.
-pub async fn explain(source: &Source, hit_id: &str, window: &Window) -> Result<(Receipt, Option<(String, Option<String>, Option<String>, Option<i64>)>)> {
+pub async fn explain(source: &Source, hit_id: &str, window: &Window) -> Result<(Receipt, Option<Written>)> {
     let id = hit_id.trim().to_ascii_lowercase();
     if uuid::Uuid::parse_str(&id).is_err() {
         bail!("HIT_ID {hit_id:?} is not a UUID");
@@ -484,7 +488,7 @@ fn money(micros: Option<i64>, currency: Option<&str>) -> String {
 }
 
 /// The receipt as people read it in a terminal.
-pub fn render(r: &Receipt, written: Option<&(String, Option<String>, Option<String>, Option<i64>)>) -> String {
+pub fn render(r: &Receipt, written: Option<&Written>) -> String {
     let mut o = String::new();
     let cur = r.currency.as_deref();
     o += &format!("conversion {} ({}, offer {}, event {}", r.hit_id, r.kind, r.offer_id, r.event);
