@@ -52,6 +52,9 @@ enum Command {
         /// Last date of a range (inclusive), YYYY-MM-DD.
         #[arg(long, env = "CLICKTRAIL_TO", requires = "from")]
         to: Option<String>,
+        /// What-if: a folder whose offers.csv, commissions.csv and coupons.csv (those present) replace the lake's for this run; needs a scenario window such as --window 28d+coupons-first, so production reports stay as they are
+        #[arg(long, value_name = "DIR")]
+        registry_override: Option<std::path::PathBuf>,
         #[command(flatten)]
         wz: WindowZone,
     },
@@ -108,8 +111,23 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
     }
     let lake = Lake::open(&cli.lake).with_context(|| format!("while opening the lake {:?}", cli.lake))?;
     match cli.command {
-        Command::Run { date, from, to, wz } => {
+        Command::Run { date, from, to, registry_override, wz } => {
             let (window, tz) = window_zone(&wz)?;
+            if let Some(dir) = registry_override {
+                let Some(label) = window.label() else {
+                    anyhow::bail!(
+                        "--registry-override needs a scenario window, e.g. --window {window}+what-if: the what-if is written beside window {window}, never over it"
+                    );
+                };
+                if !dir.is_dir() {
+                    anyhow::bail!("--registry-override {}: not a folder", dir.display());
+                }
+                let known = ["offers.csv", "commissions.csv", "coupons.csv"];
+                if !known.iter().any(|f| dir.join(f).is_file()) {
+                    anyhow::bail!("--registry-override {}: holds none of {}", dir.display(), known.join(", "));
+                }
+                pipeline::rules::set_registry_override(label, dir);
+            }
             let (from, to): (NaiveDate, NaiveDate) = match (date, from, to) {
                 (Some(d), _, _) => {
                     let d = parse_date("--date", &d)?;

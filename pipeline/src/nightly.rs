@@ -287,7 +287,7 @@ async fn catch_up(lake: &Lake, window: Window, tz: Tz, today: NaiveDate, progres
     let Some(last) = today.pred_opt().filter(|l| *l >= first) else {
         return Ok(Outcome::Done { runs: Vec::new() });
     };
-    let deps = Dependencies::of(&crate::rules::Rules::load(lake).await?);
+    let deps = Dependencies::of(&crate::rules::Rules::load_for(lake, &window).await?);
     let mut current = fingerprints(&files, &window, &tz, first, last, &deps);
     let state = read_state(lake, &window).await?;
     // A date whose lock has closed (no adjustment can change it any more) is final once

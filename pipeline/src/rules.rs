@@ -13,6 +13,23 @@ use crate::error::Result;
 
 const MICROS_PER_DAY: i64 = 86_400 * 1_000_000;
 
+type Overrides = std::sync::Mutex<HashMap<&'static str, std::path::PathBuf>>;
+static REGISTRY_OVERRIDES: std::sync::OnceLock<Overrides> = std::sync::OnceLock::new();
+
+/// What-if runs (`pipeline run --window 28d+LABEL --registry-override DIR`): for runs of
+/// windows labelled `label`, registry files found in `dir` (`offers.csv`,
+/// `commissions.csv`, `coupons.csv`) replace the lake's. Production windows (unlabelled)
+/// always read the lake's registry.
+pub fn set_registry_override(label: &'static str, dir: std::path::PathBuf) {
+    let map = REGISTRY_OVERRIDES.get_or_init(Default::default);
+    map.lock().unwrap_or_else(|e| e.into_inner()).insert(label, dir);
+}
+
+fn override_for(window: &lake::window::Window) -> Option<std::path::PathBuf> {
+    let label = window.label()?;
+    REGISTRY_OVERRIDES.get()?.lock().unwrap_or_else(|e| e.into_inner()).get(label).cloned()
+}
+
 /// One usable rule: its parsed parts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Rule {
@@ -70,11 +87,32 @@ impl Rules {
     }
 
     /// Reads `registry/offers.csv`, `registry/commissions.csv` and `registry/coupons.csv`
-    /// (any may be missing).
+    /// (any may be missing) from the lake.
     pub async fn load(lake: &Lake) -> Result<Rules> {
-        let offers_csv = lake.get_optional(&layout::offers()).await?.map(|b| b.to_vec()).unwrap_or_default();
-        let commissions_csv = lake.get_optional(&layout::commissions()).await?.map(|b| b.to_vec()).unwrap_or_default();
-        let coupons_csv = lake.get_optional(&layout::coupons()).await?.map(|b| b.to_vec()).unwrap_or_default();
+        Rules::load_from(lake, None).await
+    }
+
+    /// The registry a run of `window` reads: the lake's, with the files of the window's
+    /// what-if override folder in their place ([`set_registry_override`]).
+    pub async fn load_for(lake: &Lake, window: &lake::window::Window) -> Result<Rules> {
+        Rules::load_from(lake, override_for(window)).await
+    }
+
+    async fn load_from(lake: &Lake, dir: Option<std::path::PathBuf>) -> Result<Rules> {
+        let read = |path: object_store::path::Path| {
+            let dir = dir.clone();
+            async move {
+                if let Some(file) = dir.map(|d| d.join(path.filename().unwrap_or_default())).filter(|f| f.is_file()) {
+                    return std::fs::read(&file).map_err(|e| {
+                        crate::error::PipelineError::Invalid(format!("--registry-override: cannot read {}: {e}", file.display()))
+                    });
+                }
+                Ok(lake.get_optional(&path).await?.map(|b| b.to_vec()).unwrap_or_default())
+            }
+        };
+        let offers_csv = read(layout::offers()).await?;
+        let commissions_csv = read(layout::commissions()).await?;
+        let coupons_csv = read(layout::coupons()).await?;
         let offers = if offers_csv.is_empty() { Vec::new() } else { registry::parse_offers(&offers_csv)? };
         let rules = if commissions_csv.is_empty() { Vec::new() } else { registry::parse_commissions(&commissions_csv)? };
         let coupons = if coupons_csv.is_empty() { Vec::new() } else { registry::parse_coupons(&coupons_csv)? };

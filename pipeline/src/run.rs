@@ -193,7 +193,7 @@ async fn run_inner(
     let started = Instant::now();
     let started_at = Utc::now();
     let run_id = format!("{}-{}", started_at.format("%Y%m%dT%H%M%S%.6fZ"), uuid::Uuid::new_v4().simple());
-    let rules = crate::rules::Rules::load(lake).await?;
+    let rules = crate::rules::Rules::load_for(lake, &p.window).await?;
     let (lo, hi) = p.range_micros();
     // Besides sessions (W back), adjustments reach a lock period past the range, and the
     // conversions they target a lock period and two windows before it (SPEC §7, README).

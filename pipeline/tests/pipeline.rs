@@ -736,6 +736,9 @@ fn bad_flags_are_named_by_the_binary() {
         (vec!["run", "--date", "2026-02-30"], "--date"),
         (vec!["run", "--from", "2026-02-03", "--to", "2026-02-01"], "--from"),
         (vec!["schedule", "--at", "7pm"], "--at"),
+        (vec!["run", "--date", "2026-01-01", "--registry-override", "."], "scenario window"),
+        (vec!["run", "--date", "2026-01-01", "--window", "28d+x", "--registry-override", "/nonexistent"], "not a folder"),
+        (vec!["run", "--date", "2026-01-01", "--window", "28d+Bad"], "scenario label"),
     ] {
         let out = std::process::Command::new(bin).args(&args).env("CLICKTRAIL_LAKE", dir.path()).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);

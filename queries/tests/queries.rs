@@ -885,3 +885,37 @@ async fn explain_agrees_with_the_pipeline_on_every_conversion() {
     assert!(!ok && err.contains("no hit"), "{err}");
 }
 
+/// A what-if (SPEC §8, issue: "last month with a 30 s floor / other rates"): the override
+/// folder's registry, written under a scenario window beside production, compared per member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_if_runs_beside_production_and_compares_with_money() {
+    let d = tempfile::tempdir().unwrap();
+    let lake = money_lake(&d.path().join("lake")).await;
+    let before = table_rows(&lake, "28d", "attributions").await;
+    // The what-if: no floor on shop, and 20% instead of 10%.
+    let what_if = d.path().join("what-if");
+    std::fs::create_dir_all(&what_if).unwrap();
+    std::fs::write(
+        what_if.join("offers.csv"),
+        "offer_id,destination_url,postback_token,currency,cookie_days,lock_days,min_lag_seconds\n\
+         shop,https://shop.example/,t,USD,28,5,0\napp,https://app.example/,t,EUR,28,30,0\n",
+    )
+    .unwrap();
+    std::fs::write(what_if.join("commissions.csv"), "offer_id,member_id,event,percent,flat,valid_from\nshop,,,20,,\nshop,,click,,0.05,\napp,,signup,,2,\n").unwrap();
+    pipeline::rules::set_registry_override("what-if", what_if);
+    let p = Params::new("28d+what-if".parse().unwrap(), parse_tz("Europe/Paris").unwrap(), date(1), date(10)).unwrap();
+    pipeline::run(&lake, &p, None, "test", &Progress::quiet()).await.unwrap();
+    assert_eq!(table_rows(&lake, "28d", "attributions").await, before, "production is untouched");
+
+    let df = run_query(&lake, "window_comparison", &[("other", "28d+what-if")]).await;
+    assert_eq!(
+        rows(&df, &["member_id", "currency", "other_window", "conversions", "other_conversions", "revenue_diff_micros", "commission_micros", "other_commission_micros", "commission_diff_micros"]),
+        vec![
+            // ann's G (70, half an hour after her click) is no longer too fast.
+            "ann|USD|28d+what-if|2|3|70000000|13000000|40000000|27000000",
+            "bob|USD|28d+what-if|3|3|0|8000000|16000000|8000000",
+            "cara||28d+what-if|1|1|0|2000000|2000000|0",
+        ]
+    );
+}
+
