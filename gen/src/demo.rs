@@ -114,7 +114,7 @@ fn seed_registry(lake: &Path) -> anyhow::Result<()> {
     let reg = lake.join("registry");
     std::fs::create_dir_all(&reg)?;
     let sample = Path::new("data/registry");
-    for f in ["offers.csv", "links.csv", "commissions.csv"] {
+    for f in ["offers.csv", "links.csv", "commissions.csv", "coupons.csv"] {
         if !reg.join(f).exists() {
             let src = sample.join(f);
             std::fs::copy(&src, reg.join(f)).with_context(|| format!("while copying the sample registry {}", src.display()))?;

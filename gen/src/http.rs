@@ -65,8 +65,12 @@ pub struct TruthConversion {
     pub currency: Option<String>,
     /// The status the pipeline must give it.
     pub status: String,
-    /// The member it must be attributed to (attributed only).
+    /// The member it must be attributed to (attributed only), or the member a too-fast
+    /// conversion is kept with (SPEC §8).
     pub member_id: Option<String>,
+    /// The coupon code sent with it, as sent (SPEC §8; absent in older truth files).
+    #[serde(default)]
+    pub coupon: Option<String>,
 }
 
 /// One adjustment the simulated brand sent, and what the rules must say about it.
@@ -111,6 +115,43 @@ pub fn member_key(offer: &str, member: &str) -> String {
 struct World {
     offers: Vec<Offer>,
     links_by_offer: HashMap<String, Vec<Link>>,
+    /// The registry's coupon codes (SPEC §8), valid or not today.
+    coupons: Vec<lake::registry::Coupon>,
+}
+
+impl World {
+    /// The verdict of SPEC §8 on a conversion of `offer_id` whose session (§4) said
+    /// `session` (with `member`) and that sent `coupon`: a valid coupon attributes what
+    /// the session leaves unattributed, or everything not duplicate when the offer puts
+    /// coupons first; a click attribution under the offer's floor is too_fast. Every
+    /// simulated conversion follows its click within seconds, so an offer with a floor of
+    /// a minute or more makes all of them too fast.
+    fn decide(&self, offer_id: &str, session: &str, member: Option<String>, coupon: Option<&str>) -> (String, Option<String>) {
+        let offer = self.offers.iter().find(|o| o.offer_id == offer_id);
+        let today = chrono::Utc::now().date_naive();
+        let valid = coupon
+            .map(str::to_ascii_uppercase)
+            .and_then(|k| self.coupons.iter().find(|c| c.offer_id == offer_id && c.code == k && c.valid_on(today)));
+        let coupon_first = offer.is_some_and(|o| o.coupon_priority == lake::registry::COUPON_PRIORITY_COUPON);
+        let unattributed = [status::UNKNOWN_CLICK, status::OUTSIDE_WINDOW, status::OFFER_MISMATCH, status::NO_CLICK].contains(&session);
+        match valid {
+            Some(c) if session != status::DUPLICATE && (coupon_first || unattributed) => (status::ATTRIBUTED.into(), Some(c.member_id.clone())),
+            _ if session == status::ATTRIBUTED && offer.is_some_and(|o| o.min_lag_seconds >= 60) => (status::TOO_FAST.into(), member),
+            _ if session == status::ATTRIBUTED => (status::ATTRIBUTED.into(), member),
+            _ => (session.to_string(), None),
+        }
+    }
+
+    /// A coupon code to send: one of the registry's (for this offer or another, valid or
+    /// expired), or one nobody listed.
+    fn some_coupon(&self, rng: &mut StdRng, offer_id: &str) -> String {
+        let own: Vec<&lake::registry::Coupon> = self.coupons.iter().filter(|c| c.offer_id == offer_id).collect();
+        match rng.random_range(0..10) {
+            0..=5 if !own.is_empty() => own[rng.random_range(0..own.len())].code.to_ascii_lowercase(),
+            6..=7 if !self.coupons.is_empty() => self.coupons[rng.random_range(0..self.coupons.len())].code.clone(),
+            _ => format!("NOPE{}", rng.random_range(0..100)),
+        }
+    }
 }
 
 /// Reads the registry the collector serves.
@@ -135,7 +176,11 @@ async fn load_world(lake: &Lake) -> anyhow::Result<World> {
     if offers.is_empty() {
         bail!("the registry in {} has no offer with links; add some with `collector offers add` and `collector links add`", lake.url());
     }
-    Ok(World { offers, links_by_offer })
+    let coupons = match lake.get_optional(&layout::coupons()).await? {
+        Some(b) if !b.is_empty() => lake::registry::parse_coupons(&b)?,
+        _ => Vec::new(),
+    };
+    Ok(World { offers, links_by_offer, coupons })
 }
 
 /// Skewed pick: index `i` has weight 1/(i+1) (a few members get most clicks).
@@ -207,6 +252,9 @@ impl Sim {
         if let Some(c) = click_id {
             q.push(("click_id", c.to_string()));
         }
+        if let Some(k) = &conv.coupon {
+            q.push(("coupon", k.clone()));
+        }
         let mut req = self.http.get(format!("{}/p.gif", self.base)).query(&q).header("user-agent", b.agent);
         if let Some(v) = &b.vid {
             req = req.header("cookie", format!("ct_vid={v}"));
@@ -220,8 +268,14 @@ impl Sim {
     }
 
     /// A conversion from the brand's server.
-    async fn postback(&self, offer: &Offer, click_id: &str, conv: &TruthConversion) -> anyhow::Result<bool> {
-        let mut body = serde_json::json!({"offer": offer.offer_id, "click_id": click_id, "order_id": conv.order_id, "event": conv.event});
+    async fn postback(&self, offer: &Offer, click_id: Option<&str>, conv: &TruthConversion) -> anyhow::Result<bool> {
+        let mut body = serde_json::json!({"offer": offer.offer_id, "order_id": conv.order_id, "event": conv.event});
+        if let Some(c) = click_id {
+            body["click_id"] = serde_json::Value::String(c.to_string());
+        }
+        if let Some(k) = &conv.coupon {
+            body["coupon"] = serde_json::Value::String(k.clone());
+        }
         if let Some(a) = conv.amount_micros {
             body["amount"] = serde_json::Value::String(lake::money::format_micros(a));
         }
@@ -310,15 +364,26 @@ async fn customer(sim: &Sim, world: &World, i: usize, rng: &mut StdRng) -> anyho
             currency: amount_micros.map(|_| offer.currency.clone()),
             status: String::new(),
             member_id: None,
+            coupon: None,
         }
     };
 
-    // Organic conversion: no click, no cookie.
-    if rng.random_bool(0.05) {
+    // Organic conversion: no click, no cookie; often with a coupon code the follower typed
+    // (SPEC §8), sent by the pixel or, for offers with a token, the brand's server.
+    if rng.random_bool(0.08) {
         let mut c = conv(order(0), rng, &offer.offer_id);
-        c.kind = "pixel".into();
-        c.status = status::NO_CLICK.into();
-        if sim.pixel(&b, &offer.offer_id, None, &c).await? {
+        if rng.random_bool(0.6) {
+            c.coupon = Some(world.some_coupon(rng, &offer.offer_id));
+        }
+        (c.status, c.member_id) = world.decide(&offer.offer_id, status::NO_CLICK, None, c.coupon.as_deref());
+        let sent = if c.coupon.is_some() && !offer.postback_token.is_empty() && rng.random_bool(0.5) {
+            c.kind = "postback".into();
+            sim.postback(offer, None, &c).await?
+        } else {
+            c.kind = "pixel".into();
+            sim.pixel(&b, &offer.offer_id, None, &c).await?
+        };
+        if sent {
             sim.record(c);
         }
         return Ok(());
@@ -350,10 +415,13 @@ async fn customer(sim: &Sim, world: &World, i: usize, rng: &mut StdRng) -> anyho
     let way = rng.random_range(0..100);
     let first_kind;
     if way < 35 {
-        // The JavaScript snippet: /p.gif with the brand cookie's click id.
+        // The JavaScript snippet: /p.gif with the brand cookie's click id, now and then with
+        // a coupon code too.
         c.kind = "pixel".into();
-        c.status = status::ATTRIBUTED.into();
-        c.member_id = Some(last_member.clone());
+        if rng.random_bool(0.2) {
+            c.coupon = Some(world.some_coupon(rng, &offer.offer_id));
+        }
+        (c.status, c.member_id) = world.decide(&offer.offer_id, status::ATTRIBUTED, Some(last_member.clone()), c.coupon.as_deref());
         first_kind = "js";
         let cid = b.brand_click_id.clone();
         if !sim.pixel(&b, &offer.offer_id, cid.as_deref(), &c).await? {
@@ -362,8 +430,7 @@ async fn customer(sim: &Sim, world: &World, i: usize, rng: &mut StdRng) -> anyho
     } else if way < 60 {
         // An image pixel: only the visitor cookie; the visitor's last click on the offer.
         c.kind = "pixel".into();
-        c.status = status::ATTRIBUTED.into();
-        c.member_id = Some(last_member.clone());
+        (c.status, c.member_id) = world.decide(&offer.offer_id, status::ATTRIBUTED, Some(last_member.clone()), None);
         first_kind = "img";
         if !sim.pixel(&b, &offer.offer_id, None, &c).await? {
             return Ok(());
@@ -373,10 +440,9 @@ async fn customer(sim: &Sim, world: &World, i: usize, rng: &mut StdRng) -> anyho
         // several members may have kept an earlier one.
         let (cid, member) = if clicks.len() > 1 && rng.random_bool(0.2) { clicks[0].clone() } else { (last_cid.clone(), last_member.clone()) };
         c.kind = "postback".into();
-        c.status = status::ATTRIBUTED.into();
-        c.member_id = Some(member);
+        (c.status, c.member_id) = world.decide(&offer.offer_id, status::ATTRIBUTED, Some(member), None);
         first_kind = "postback";
-        if !sim.postback(offer, &cid, &c).await? {
+        if !sim.postback(offer, Some(&cid), &c).await? {
             return Ok(());
         }
     } else if way < 95 {
@@ -384,7 +450,7 @@ async fn customer(sim: &Sim, world: &World, i: usize, rng: &mut StdRng) -> anyho
         c.kind = "postback".into();
         c.status = status::UNKNOWN_CLICK.into();
         first_kind = "postback";
-        if !sim.postback(offer, &uuid::Uuid::new_v4().to_string(), &c).await? {
+        if !sim.postback(offer, Some(&uuid::Uuid::new_v4().to_string()), &c).await? {
             return Ok(());
         }
     } else {
@@ -394,11 +460,12 @@ async fn customer(sim: &Sim, world: &World, i: usize, rng: &mut StdRng) -> anyho
         c.kind = "postback".into();
         c.status = status::OFFER_MISMATCH.into();
         first_kind = "postback";
-        if !sim.postback(other, &last_cid, &c).await? {
+        if !sim.postback(other, Some(&last_cid), &c).await? {
             return Ok(());
         }
     }
-    let attributed_pixel = first_kind != "postback" && c.status == status::ATTRIBUTED;
+    // Reported twice only when the session attributed it (the twin names the same click).
+    let attributed_pixel = first_kind != "postback" && (c.status == status::ATTRIBUTED || c.status == status::TOO_FAST);
     sim.record(c.clone());
     // The same order reported again by the brand's server: a duplicate.
     if attributed_pixel && rng.random_bool(0.25) {
@@ -406,7 +473,8 @@ async fn customer(sim: &Sim, world: &World, i: usize, rng: &mut StdRng) -> anyho
         dup.kind = "postback".into();
         dup.status = status::DUPLICATE.into();
         dup.member_id = None;
-        if sim.postback(offer, &last_cid, &dup).await? {
+        dup.coupon = None;
+        if sim.postback(offer, Some(&last_cid), &dup).await? {
             sim.record(dup);
         }
     }

@@ -430,7 +430,7 @@ async fn cli_list_run_and_sql() {
     for name in ["member_summary", "window_comparison", "lag_distribution"] {
         assert!(out.contains(name), "{out}");
     }
-    assert!(out.contains("--param other=… (window, default 7d): the window to compare with"), "{out}");
+    assert!(out.contains("--param other=… (window, default 7d): the window or scenario to compare with"), "{out}");
 
     // A readable table, money as exact decimals beside the micros.
     let (ok, out, err) = cli(&lake, &["run", "top_members"]);

@@ -58,9 +58,24 @@ async fn collector_to_pipeline_matches_ground_truth() {
     let lake_dir = dir.path().join("lake");
     std::fs::create_dir_all(lake_dir.join("registry")).unwrap();
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/registry");
-    for f in ["offers.csv", "links.csv"] {
-        std::fs::copy(data.join(f), lake_dir.join("registry").join(f)).unwrap();
-    }
+    std::fs::copy(data.join("links.csv"), lake_dir.join("registry/links.csv")).unwrap();
+    // The sample offers, with SPEC §8 settings: coupons first on newsletter, a one-hour
+    // fraud floor on fitapp (every simulated conversion follows its click within seconds,
+    // so fitapp's click conversions are all too_fast). Coupons: valid, expired, per offer.
+    std::fs::write(
+        lake_dir.join("registry/offers.csv"),
+        "offer_id,destination_url,postback_token,currency,cookie_days,lock_days,min_lag_seconds,coupon_priority\n\
+         sneakers,https://shop.example.com/sneakers,sample-token-sneakers,EUR,28,30,0,click\n\
+         newsletter,https://news.example.org/signup,sample-token-newsletter,USD,7,30,0,coupon\n\
+         fitapp,https://fitapp.example.co.uk/download,sample-token-fitapp,GBP,28,30,3600,click\n",
+    )
+    .unwrap();
+    std::fs::write(
+        lake_dir.join("registry/coupons.csv"),
+        "code,offer_id,member_id,valid_from,valid_to\nANN10,sneakers,ann,,\nOLD5,sneakers,bob,2020-01-01,2020-12-31\n\
+         NEWS1,newsletter,cara,,\nHANA2,newsletter,hana,2020-01-01,\nFIT20,fitapp,kai,,\n",
+    )
+    .unwrap();
     // Commissions (SPEC §7): 10% of net on sneakers, 0.50 flat per newsletter conversion,
     // 0.01 per fitapp click.
     std::fs::write(
@@ -113,6 +128,10 @@ async fn collector_to_pipeline_matches_ground_truth() {
         }
     }
     assert_eq!(got.len(), truth.conversions.len());
+    // The traffic exercised SPEC §8: coupon sales with and without clicks, and too-fast ones.
+    assert!(truth.conversions.iter().any(|c| c.coupon.is_some() && c.status == "attributed" && c.kind == "postback"), "a coupon postback without a click");
+    assert!(truth.conversions.iter().any(|c| c.coupon.is_some() && c.status == "no_click"), "an expired or foreign coupon");
+    assert!(truth.conversions.iter().any(|c| c.status == "too_fast" && c.member_id.is_some()), "a too-fast conversion");
     for c in &truth.conversions {
         let row = got.get(&(c.kind.clone(), c.offer_id.clone(), c.order_id.clone())).unwrap_or_else(|| panic!("no attribution row for {c:?}"));
         assert_eq!(row.0, c.status, "{c:?}");
