@@ -201,6 +201,19 @@ pub struct Receipt {
     pub rule: Option<String>,
     pub arithmetic: Option<String>,
     pub commission_micros: Option<i64>,
+    /// When the hit asked about was an adjustment: what became of it (this receipt is then
+    /// its target's).
+    pub asked_adjustment: Option<AdjustmentNote>,
+}
+
+/// An adjustment's row of the `adjustments` table, as `explain` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AdjustmentNote {
+    pub hit_id: String,
+    pub action: Option<String>,
+    pub amount_micros: Option<i64>,
+    pub status: String,
+    pub target_hit_id: Option<String>,
 }
 
 fn ts_text(us: i64) -> String {
@@ -394,6 +407,7 @@ pub fn decide(conv: &RawHit, index: &Index, window: &Window, tz: &Tz, rules: &Ru
         rule,
         arithmetic,
         commission_micros: commission,
+        asked_adjustment: None,
     }
 }
 
@@ -443,8 +457,29 @@ pub async fn explain(source: &Source, hit_id: &str, window: &Window) -> Result<(
         found
     };
     let conv = raw_hits(&found)?.into_iter().next().ok_or_else(|| anyhow!("no hit {id} in lake {}", source.lake().url()))?;
+    if conv.kind == HitKind::Adjustment.as_str() {
+        // An adjustment: its row of the adjustments table, then its target's receipt.
+        let df = sql(source, window, &format!("SELECT * FROM adjustments WHERE hit_id = '{quoted}'")).await?;
+        if df.height() == 0 {
+            bail!("adjustment {id} has no row in window {window}'s adjustments table: run the pipeline over its date first");
+        }
+        let s = |c: &str| df.column(c).ok().and_then(|c| c.str().ok().and_then(|s| s.get(0).map(str::to_string)));
+        let note = AdjustmentNote {
+            hit_id: id.clone(),
+            action: s(hit::ACTION),
+            amount_micros: df.column(hit::AMOUNT_MICROS).ok().and_then(|c| c.i64().ok().and_then(|s| s.get(0))),
+            status: s(report::STATUS).unwrap_or_default(),
+            target_hit_id: s(report::TARGET_HIT_ID),
+        };
+        let Some(target) = note.target_hit_id.clone() else {
+            bail!("adjustment {id} is {}: no conversion with its offer, event and order id came before it", note.status);
+        };
+        let (mut receipt, written) = Box::pin(explain(source, &target, window)).await?;
+        receipt.asked_adjustment = Some(note);
+        return Ok((receipt, written));
+    }
     if !conv.is_conversion() {
-        bail!("hit {id} is a {} (explain takes a conversion: a pixel or postback hit)", conv.kind);
+        bail!("hit {id} is a {} (explain takes a conversion or an adjustment)", conv.kind);
     }
     let tz = source.zone(window).await?;
     let rules = Rules::load(source.lake()).await?;
@@ -491,6 +526,15 @@ fn money(micros: Option<i64>, currency: Option<&str>) -> String {
 pub fn render(r: &Receipt, written: Option<&Written>) -> String {
     let mut o = String::new();
     let cur = r.currency.as_deref();
+    if let Some(a) = &r.asked_adjustment {
+        o += &format!(
+            "adjustment {}: {} {}: {} (its target below)\n\n",
+            a.hit_id,
+            a.action.as_deref().unwrap_or("?"),
+            a.amount_micros.map(|m| money(Some(m), cur)).unwrap_or_else(|| "(all)".into()),
+            a.status
+        );
+    }
     o += &format!("conversion {} ({}, offer {}, event {}", r.hit_id, r.kind, r.offer_id, r.event);
     if let Some(id) = &r.order_id {
         o += &format!(", order {id}");

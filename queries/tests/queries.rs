@@ -879,6 +879,15 @@ async fn explain_agrees_with_the_pipeline_on_every_conversion() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["status"], "attributed");
     assert_eq!(v["last_run"]["status"], "attributed");
+    // An adjustment is explained through its target.
+    let adj = get("SELECT hit_id, target_hit_id FROM adjustments WHERE status = 'applied' LIMIT 1").await;
+    let (adj_id, target) = (adj.column("hit_id").unwrap().str().unwrap().get(0).unwrap().to_string(), adj.column("target_hit_id").unwrap().str().unwrap().get(0).unwrap().to_string());
+    let (ok, out, err) = cli(&root, &["explain", &adj_id, "--window", "7d", "--format", "json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["hit_id"], target.as_str());
+    assert_eq!(v["asked_adjustment"]["status"], "applied");
+    assert!(v["adjustments"].as_array().unwrap().iter().any(|a| a["hit_id"] == adj_id.as_str()), "{out}");
     let (ok, _, err) = cli(&root, &["explain", "not-a-uuid"]);
     assert!(!ok && err.contains("not a UUID"), "{err}");
     let (ok, _, err) = cli(&root, &["explain", "019c0000-0000-7000-8000-000000000000", "--window", "7d"]);
