@@ -132,6 +132,37 @@ async fn head_and_unknown_links_record_nothing() {
     assert!(read_hits(&dir.path().join("lake").display().to_string()).await.is_empty());
 }
 
+/// Regression: axum answers `HEAD` with the `GET` handler, so `HEAD /p.gif`, `/postback`
+/// and `/adjust` used to record hits.
+#[tokio::test]
+async fn head_records_nothing_on_any_endpoint() {
+    let (dir, server) = seeded().await;
+    let http = client();
+    let cid = uuid::Uuid::now_v7().to_string();
+    let pixel = http.head(server.url(&format!("/p.gif?offer=shoes&amount=1&click_id={cid}"))).send().await.unwrap();
+    assert_eq!(pixel.status(), StatusCode::OK);
+    assert_eq!(pixel.headers()["content-type"], "image/gif");
+    assert_eq!(pixel.headers()["cache-control"], "no-store");
+    assert!(pixel.bytes().await.unwrap().is_empty());
+    // Checked like a GET.
+    assert_eq!(http.head(server.url("/p.gif?offer=nope")).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    for path in [
+        format!("/postback?offer=shoes&click_id={cid}&amount=1&token={TOKEN}"),
+        format!("/adjust?offer=shoes&order_id=A-1&action=refund&token={TOKEN}"),
+    ] {
+        let r = http.head(server.url(&path)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        assert_eq!(r.headers()["allow"], "GET, POST", "{path}");
+    }
+    assert_eq!(http.head(server.url("/l/ann1")).send().await.unwrap().status(), StatusCode::FOUND);
+    let m = http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for kind in ["click", "pixel", "postback", "adjustment"] {
+        assert!(m.contains(&format!("clicktrail_hits_total{{kind=\"{kind}\"}} 0")), "{kind}: {m}");
+    }
+    server.stop().await;
+    assert!(read_hits(&dir.path().join("lake").display().to_string()).await.is_empty(), "HEAD records nothing");
+}
+
 #[tokio::test]
 async fn pixel_records_conversion_with_cookie_and_exact_amount() {
     let (dir, server) = seeded().await;

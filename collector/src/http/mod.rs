@@ -62,8 +62,9 @@ pub fn router(state: SharedState, request_timeout: Duration) -> Router {
     // (whose read time hyper bounds); the others answer from memory.
     let timeout = tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout);
     let with_body = Router::new()
-        .route("/postback", get(postback::postback).post(postback::postback))
-        .route("/adjust", get(adjust::adjust).post(adjust::adjust))
+        // axum would answer HEAD with the GET handler, which records: these take no HEAD.
+        .route("/postback", get(postback::postback).post(postback::postback).head(ops::head_not_allowed))
+        .route("/adjust", get(adjust::adjust).post(adjust::adjust).head(ops::head_not_allowed))
         .route("/api/links", get(links::list).post(links::create))
         .route_layer(timeout);
     Router::new()

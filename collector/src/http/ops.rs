@@ -39,6 +39,12 @@ pub async fn metrics(State(app): State<SharedState>, headers: axum::http::Header
     (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
+/// `HEAD /postback` and `HEAD /adjust`: `405` with `Allow: GET, POST`, nothing recorded
+/// (a HEAD that reached the GET handler would store a hit whose answer nobody reads).
+pub async fn head_not_allowed() -> Response {
+    (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "GET, POST"), (header::CACHE_CONTROL, "no-store")]).into_response()
+}
+
 pub async fn not_found() -> ApiError {
     ApiError::NotFound { field: None, message: "no such endpoint".into() }
 }
