@@ -11,6 +11,7 @@ pub mod hit;
 pub mod http;
 pub mod import;
 pub mod iphash;
+pub mod lograte;
 pub mod metrics;
 pub mod registry;
 pub mod sink;

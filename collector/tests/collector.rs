@@ -523,8 +523,36 @@ async fn health_metrics_and_limits() {
     assert_eq!(read_hits(&dir.path().join("lake").display().to_string()).await.len(), 2);
 }
 
+/// Captures what the collector logs on this thread (the test's current-thread runtime runs
+/// the server's handlers) at WARN and above.
+fn capture_warnings() -> (std::sync::Arc<std::sync::Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
+    struct W(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for W {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || W(sink.clone()))
+        .finish();
+    (buf, tracing::subscriber::set_default(subscriber))
+}
+
+fn count_lines(buf: &std::sync::Mutex<Vec<u8>>, needle: &str) -> usize {
+    String::from_utf8_lossy(&buf.lock().unwrap()).lines().filter(|l| l.contains(needle)).count()
+}
+
 #[tokio::test]
 async fn full_spool_refuses_with_503_and_recovers() {
+    let (logs, _guard) = capture_warnings();
     let dir = tempfile::tempdir().unwrap();
     let lake_url = dir.path().join("lake").display().to_string();
     seed_registry(&Lake::open(&lake_url).unwrap()).await;
@@ -553,6 +581,16 @@ async fn full_spool_refuses_with_503_and_recovers() {
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     let m = http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(m.contains("clicktrail_rejects_total{reason=\"spool_full\"}"), "{m}");
+
+    // Regression: every refused hit logged a line (39k lines in 40 s). Now one a second.
+    let before = count_lines(&logs, "cannot be stored");
+    let burst = std::time::Instant::now();
+    for _ in 0..40 {
+        assert_eq!(http.get(server.url("/l/ann1")).send().await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let lines = count_lines(&logs, "cannot be stored") - before;
+    assert!(lines <= 2 + burst.elapsed().as_secs() as usize, "{lines} lines for 40 refusals");
+
     // The store comes back: everything acknowledged reaches the lake and the spool drains.
     std::fs::remove_file(dir.path().join("lake/hits")).unwrap();
     let start = std::time::Instant::now();
@@ -571,6 +609,56 @@ async fn full_spool_refuses_with_503_and_recovers() {
     let got_set: HashSet<_> = got.iter().cloned().collect();
     assert_eq!(got.len(), got_set.len(), "no duplicates");
     assert_eq!(got_set, acked.into_iter().collect::<HashSet<_>>(), "exactly the acknowledged clicks");
+}
+
+/// Regression: once the spool was full, every hit got 503 until the next scheduled flush
+/// (up to `--flush-interval`) although the lake was reachable. A refusal now flushes at once.
+#[tokio::test]
+async fn full_spool_flushes_at_once_without_waiting_for_the_flush_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake_url = dir.path().join("lake").display().to_string();
+    seed_registry(&Lake::open(&lake_url).unwrap()).await;
+    let mut args = serve_args(&dir.path().join("spool"));
+    args.spool_max_bytes = 2000;
+    args.flush_interval = Duration::from_secs(600);
+    let server = TestServer::start(&lake_url, args).await;
+    let http = client();
+    let click = || async {
+        let r = http.get(server.url("/l/ann1")).send().await.unwrap();
+        match r.status() {
+            StatusCode::FOUND => Some(query_of(r.headers()["location"].to_str().unwrap())["ct_click_id"].clone()),
+            StatusCode::SERVICE_UNAVAILABLE => None,
+            s => panic!("unexpected {s}"),
+        }
+    };
+    let mut acked = Vec::new();
+    let mut refused = false;
+    for _ in 0..50 {
+        match click().await {
+            Some(id) => acked.push(id),
+            None => {
+                refused = true;
+                break;
+            }
+        }
+    }
+    assert!(refused, "a 2000-byte spool fills within 50 clicks");
+    let start = std::time::Instant::now();
+    let mut taken = 0;
+    // Fills and is flushed again several times, each refusal brief.
+    while taken < 30 {
+        match click().await {
+            Some(id) => {
+                acked.push(id);
+                taken += 1;
+            }
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "still refusing after {:?} ({taken} taken)", start.elapsed());
+    }
+    server.stop().await;
+    let got: HashSet<_> = read_hits(&lake_url).await.into_iter().filter_map(|h| h.click_id).collect();
+    assert_eq!(got, acked.into_iter().collect::<HashSet<_>>(), "exactly the acknowledged clicks");
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::lograte::{LogRate, LOG_PERIOD};
 use crate::registry::RegistryError;
 use crate::spool::SpoolError;
 
@@ -102,7 +103,11 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(m) | ApiError::Conflict(m) => json!({ "error": m }),
             ApiError::TooLarge => json!({ "error": "request body is over 16 KiB" }),
             ApiError::Unavailable(m) => {
-                tracing::warn!(error = %m, "refusing a hit that cannot be stored");
+                // Refusals come at request rate while the spool is full: one line a second.
+                static REFUSALS: LogRate = LogRate::new(LOG_PERIOD);
+                if let Some(more) = REFUSALS.check() {
+                    tracing::warn!(error = %m, refused_since_last_line = more, "refusing hits that cannot be stored");
+                }
                 json!({ "error": "the hit could not be stored; retry later" })
             }
             ApiError::Internal(m) => {

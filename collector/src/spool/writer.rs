@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::segment::{new_segment_path, sealed_path};
+use crate::lograte::{LogRate, LOG_PERIOD};
 use super::{SpoolError, SpoolStats, SEGMENT_MAX_BYTES, SYNC_DELAY};
 
 struct Active {
@@ -173,7 +174,11 @@ impl Core {
             // Cut a partial write back so the segment stays a clean run of frames.
             let _ = a.file.set_len(a.len);
             inner.broken = true;
-            tracing::error!(error = %e, "spool write failed");
+            // A full disk fails every write: one line a second, not one per hit.
+            static WRITE_FAILURES: LogRate = LogRate::new(LOG_PERIOD);
+            if let Some(more) = WRITE_FAILURES.check() {
+                tracing::error!(error = %e, failed_since_last_line = more, "spool write failed");
+            }
             return Err(e);
         }
         a.len += frame.len() as u64;
