@@ -563,6 +563,9 @@ async fn full_spool_refuses_with_503_and_recovers() {
     std::fs::write(dir.path().join("lake/hits"), b"in the way").unwrap();
     let server = TestServer::start(&lake_url, args).await;
     let http = client();
+    let ready = http.get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    assert_eq!(ready.json::<Value>().await.unwrap()["status"], "ready");
     let mut acked = Vec::new();
     let mut refused = 0;
     for _ in 0..20 {
@@ -581,6 +584,17 @@ async fn full_spool_refuses_with_503_and_recovers() {
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     let m = http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(m.contains("clicktrail_rejects_total{reason=\"spool_full\"}"), "{m}");
+
+    // Regression: /healthz said ok while every hit got 503. /readyz says why hits are
+    // refused; /healthz stays liveness (200) and tells readiness in a field.
+    let r = http.get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["status"], "unavailable");
+    assert!(body["reason"].as_str().unwrap().contains("spool is full"), "{body}");
+    let h = http.get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(h.status(), StatusCode::OK);
+    assert_eq!(h.json::<Value>().await.unwrap()["ready"], false);
 
     // Regression: every refused hit logged a line (39k lines in 40 s). Now one a second.
     let before = count_lines(&logs, "cannot be stored");
@@ -602,6 +616,13 @@ async fn full_spool_refuses_with_503_and_recovers() {
         }
         assert!(start.elapsed() < Duration::from_secs(15), "spool never drained");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    loop {
+        if http.get(server.url("/readyz")).send().await.unwrap().status() == StatusCode::OK {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "never ready again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     server.stop().await;
     let hits = read_hits(&lake_url).await;

@@ -72,6 +72,7 @@ pub fn router(state: SharedState, request_timeout: Duration) -> Router {
         .route("/p.gif", get(pixel::pixel))
         .route("/t.js", get(pixel::script))
         .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .merge(with_body)
         .fallback(ops::not_found)
@@ -81,8 +82,13 @@ pub fn router(state: SharedState, request_timeout: Duration) -> Router {
 }
 
 /// Counts every refused request by reason for `/metrics`.
+/// (A `503` from `/readyz` is a probe's answer, not a refused request.)
 async fn count_rejects(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+    let probe = req.uri().path() == "/readyz";
     let resp = next.run(req).await;
+    if probe {
+        return resp;
+    }
     let reason = match resp.status() {
         StatusCode::BAD_REQUEST => "bad_request",
         StatusCode::UNAUTHORIZED => "unauthorized",
