@@ -9,6 +9,9 @@ mod util;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
 use lake::schema::HitKind;
 use lake::Lake;
 use reqwest::StatusCode;
@@ -1387,4 +1390,73 @@ async fn concurrent_imports_of_overlapping_files_write_each_adjustment_id_once()
     assert_eq!(ledger.len(), 2);
     assert_eq!(ledger.iter().map(|i| i.rows).sum::<u64>(), 5);
     assert_eq!(hits_files(&lake_dir).len(), 2, "files of imports that lost the race are deleted");
+}
+
+/// Opens a raw TCP connection to a test server (for requests reqwest will not send).
+async fn raw(server: &TestServer) -> TcpStream {
+    TcpStream::connect(server.base.trim_start_matches("http://")).await.unwrap()
+}
+
+/// Reads a response head (through the blank line), or `None` if none comes within `wait`.
+async fn read_head(stream: &mut TcpStream, wait: Duration) -> Option<String> {
+    let mut buf = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(wait, read).await.ok()?;
+    (!buf.is_empty()).then(|| String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// Regression: a malformed chunk size got 413 (not 400); `Expect: 100-continue` with a
+/// `Content-Length` over the limit got `100 Continue` before its 413; a `Content-Length`
+/// of 10¹² with a short body got 408 after the request timeout instead of 413 at once.
+#[tokio::test]
+async fn body_limits_are_checked_before_the_body_is_read() {
+    let (dir, server) = seeded().await;
+    let form = "Content-Type: application/x-www-form-urlencoded";
+    let auth = format!("Authorization: Bearer {TOKEN}");
+
+    let mut s = raw(&server).await;
+    let req = format!("POST /postback HTTP/1.1\r\nHost: t\r\n{auth}\r\n{form}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\noffer=shoes\r\n0\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let head = read_head(&mut s, Duration::from_secs(5)).await.expect("an answer to a malformed chunk size");
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+
+    for path in ["/postback", "/adjust", "/api/links"] {
+        let mut s = raw(&server).await;
+        let req = format!("POST {path} HTTP/1.1\r\nHost: t\r\n{auth}\r\n{form}\r\nContent-Length: 20000\r\nExpect: 100-continue\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let head = read_head(&mut s, Duration::from_secs(5)).await.expect("an answer without the body");
+        assert!(head.starts_with("HTTP/1.1 413"), "{path}: no 100 Continue for a body that will be refused: {head}");
+    }
+
+    let mut s = raw(&server).await;
+    let started = std::time::Instant::now();
+    let req = format!("POST /postback HTTP/1.1\r\nHost: t\r\n{auth}\r\n{form}\r\nContent-Length: 1000000000000\r\n\r\noffer=shoes");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let head = read_head(&mut s, Duration::from_secs(5)).await.expect("an answer before the request timeout");
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+
+    // A well-formed chunked body within the limit is taken.
+    let cid = uuid::Uuid::now_v7().to_string();
+    let body = format!("offer=shoes&click_id={cid}&order_id=CH1");
+    let mut s = raw(&server).await;
+    let req = format!("POST /postback HTTP/1.1\r\nHost: t\r\n{auth}\r\n{form}\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+    s.write_all(req.as_bytes()).await.unwrap();
+    let head = read_head(&mut s, Duration::from_secs(5)).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+
+    let m = client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(m.contains("clicktrail_rejects_total{reason=\"too_large\"} 4"), "{m}");
+    server.stop().await;
+    let hits = read_hits(&dir.path().join("lake").display().to_string()).await;
+    assert_eq!(hits.iter().filter_map(|h| h.order_id.as_deref()).collect::<Vec<_>>(), ["CH1"]);
 }

@@ -59,11 +59,16 @@ impl From<SpoolError> for ApiError {
     }
 }
 
-/// A body that could not be read: over the limit (413) or otherwise malformed (400).
+/// A body that could not be read: over the limit (413) or otherwise malformed (400: a bad
+/// chunk size or a cut-off chunked body, for instance).
 impl From<axum::extract::rejection::BytesRejection> for ApiError {
     fn from(e: axum::extract::rejection::BytesRejection) -> ApiError {
+        use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
         match e {
-            axum::extract::rejection::BytesRejection::FailedToBufferBody(_) => ApiError::TooLarge,
+            BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => ApiError::TooLarge,
+            BytesRejection::FailedToBufferBody(FailedToBufferBody::UnknownBodyError(e)) => {
+                ApiError::bad("body", format!("the request body is malformed: {}", e.body_text()))
+            }
             other => ApiError::bad("body", other.body_text()),
         }
     }
