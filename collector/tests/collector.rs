@@ -333,7 +333,7 @@ async fn postback_forms_tokens_and_errors() {
         (http.get(server.url(&format!("/postback?offer=shoes&click_id={cid}"))), StatusCode::UNAUTHORIZED, None),
         (http.get(server.url(&format!("/postback?offer=shoes&click_id={cid}&token=wrong-token"))), StatusCode::UNAUTHORIZED, None),
         (http.get(server.url(&format!("/postback?offer=shoes&click_id={cid}"))).bearer_auth("wrong"), StatusCode::UNAUTHORIZED, None),
-        (http.get(server.url(&format!("/postback?offer=nope&click_id={cid}&token={TOKEN}"))), StatusCode::NOT_FOUND, Some("offer")),
+        (http.get(server.url(&format!("/postback?offer=nope&click_id={cid}&token={TOKEN}"))), StatusCode::UNAUTHORIZED, None),
         (http.get(server.url(&format!("/postback?click_id={cid}&token={TOKEN}"))), StatusCode::BAD_REQUEST, Some("offer")),
         (http.get(server.url(&format!("/postback?offer=shoes&token={TOKEN}"))), StatusCode::BAD_REQUEST, Some("click_id")),
         (http.get(server.url(&format!("/postback?offer=shoes&click_id=abc&token={TOKEN}"))), StatusCode::BAD_REQUEST, Some("click_id")),
@@ -1082,7 +1082,7 @@ async fn adjust_records_refunds_rejects_and_restores_once_durable() {
         (http.get(q("offer=shoes&order_id=A&action=refund&adjustment_id=a%07b")), StatusCode::BAD_REQUEST, Some("adjustment_id")),
         (http.post(server.url("/adjust")).bearer_auth(TOKEN).json(&json!({"offer": "shoes", "order_id": "A", "action": true})), StatusCode::BAD_REQUEST, Some("action")),
         (http.post(server.url("/adjust")).bearer_auth(TOKEN).header("content-type", "application/json").body("{nope"), StatusCode::BAD_REQUEST, Some("body")),
-        (http.get(q("offer=nope&order_id=A&action=refund")), StatusCode::NOT_FOUND, Some("offer")),
+        (http.get(q("offer=nope&order_id=A&action=refund")), StatusCode::UNAUTHORIZED, None),
         (http.get(server.url("/adjust?offer=shoes&order_id=A&action=refund")), StatusCode::UNAUTHORIZED, None),
         (http.get(server.url("/adjust?offer=shoes&order_id=A&action=refund&token=wrong")), StatusCode::UNAUTHORIZED, None),
         (http.get(server.url("/adjust?offer=shoes&order_id=A&action=refund")).bearer_auth("wrong"), StatusCode::UNAUTHORIZED, None),
@@ -1459,4 +1459,40 @@ async fn body_limits_are_checked_before_the_body_is_read() {
     server.stop().await;
     let hits = read_hits(&dir.path().join("lake").display().to_string()).await;
     assert_eq!(hits.iter().filter_map(|h| h.order_id.as_deref()).collect::<Vec<_>>(), ["CH1"]);
+}
+
+/// Regression: the offer was looked up before authentication, so a caller without a token
+/// could tell real offer ids (401) from others (404) on the token-authenticated endpoints.
+#[tokio::test]
+async fn unknown_offers_and_bad_tokens_get_the_same_answer() {
+    let (dir, server) = seeded().await;
+    let http = client();
+    let cid = uuid::Uuid::now_v7().to_string();
+    let answer = |r: reqwest::Response| async move {
+        let status = r.status();
+        let auth = r.headers().get("www-authenticate").cloned();
+        (status, auth, r.text().await.unwrap())
+    };
+    for (unknown, bad) in [
+        (format!("/postback?offer=nope&click_id={cid}&token={TOKEN}"), format!("/postback?offer=shoes&click_id={cid}&token=wrong")),
+        (format!("/adjust?offer=nope&order_id=A&action=refund&token={TOKEN}"), "/adjust?offer=shoes&order_id=A&action=refund&token=wrong".to_string()),
+        // A token of another length than the real one: refused the same way.
+        (format!("/postback?offer=nope&click_id={cid}&token=x"), format!("/postback?offer=shoes&click_id={cid}&token={TOKEN}{TOKEN}")),
+    ] {
+        let u = answer(http.get(server.url(&unknown)).send().await.unwrap()).await;
+        let b = answer(http.get(server.url(&bad)).send().await.unwrap()).await;
+        assert_eq!(u.0, StatusCode::UNAUTHORIZED, "{unknown}");
+        assert_eq!(u, b, "{unknown} vs {bad}");
+        let json = http.post(server.url(unknown.split('?').next().unwrap())).bearer_auth(TOKEN).json(&json!({"offer": "nope", "click_id": cid, "order_id": "A", "action": "refund"})).send().await.unwrap();
+        assert_eq!(answer(json).await, b, "bearer token, JSON body");
+    }
+    // Without a token the answer does not depend on the offer either.
+    let u = answer(http.get(server.url(&format!("/postback?offer=nope&click_id={cid}"))).send().await.unwrap()).await;
+    let k = answer(http.get(server.url(&format!("/postback?offer=shoes&click_id={cid}"))).send().await.unwrap()).await;
+    assert_eq!((u.0, &u), (StatusCode::UNAUTHORIZED, &k));
+    // The pixel is unauthenticated by design, and links are public: 404 there.
+    assert_eq!(http.get(server.url("/p.gif?offer=nope")).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(http.get(server.url("/l/nope")).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    server.stop().await;
+    assert!(read_hits(&dir.path().join("lake").display().to_string()).await.is_empty());
 }

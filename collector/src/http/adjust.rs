@@ -10,7 +10,7 @@ use axum::Json;
 use lake::schema::HitKind;
 use serde_json::{json, Value};
 
-use super::fields::{body_pairs, check_token, Fields};
+use super::fields::{body_pairs, authenticate, Fields};
 use super::{ApiError, Peer, SharedState};
 use crate::adjustment::AdjustmentFields;
 use crate::spool::Durability;
@@ -68,8 +68,7 @@ pub async fn adjust(
 
     let offer_id = input.offer.as_deref().ok_or_else(|| ApiError::bad("offer", "offer is required"))?;
     let registry = app.registry.get_having(|r| r.offer(offer_id).is_some()).await;
-    let offer = registry.offer(offer_id).ok_or_else(|| ApiError::unknown_offer("offer", offer_id))?;
-    check_token(offer, input.token.as_deref(), &headers)?;
+    let offer = authenticate(&registry, offer_id, input.token.as_deref(), &headers)?;
     let mut hit = app.new_hit(HitKind::Adjustment, offer.offer_id.clone(), &headers, peer);
     input.fields.apply(offer, &mut hit)?;
     hit.params = super::join_params(&input.rest);

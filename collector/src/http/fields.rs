@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::http::{header, HeaderMap, Method};
-use lake::registry::Offer;
+use lake::registry::{Offer, Registry};
 use serde_json::value::RawValue;
 
 use super::{bearer, constant_time_eq, pairs, ApiError};
@@ -66,20 +66,26 @@ pub fn body_pairs(method: &Method, headers: &HeaderMap, body: &Bytes, known: Kno
     }
 }
 
-/// Checks the offer's postback token, sent as `token=` (`token`) or `Authorization: Bearer`.
-pub fn check_token(offer: &Offer, token: Option<&str>, headers: &HeaderMap) -> Result<(), ApiError> {
-    let offer_id = &offer.offer_id;
-    let token = token.filter(|t| !t.is_empty()).or_else(|| bearer(headers));
-    match token {
-        // An offer without a postback token takes browser conversions only.
-        _ if offer.postback_token.is_empty() => {
-            Err(ApiError::Unauthorized(format!("offer {offer_id:?} has no postback token: it takes no postbacks")))
-        }
-        None => Err(ApiError::Unauthorized("postback token is required (token= or Authorization: Bearer)".into())),
-        Some(t) if !constant_time_eq(t.as_bytes(), offer.postback_token.as_bytes()) => {
-            Err(ApiError::Unauthorized(format!("bad postback token for offer {offer_id:?}")))
-        }
-        Some(_) => Ok(()),
+/// The one answer for an unknown offer, an offer that takes no postbacks and a wrong token:
+/// an unauthenticated caller cannot tell real offer ids from others.
+pub fn bad_token() -> ApiError {
+    ApiError::Unauthorized("unknown offer or bad postback token".into())
+}
+
+/// Authenticates a request for offer `offer_id` with its postback token, sent as `token=`
+/// (`token`) or `Authorization: Bearer`, and returns the offer. The token is compared even
+/// when the offer is unknown, so both refusals take the same work.
+pub fn authenticate<'r>(registry: &'r Registry, offer_id: &str, token: Option<&str>, headers: &HeaderMap) -> Result<&'r Offer, ApiError> {
+    let Some(token) = token.filter(|t| !t.is_empty()).or_else(|| bearer(headers)) else {
+        return Err(ApiError::Unauthorized("postback token is required (token= or Authorization: Bearer)".into()));
+    };
+    let offer = registry.offer(offer_id);
+    // An offer without a postback token takes browser conversions only: no token matches.
+    let expected = offer.map_or("", |o| o.postback_token.as_str());
+    let matches = constant_time_eq(token.as_bytes(), expected.as_bytes());
+    match offer {
+        Some(o) if matches && !expected.is_empty() => Ok(o),
+        _ => Err(bad_token()),
     }
 }
 

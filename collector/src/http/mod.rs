@@ -213,9 +213,11 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// Compares secrets in time independent of where they differ.
+/// Compares secrets in time independent of where they differ and of their lengths: the
+/// BLAKE3 digests of both are compared (`blake3::Hash`'s `==` is constant-time), so a
+/// length mismatch does not return early.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    blake3::hash(a) == blake3::hash(b)
 }
 
 /// Is `s` a UUID (any version, hyphenated)?
@@ -230,5 +232,20 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
     type Rejection = std::convert::Infallible;
     async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
         Ok(Peer(parts.extensions.get::<ClientAddr>().map(|c| c.0)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn secrets_compare_whatever_their_lengths() {
+        assert!(constant_time_eq(b"postback-secret-1", b"postback-secret-1"));
+        assert!(!constant_time_eq(b"postback-secret-1", b"postback-secret-2"));
+        assert!(!constant_time_eq(b"postback-secret-1", b"postback-secret-1x"));
+        assert!(!constant_time_eq(b"x", b"postback-secret-1"));
+        assert!(!constant_time_eq(b"", b"postback-secret-1"));
+        assert!(constant_time_eq(b"", b""));
     }
 }
