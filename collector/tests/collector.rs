@@ -1496,3 +1496,46 @@ async fn unknown_offers_and_bad_tokens_get_the_same_answer() {
     server.stop().await;
     assert!(read_hits(&dir.path().join("lake").display().to_string()).await.is_empty());
 }
+
+/// Regression: query and form kept the first of two equal fields and JSON the last, so
+/// `{"token":"bad","token":"<real>"}` was accepted where the query form was refused. Now a
+/// known field sent twice is refused everywhere, naming it; unknown fields may repeat.
+#[tokio::test]
+async fn a_known_field_sent_twice_is_refused_everywhere() {
+    let (dir, server) = seeded().await;
+    let http = client();
+    let cid = uuid::Uuid::now_v7().to_string();
+    let json_body = |text: String| http.post(server.url("/postback")).header("content-type", "application/json").body(text);
+    let cases: Vec<(&str, reqwest::RequestBuilder, &str)> = vec![
+        ("query bad,real", http.get(server.url(&format!("/postback?offer=shoes&click_id={cid}&token=bad&token={TOKEN}"))), "token"),
+        ("query real,bad", http.get(server.url(&format!("/postback?offer=shoes&click_id={cid}&token={TOKEN}&token=bad"))), "token"),
+        ("query empty,real", http.get(server.url(&format!("/postback?offer=shoes&click_id={cid}&token=&token={TOKEN}"))), "token"),
+        ("form", http.post(server.url("/postback")).form(&[("offer", "shoes"), ("click_id", &cid), ("token", "bad"), ("token", TOKEN)]), "token"),
+        ("json bad,real", json_body(format!(r#"{{"offer":"shoes","click_id":"{cid}","token":"bad","token":"{TOKEN}"}}"#)), "token"),
+        ("json null,real", json_body(format!(r#"{{"offer":"shoes","click_id":"{cid}","token":null,"token":"{TOKEN}"}}"#)), "token"),
+        ("json alias", json_body(format!(r#"{{"offer":"shoes","offer_id":"bags","click_id":"{cid}","token":"{TOKEN}"}}"#)), "offer"),
+        ("json amount", json_body(format!(r#"{{"offer":"shoes","click_id":"{cid}","token":"{TOKEN}","amount":1,"amount":1000}}"#)), "amount"),
+        ("query and body", http.post(server.url(&format!("/postback?offer=bags&token={TOKEN}"))).form(&[("offer", "shoes"), ("click_id", &cid)]), "offer"),
+        ("pixel", http.get(server.url("/p.gif?offer=shoes&amount=1&amount=100")), "amount"),
+        ("adjust query", http.get(server.url(&format!("/adjust?offer=shoes&order_id=A&action=restore&action=refund&token={TOKEN}"))), "action"),
+        ("adjust json", http.post(server.url("/adjust")).bearer_auth(TOKEN).header("content-type", "application/json").body(r#"{"offer":"shoes","order_id":"A","order_id":"B","action":"refund"}"#), "order_id"),
+    ];
+    for (name, req, field) in cases {
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{name}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["field"], field, "{name}: {body}");
+    }
+    // Unknown fields may repeat, and are kept as sent.
+    let r = http.get(server.url(&format!("/postback?offer=shoes&click_id={cid}&order_id=D1&token={TOKEN}&sub=1&sub=2"))).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = json_body(format!(r#"{{"offer":"shoes","click_id":"{cid}","order_id":"D2","token":"{TOKEN}","tag":"a","tag":"b"}}"#)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    server.stop().await;
+    let hits = read_hits(&dir.path().join("lake").display().to_string()).await;
+    assert_eq!(hits.len(), 2, "refused requests record nothing");
+    let d1 = hits.iter().find(|h| h.order_id.as_deref() == Some("D1")).unwrap();
+    assert_eq!(d1.params.as_deref(), Some("sub=1&sub=2"));
+    let d2 = hits.iter().find(|h| h.order_id.as_deref() == Some("D2")).unwrap();
+    assert_eq!(d2.params.as_deref(), Some("tag=a&tag=b"));
+}

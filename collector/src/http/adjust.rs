@@ -22,6 +22,7 @@ struct AdjustInput {
     token: Option<String>,
     fields: AdjustmentFields,
     rest: Vec<String>,
+    seen: Vec<&'static str>,
 }
 
 impl Fields for AdjustInput {
@@ -35,6 +36,14 @@ impl Fields for AdjustInput {
 
     fn rest(&mut self) -> &mut Vec<String> {
         &mut self.rest
+    }
+
+    fn field_name(k: &str) -> Option<&'static str> {
+        known_field(k)
+    }
+
+    fn seen(&mut self) -> &mut Vec<&'static str> {
+        &mut self.seen
     }
 }
 
@@ -63,8 +72,8 @@ pub async fn adjust(
 ) -> Result<Json<Value>, ApiError> {
     let body = body?;
     let mut input = AdjustInput::default();
-    input.extend(body_pairs(&method, &headers, &body, known_field)?);
-    input.extend_query(query.as_deref());
+    input.extend(body_pairs(&method, &headers, &body, known_field)?)?;
+    input.extend_query(query.as_deref())?;
 
     let offer_id = input.offer.as_deref().ok_or_else(|| ApiError::bad("offer", "offer is required"))?;
     let registry = app.registry.get_having(|r| r.offer(offer_id).is_some()).await;

@@ -31,7 +31,7 @@ pub async fn pixel(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let mut input = ConversionInput::default();
-    input.extend_query(query.as_deref());
+    input.extend_query(query.as_deref())?;
     let offer_id = input.offer_id()?;
     let registry = app.registry.get_having(|r| r.offer(offer_id).is_some()).await;
     let offer = registry.offer(offer_id).ok_or_else(|| ApiError::unknown_offer("offer", offer_id))?;

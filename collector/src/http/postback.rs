@@ -25,8 +25,8 @@ pub async fn postback(
 ) -> Result<Json<Value>, ApiError> {
     let body = body?;
     let mut input = ConversionInput::default();
-    input.extend(body_pairs(&method, &headers, &body, known_field)?);
-    input.extend_query(query.as_deref());
+    input.extend(body_pairs(&method, &headers, &body, known_field)?)?;
+    input.extend_query(query.as_deref())?;
 
     let offer_id = input.offer_id()?;
     let registry = app.registry.get_having(|r| r.offer(offer_id).is_some()).await;
