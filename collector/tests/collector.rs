@@ -1539,3 +1539,29 @@ async fn a_known_field_sent_twice_is_refused_everywhere() {
     let d2 = hits.iter().find(|h| h.order_id.as_deref() == Some("D2")).unwrap();
     assert_eq!(d2.params.as_deref(), Some("tag=a&tag=b"));
 }
+
+/// Regression: `/api/links` and `collector links add` took member ids such as
+/// `=HYPERLINK("http://evil")`, a formula for whoever opens an export in a spreadsheet.
+#[tokio::test]
+async fn ids_a_spreadsheet_would_run_as_formulas_are_refused() {
+    let (dir, server) = seeded().await;
+    let lake_url = dir.path().join("lake").display().to_string();
+    let http = client();
+    for member in ["=HYPERLINK(\"http://evil\")", "+1", "-1+2", "@SUM(A1)", "\tx", "\rx"] {
+        let r = http.post(server.url("/api/links")).bearer_auth(ADMIN).json(&json!({"offer_id": "shoes", "member_id": member})).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{member:?}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["field"], "member_id", "{member:?}: {body}");
+    }
+    let r = http.post(server.url("/api/links")).bearer_auth(ADMIN).json(&json!({"offer_id": "shoes", "member_id": "ann@ig-2"})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "an @ or - inside an id is fine");
+    server.stop().await;
+
+    let (ok, _, err) = cli(&lake_url, &["links", "add", "--offer", "shoes", "--member", "=HYPERLINK(\"http://evil\")"]);
+    assert!(!ok && err.contains("member_id"), "{err}");
+    let (ok, _, err) = cli(&lake_url, &["offers", "add", "--offer=@evil", "--destination", "https://a.example.com/", "--token", "t0ken"]);
+    assert!(!ok && err.contains("offer_id"), "{err}");
+    let (ok, out, _) = cli(&lake_url, &["links", "list"]);
+    assert!(ok);
+    assert!(!out.contains("HYPERLINK") && out.contains("ann@ig-2"), "{out}");
+}
