@@ -1565,3 +1565,33 @@ async fn ids_a_spreadsheet_would_run_as_formulas_are_refused() {
     assert!(ok);
     assert!(!out.contains("HYPERLINK") && out.contains("ann@ig-2"), "{out}");
 }
+
+/// `--max-connections`: with every slot taken, a new connection waits (in the kernel's
+/// backlog) until one closes, then is served.
+#[tokio::test]
+async fn max_connections_holds_new_connections_until_a_slot_frees() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake_url = dir.path().join("lake").display().to_string();
+    seed_registry(&Lake::open(&lake_url).unwrap()).await;
+    let mut args = serve_args(&dir.path().join("spool"));
+    args.max_connections = 2;
+    let server = TestServer::start(&lake_url, args).await;
+    let req = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut s = raw(&server).await;
+        s.write_all(req).await.unwrap();
+        let head = read_head(&mut s, Duration::from_secs(5)).await.unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        open.push(s); // kept alive, holding its slot
+    }
+    let mut third = raw(&server).await;
+    third.write_all(req).await.unwrap();
+    assert_eq!(read_head(&mut third, Duration::from_millis(700)).await, None, "served past --max-connections");
+    drop(open.pop());
+    let head = read_head(&mut third, Duration::from_secs(5)).await.expect("served once a slot is free");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    drop(open);
+    drop(third);
+    server.stop().await;
+}
