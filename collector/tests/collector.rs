@@ -685,6 +685,62 @@ async fn full_spool_flushes_at_once_without_waiting_for_the_flush_interval() {
     assert_eq!(got, acked.into_iter().collect::<HashSet<_>>(), "exactly the acknowledged clicks");
 }
 
+/// Regression, with a real full disk: the spool on a 64 KiB tmpfs (mounting one needs
+/// root; skipped otherwise). Writes fail with ENOSPC; each refusal flushes at once, so a
+/// stretch of 503s ends as soon as the lake has the data, not at `--flush-interval`.
+#[tokio::test]
+async fn full_spool_disk_enospc_flushes_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake_url = dir.path().join("lake").display().to_string();
+    seed_registry(&Lake::open(&lake_url).unwrap()).await;
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&spool)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs for the spool (needs root)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(spool.clone());
+    let mut args = serve_args(&spool);
+    args.flush_interval = Duration::from_secs(600);
+    let server = TestServer::start(&lake_url, args).await;
+    let http = client();
+    let mut acked = Vec::new();
+    let mut refused = 0;
+    let mut refused_since: Option<std::time::Instant> = None;
+    while acked.len() < 500 {
+        let r = http.get(server.url("/l/ann1")).send().await.unwrap();
+        match r.status() {
+            StatusCode::FOUND => {
+                acked.push(query_of(r.headers()["location"].to_str().unwrap())["ct_click_id"].clone());
+                refused_since = None;
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                refused += 1;
+                let since = *refused_since.get_or_insert_with(std::time::Instant::now);
+                assert!(since.elapsed() < Duration::from_secs(5), "refused for {:?} with the lake reachable", since.elapsed());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            s => panic!("unexpected {s}"),
+        }
+    }
+    assert!(refused > 0, "500 clicks fill a 64 KiB spool");
+    server.stop().await;
+    let got: HashSet<_> = read_hits(&lake_url).await.into_iter().filter_map(|h| h.click_id).collect();
+    assert_eq!(got, acked.into_iter().collect::<HashSet<_>>(), "exactly the acknowledged clicks");
+}
+
 #[tokio::test]
 async fn leftover_spool_is_uploaded_at_start() {
     let dir = tempfile::tempdir().unwrap();
