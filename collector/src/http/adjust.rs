@@ -10,7 +10,7 @@ use axum::Json;
 use lake::schema::HitKind;
 use serde_json::{json, Value};
 
-use super::fields::{body_pairs, authenticate, Fields};
+use super::fields::{authenticate, body_pairs, Fields};
 use super::{ApiError, Peer, SharedState};
 use crate::adjustment::AdjustmentFields;
 use crate::spool::Durability;

@@ -1,5 +1,5 @@
 //! Request fields shared by the authenticated endpoints (`/postback`, `/adjust`): a query
-//! string, a form body or a JSON body read into ordered pairs, the offer's token checked,
+//! string, a form body or a JSON body read into ordered pairs, the request authenticated,
 //! and the [`Fields`] trait that routes each pair to its slot.
 
 use axum::body::Bytes;

@@ -11,7 +11,7 @@ use lake::schema::HitKind;
 use serde_json::{json, Value};
 
 use super::conversion::{known_field, ConversionInput};
-use super::fields::{body_pairs, authenticate, Fields};
+use super::fields::{authenticate, body_pairs, Fields};
 use super::{ApiError, Peer, SharedState};
 use crate::spool::Durability;
 
