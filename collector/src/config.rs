@@ -176,6 +176,12 @@ pub struct ServeArgs {
     /// Longest time a request may take before it is answered 408
     #[arg(long, env = "CLICKTRAIL_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// Most client connections open at once. When all are taken the collector stops
+    /// accepting until one closes: new connections wait in the kernel's listen backlog
+    /// (answered late, or refused by the kernel once the backlog is full), and open ones
+    /// are served as usual. Keep it under the file-descriptor limit (`ulimit -n`)
+    #[arg(long, env = "CLICKTRAIL_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
     /// On SIGTERM, how long to keep trying to upload the spool before exiting (what is left stays in the spool for the next start)
     #[arg(long, env = "CLICKTRAIL_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,

@@ -11,6 +11,7 @@ pub mod hit;
 pub mod http;
 pub mod import;
 pub mod iphash;
+pub mod lograte;
 pub mod metrics;
 pub mod registry;
 pub mod sink;
@@ -33,6 +34,7 @@ use tower::Service;
 use crate::config::ServeArgs;
 use crate::http::{AppState, ClientAddr, SharedState};
 use crate::iphash::IpHasher;
+use crate::lograte::{LogRate, LOG_PERIOD};
 use crate::metrics::Metrics;
 use crate::registry::RegistryCache;
 use crate::sink::Sink;
@@ -134,15 +136,33 @@ pub async fn serve(listener: TcpListener, collector: Collector, shutdown: impl F
         .max_headers(MAX_HEADERS);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
-    tracing::info!(addr = %listener.local_addr()?, lake = %collector.sink_lake_url(), "collector listening");
+    tracing::info!(addr = %listener.local_addr()?, lake = %collector.sink_lake_url(), max_connections = collector.args.max_connections, "collector listening");
+    // When-full policy of `--max-connections`: a connection holds a slot until it closes;
+    // with none free the loop stops accepting, so new connections wait in the kernel's
+    // listen backlog (and are refused by the kernel once it is full) instead of costing a
+    // file descriptor and a task each.
+    let slots = Arc::new(tokio::sync::Semaphore::new(collector.args.max_connections as usize));
+    static AT_LIMIT: LogRate = LogRate::new(LOG_PERIOD);
+    static ACCEPT_FAILED: LogRate = LogRate::new(LOG_PERIOD);
     loop {
+        if slots.available_permits() == 0 {
+            if let Some(more) = AT_LIMIT.check() {
+                tracing::warn!(max_connections = collector.args.max_connections, times_since_last_line = more, "connection limit reached; new connections wait until one closes");
+            }
+        }
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.context("the connection slots are closed")?,
+            _ = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
                         // Out of file descriptors and the like: back off, keep serving.
-                        tracing::warn!(error = %e, "accept failed");
+                        if let Some(more) = ACCEPT_FAILED.check() {
+                            tracing::warn!(error = %e, failed_since_last_line = more, "accept failed");
+                        }
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
@@ -156,6 +176,7 @@ pub async fn serve(listener: TcpListener, collector: Collector, shutdown: impl F
                 let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
                 tokio::spawn(async move {
                     let _ = conn.await;
+                    drop(slot);
                 });
             }
             _ = &mut shutdown => break,

@@ -48,6 +48,9 @@ pub async fn write_hits_file(lake: &Lake, object: &object_store::path::Path, hit
     Ok(())
 }
 
+/// Least time between two flushes started because the spool refused hits.
+pub const KICK_SPACING: Duration = Duration::from_millis(200);
+
 #[derive(Clone)]
 pub struct Sink {
     lake: Lake,
@@ -123,29 +126,54 @@ impl Sink {
 
     /// Flushes every `interval` until `shutdown` turns true; failed uploads are retried
     /// with a backoff from 1 s up to `interval`, while the spool keeps accepting hits.
+    /// When the spool refuses a hit (full, or its disk is), it flushes at once instead of
+    /// at the next interval, so hits are taken again as soon as the lake has the data;
+    /// while uploads fail, the backoff paces the retries, each of which then flushes.
     pub async fn run(self, interval: Duration, mut shutdown: watch::Receiver<bool>) {
         let min_backoff = Duration::from_secs(1).min(interval);
         let mut backoff = min_backoff;
+        let mut healthy = true;
         let mut next_flush = tokio::time::Instant::now() + interval;
+        let mut last_try = tokio::time::Instant::now();
         // The first pass runs at once: it uploads whatever an earlier process left.
         let mut next_try = tokio::time::Instant::now();
         loop {
+            let (spool, listen) = (&self.spool, healthy);
+            let refused = async move {
+                if listen {
+                    spool.refused().await;
+                } else {
+                    // The backoff retry comes first; it flushes if the spool still refuses.
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
                 _ = tokio::time::sleep_until(next_try) => {}
+                _ = refused => {
+                    // Refusals arrive at request rate: at most one flush per KICK_SPACING.
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(last_try + KICK_SPACING) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    tracing::debug!("spool refuses hits: flushing it to the lake now");
+                }
                 _ = shutdown.changed() => return,
             }
             let now = tokio::time::Instant::now();
-            let flushing = now >= next_flush;
-            let result = if flushing { self.flush().await } else { self.upload_sealed().await };
-            if flushing {
+            last_try = now;
+            let scheduled = now >= next_flush;
+            let result = if scheduled || self.spool.is_refusing() { self.flush().await } else { self.upload_sealed().await };
+            if scheduled {
                 next_flush = now + interval;
             }
             match result {
                 Ok(_) => {
+                    healthy = true;
                     backoff = min_backoff;
                     next_try = next_flush;
                 }
                 Err(e) => {
+                    healthy = false;
                     self.metrics.upload_failed();
                     tracing::warn!(error = %e, retry_in = ?backoff, "upload to the lake failed; hits stay in the spool");
                     next_try = (now + backoff).min(next_flush);

@@ -9,6 +9,9 @@ mod util;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
 use lake::schema::HitKind;
 use lake::Lake;
 use reqwest::StatusCode;
@@ -130,6 +133,37 @@ async fn head_and_unknown_links_record_nothing() {
     }
     server.stop().await;
     assert!(read_hits(&dir.path().join("lake").display().to_string()).await.is_empty());
+}
+
+/// Regression: axum answers `HEAD` with the `GET` handler, so `HEAD /p.gif`, `/postback`
+/// and `/adjust` used to record hits.
+#[tokio::test]
+async fn head_records_nothing_on_any_endpoint() {
+    let (dir, server) = seeded().await;
+    let http = client();
+    let cid = uuid::Uuid::now_v7().to_string();
+    let pixel = http.head(server.url(&format!("/p.gif?offer=shoes&amount=1&click_id={cid}"))).send().await.unwrap();
+    assert_eq!(pixel.status(), StatusCode::OK);
+    assert_eq!(pixel.headers()["content-type"], "image/gif");
+    assert_eq!(pixel.headers()["cache-control"], "no-store");
+    assert!(pixel.bytes().await.unwrap().is_empty());
+    // Checked like a GET.
+    assert_eq!(http.head(server.url("/p.gif?offer=nope")).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    for path in [
+        format!("/postback?offer=shoes&click_id={cid}&amount=1&token={TOKEN}"),
+        format!("/adjust?offer=shoes&order_id=A-1&action=refund&token={TOKEN}"),
+    ] {
+        let r = http.head(server.url(&path)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        assert_eq!(r.headers()["allow"], "GET, POST", "{path}");
+    }
+    assert_eq!(http.head(server.url("/l/ann1")).send().await.unwrap().status(), StatusCode::FOUND);
+    let m = http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for kind in ["click", "pixel", "postback", "adjustment"] {
+        assert!(m.contains(&format!("clicktrail_hits_total{{kind=\"{kind}\"}} 0")), "{kind}: {m}");
+    }
+    server.stop().await;
+    assert!(read_hits(&dir.path().join("lake").display().to_string()).await.is_empty(), "HEAD records nothing");
 }
 
 #[tokio::test]
@@ -299,7 +333,7 @@ async fn postback_forms_tokens_and_errors() {
         (http.get(server.url(&format!("/postback?offer=shoes&click_id={cid}"))), StatusCode::UNAUTHORIZED, None),
         (http.get(server.url(&format!("/postback?offer=shoes&click_id={cid}&token=wrong-token"))), StatusCode::UNAUTHORIZED, None),
         (http.get(server.url(&format!("/postback?offer=shoes&click_id={cid}"))).bearer_auth("wrong"), StatusCode::UNAUTHORIZED, None),
-        (http.get(server.url(&format!("/postback?offer=nope&click_id={cid}&token={TOKEN}"))), StatusCode::NOT_FOUND, Some("offer")),
+        (http.get(server.url(&format!("/postback?offer=nope&click_id={cid}&token={TOKEN}"))), StatusCode::UNAUTHORIZED, None),
         (http.get(server.url(&format!("/postback?click_id={cid}&token={TOKEN}"))), StatusCode::BAD_REQUEST, Some("offer")),
         (http.get(server.url(&format!("/postback?offer=shoes&token={TOKEN}"))), StatusCode::BAD_REQUEST, Some("click_id")),
         (http.get(server.url(&format!("/postback?offer=shoes&click_id=abc&token={TOKEN}"))), StatusCode::BAD_REQUEST, Some("click_id")),
@@ -492,8 +526,36 @@ async fn health_metrics_and_limits() {
     assert_eq!(read_hits(&dir.path().join("lake").display().to_string()).await.len(), 2);
 }
 
+/// Captures what the collector logs on this thread (the test's current-thread runtime runs
+/// the server's handlers) at WARN and above.
+fn capture_warnings() -> (std::sync::Arc<std::sync::Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
+    struct W(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for W {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || W(sink.clone()))
+        .finish();
+    (buf, tracing::subscriber::set_default(subscriber))
+}
+
+fn count_lines(buf: &std::sync::Mutex<Vec<u8>>, needle: &str) -> usize {
+    String::from_utf8_lossy(&buf.lock().unwrap()).lines().filter(|l| l.contains(needle)).count()
+}
+
 #[tokio::test]
 async fn full_spool_refuses_with_503_and_recovers() {
+    let (logs, _guard) = capture_warnings();
     let dir = tempfile::tempdir().unwrap();
     let lake_url = dir.path().join("lake").display().to_string();
     seed_registry(&Lake::open(&lake_url).unwrap()).await;
@@ -504,6 +566,9 @@ async fn full_spool_refuses_with_503_and_recovers() {
     std::fs::write(dir.path().join("lake/hits"), b"in the way").unwrap();
     let server = TestServer::start(&lake_url, args).await;
     let http = client();
+    let ready = http.get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    assert_eq!(ready.json::<Value>().await.unwrap()["status"], "ready");
     let mut acked = Vec::new();
     let mut refused = 0;
     for _ in 0..20 {
@@ -522,6 +587,27 @@ async fn full_spool_refuses_with_503_and_recovers() {
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     let m = http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(m.contains("clicktrail_rejects_total{reason=\"spool_full\"}"), "{m}");
+
+    // Regression: /healthz said ok while every hit got 503. /readyz says why hits are
+    // refused; /healthz stays liveness (200) and tells readiness in a field.
+    let r = http.get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["status"], "unavailable");
+    assert!(body["reason"].as_str().unwrap().contains("spool is full"), "{body}");
+    let h = http.get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(h.status(), StatusCode::OK);
+    assert_eq!(h.json::<Value>().await.unwrap()["ready"], false);
+
+    // Regression: every refused hit logged a line (39k lines in 40 s). Now one a second.
+    let before = count_lines(&logs, "cannot be stored");
+    let burst = std::time::Instant::now();
+    for _ in 0..40 {
+        assert_eq!(http.get(server.url("/l/ann1")).send().await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let lines = count_lines(&logs, "cannot be stored") - before;
+    assert!(lines <= 2 + burst.elapsed().as_secs() as usize, "{lines} lines for 40 refusals");
+
     // The store comes back: everything acknowledged reaches the lake and the spool drains.
     std::fs::remove_file(dir.path().join("lake/hits")).unwrap();
     let start = std::time::Instant::now();
@@ -534,12 +620,125 @@ async fn full_spool_refuses_with_503_and_recovers() {
         assert!(start.elapsed() < Duration::from_secs(15), "spool never drained");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    loop {
+        if http.get(server.url("/readyz")).send().await.unwrap().status() == StatusCode::OK {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "never ready again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     server.stop().await;
     let hits = read_hits(&lake_url).await;
     let got: Vec<_> = hits.iter().filter_map(|h| h.click_id.clone()).collect();
     let got_set: HashSet<_> = got.iter().cloned().collect();
     assert_eq!(got.len(), got_set.len(), "no duplicates");
     assert_eq!(got_set, acked.into_iter().collect::<HashSet<_>>(), "exactly the acknowledged clicks");
+}
+
+/// Regression: once the spool was full, every hit got 503 until the next scheduled flush
+/// (up to `--flush-interval`) although the lake was reachable. A refusal now flushes at once.
+#[tokio::test]
+async fn full_spool_flushes_at_once_without_waiting_for_the_flush_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake_url = dir.path().join("lake").display().to_string();
+    seed_registry(&Lake::open(&lake_url).unwrap()).await;
+    let mut args = serve_args(&dir.path().join("spool"));
+    args.spool_max_bytes = 2000;
+    args.flush_interval = Duration::from_secs(600);
+    let server = TestServer::start(&lake_url, args).await;
+    let http = client();
+    let click = || async {
+        let r = http.get(server.url("/l/ann1")).send().await.unwrap();
+        match r.status() {
+            StatusCode::FOUND => Some(query_of(r.headers()["location"].to_str().unwrap())["ct_click_id"].clone()),
+            StatusCode::SERVICE_UNAVAILABLE => None,
+            s => panic!("unexpected {s}"),
+        }
+    };
+    let mut acked = Vec::new();
+    let mut refused = false;
+    for _ in 0..50 {
+        match click().await {
+            Some(id) => acked.push(id),
+            None => {
+                refused = true;
+                break;
+            }
+        }
+    }
+    assert!(refused, "a 2000-byte spool fills within 50 clicks");
+    let start = std::time::Instant::now();
+    let mut taken = 0;
+    // Fills and is flushed again several times, each refusal brief.
+    while taken < 30 {
+        match click().await {
+            Some(id) => {
+                acked.push(id);
+                taken += 1;
+            }
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "still refusing after {:?} ({taken} taken)", start.elapsed());
+    }
+    server.stop().await;
+    let got: HashSet<_> = read_hits(&lake_url).await.into_iter().filter_map(|h| h.click_id).collect();
+    assert_eq!(got, acked.into_iter().collect::<HashSet<_>>(), "exactly the acknowledged clicks");
+}
+
+/// Regression, with a real full disk: the spool on a 64 KiB tmpfs (mounting one needs
+/// root; skipped otherwise). Writes fail with ENOSPC; each refusal flushes at once, so a
+/// stretch of 503s ends as soon as the lake has the data, not at `--flush-interval`.
+#[tokio::test]
+async fn full_spool_disk_enospc_flushes_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake_url = dir.path().join("lake").display().to_string();
+    seed_registry(&Lake::open(&lake_url).unwrap()).await;
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&spool)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs for the spool (needs root)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(spool.clone());
+    let mut args = serve_args(&spool);
+    args.flush_interval = Duration::from_secs(600);
+    let server = TestServer::start(&lake_url, args).await;
+    let http = client();
+    let mut acked = Vec::new();
+    let mut refused = 0;
+    let mut refused_since: Option<std::time::Instant> = None;
+    while acked.len() < 500 {
+        let r = http.get(server.url("/l/ann1")).send().await.unwrap();
+        match r.status() {
+            StatusCode::FOUND => {
+                acked.push(query_of(r.headers()["location"].to_str().unwrap())["ct_click_id"].clone());
+                refused_since = None;
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                refused += 1;
+                let since = *refused_since.get_or_insert_with(std::time::Instant::now);
+                assert!(since.elapsed() < Duration::from_secs(5), "refused for {:?} with the lake reachable", since.elapsed());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            s => panic!("unexpected {s}"),
+        }
+    }
+    assert!(refused > 0, "500 clicks fill a 64 KiB spool");
+    server.stop().await;
+    let got: HashSet<_> = read_hits(&lake_url).await.into_iter().filter_map(|h| h.click_id).collect();
+    assert_eq!(got, acked.into_iter().collect::<HashSet<_>>(), "exactly the acknowledged clicks");
 }
 
 #[tokio::test]
@@ -939,7 +1138,7 @@ async fn adjust_records_refunds_rejects_and_restores_once_durable() {
         (http.get(q("offer=shoes&order_id=A&action=refund&adjustment_id=a%07b")), StatusCode::BAD_REQUEST, Some("adjustment_id")),
         (http.post(server.url("/adjust")).bearer_auth(TOKEN).json(&json!({"offer": "shoes", "order_id": "A", "action": true})), StatusCode::BAD_REQUEST, Some("action")),
         (http.post(server.url("/adjust")).bearer_auth(TOKEN).header("content-type", "application/json").body("{nope"), StatusCode::BAD_REQUEST, Some("body")),
-        (http.get(q("offer=nope&order_id=A&action=refund")), StatusCode::NOT_FOUND, Some("offer")),
+        (http.get(q("offer=nope&order_id=A&action=refund")), StatusCode::UNAUTHORIZED, None),
         (http.get(server.url("/adjust?offer=shoes&order_id=A&action=refund")), StatusCode::UNAUTHORIZED, None),
         (http.get(server.url("/adjust?offer=shoes&order_id=A&action=refund&token=wrong")), StatusCode::UNAUTHORIZED, None),
         (http.get(server.url("/adjust?offer=shoes&order_id=A&action=refund")).bearer_auth("wrong"), StatusCode::UNAUTHORIZED, None),
@@ -1302,4 +1501,208 @@ async fn concurrent_imports_of_overlapping_files_write_each_adjustment_id_once()
     assert_eq!(ledger.len(), 2);
     assert_eq!(ledger.iter().map(|i| i.rows).sum::<u64>(), 5);
     assert_eq!(hits_files(&lake_dir).len(), 2, "files of imports that lost the race are deleted");
+}
+
+/// Opens a raw TCP connection to a test server (for requests reqwest will not send).
+async fn raw(server: &TestServer) -> TcpStream {
+    TcpStream::connect(server.base.trim_start_matches("http://")).await.unwrap()
+}
+
+/// Reads a response head (through the blank line), or `None` if none comes within `wait`.
+async fn read_head(stream: &mut TcpStream, wait: Duration) -> Option<String> {
+    let mut buf = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(wait, read).await.ok()?;
+    (!buf.is_empty()).then(|| String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// Regression: a malformed chunk size got 413 (not 400); `Expect: 100-continue` with a
+/// `Content-Length` over the limit got `100 Continue` before its 413; a `Content-Length`
+/// of 10¹² with a short body got 408 after the request timeout instead of 413 at once.
+#[tokio::test]
+async fn body_limits_are_checked_before_the_body_is_read() {
+    let (dir, server) = seeded().await;
+    let form = "Content-Type: application/x-www-form-urlencoded";
+    let auth = format!("Authorization: Bearer {TOKEN}");
+
+    let mut s = raw(&server).await;
+    let req = format!("POST /postback HTTP/1.1\r\nHost: t\r\n{auth}\r\n{form}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\noffer=shoes\r\n0\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let head = read_head(&mut s, Duration::from_secs(5)).await.expect("an answer to a malformed chunk size");
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+
+    for path in ["/postback", "/adjust", "/api/links"] {
+        let mut s = raw(&server).await;
+        let req = format!("POST {path} HTTP/1.1\r\nHost: t\r\n{auth}\r\n{form}\r\nContent-Length: 20000\r\nExpect: 100-continue\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let head = read_head(&mut s, Duration::from_secs(5)).await.expect("an answer without the body");
+        assert!(head.starts_with("HTTP/1.1 413"), "{path}: no 100 Continue for a body that will be refused: {head}");
+    }
+
+    let mut s = raw(&server).await;
+    let started = std::time::Instant::now();
+    let req = format!("POST /postback HTTP/1.1\r\nHost: t\r\n{auth}\r\n{form}\r\nContent-Length: 1000000000000\r\n\r\noffer=shoes");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let head = read_head(&mut s, Duration::from_secs(5)).await.expect("an answer before the request timeout");
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+
+    // A well-formed chunked body within the limit is taken.
+    let cid = uuid::Uuid::now_v7().to_string();
+    let body = format!("offer=shoes&click_id={cid}&order_id=CH1");
+    let mut s = raw(&server).await;
+    let req = format!("POST /postback HTTP/1.1\r\nHost: t\r\n{auth}\r\n{form}\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+    s.write_all(req.as_bytes()).await.unwrap();
+    let head = read_head(&mut s, Duration::from_secs(5)).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+
+    let m = client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(m.contains("clicktrail_rejects_total{reason=\"too_large\"} 4"), "{m}");
+    server.stop().await;
+    let hits = read_hits(&dir.path().join("lake").display().to_string()).await;
+    assert_eq!(hits.iter().filter_map(|h| h.order_id.as_deref()).collect::<Vec<_>>(), ["CH1"]);
+}
+
+/// Regression: the offer was looked up before authentication, so a caller without a token
+/// could tell real offer ids (401) from others (404) on the token-authenticated endpoints.
+#[tokio::test]
+async fn unknown_offers_and_bad_tokens_get_the_same_answer() {
+    let (dir, server) = seeded().await;
+    let http = client();
+    let cid = uuid::Uuid::now_v7().to_string();
+    let answer = |r: reqwest::Response| async move {
+        let status = r.status();
+        let auth = r.headers().get("www-authenticate").cloned();
+        (status, auth, r.text().await.unwrap())
+    };
+    for (unknown, bad) in [
+        (format!("/postback?offer=nope&click_id={cid}&token={TOKEN}"), format!("/postback?offer=shoes&click_id={cid}&token=wrong")),
+        (format!("/adjust?offer=nope&order_id=A&action=refund&token={TOKEN}"), "/adjust?offer=shoes&order_id=A&action=refund&token=wrong".to_string()),
+        // A token of another length than the real one: refused the same way.
+        (format!("/postback?offer=nope&click_id={cid}&token=x"), format!("/postback?offer=shoes&click_id={cid}&token={TOKEN}{TOKEN}")),
+    ] {
+        let u = answer(http.get(server.url(&unknown)).send().await.unwrap()).await;
+        let b = answer(http.get(server.url(&bad)).send().await.unwrap()).await;
+        assert_eq!(u.0, StatusCode::UNAUTHORIZED, "{unknown}");
+        assert_eq!(u, b, "{unknown} vs {bad}");
+        let json = http.post(server.url(unknown.split('?').next().unwrap())).bearer_auth(TOKEN).json(&json!({"offer": "nope", "click_id": cid, "order_id": "A", "action": "refund"})).send().await.unwrap();
+        assert_eq!(answer(json).await, b, "bearer token, JSON body");
+    }
+    // Without a token the answer does not depend on the offer either.
+    let u = answer(http.get(server.url(&format!("/postback?offer=nope&click_id={cid}"))).send().await.unwrap()).await;
+    let k = answer(http.get(server.url(&format!("/postback?offer=shoes&click_id={cid}"))).send().await.unwrap()).await;
+    assert_eq!((u.0, &u), (StatusCode::UNAUTHORIZED, &k));
+    // The pixel is unauthenticated by design, and links are public: 404 there.
+    assert_eq!(http.get(server.url("/p.gif?offer=nope")).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(http.get(server.url("/l/nope")).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    server.stop().await;
+    assert!(read_hits(&dir.path().join("lake").display().to_string()).await.is_empty());
+}
+
+/// Regression: query and form kept the first of two equal fields and JSON the last, so
+/// `{"token":"bad","token":"<real>"}` was accepted where the query form was refused. Now a
+/// known field sent twice is refused everywhere, naming it; unknown fields may repeat.
+#[tokio::test]
+async fn a_known_field_sent_twice_is_refused_everywhere() {
+    let (dir, server) = seeded().await;
+    let http = client();
+    let cid = uuid::Uuid::now_v7().to_string();
+    let json_body = |text: String| http.post(server.url("/postback")).header("content-type", "application/json").body(text);
+    let cases: Vec<(&str, reqwest::RequestBuilder, &str)> = vec![
+        ("query bad,real", http.get(server.url(&format!("/postback?offer=shoes&click_id={cid}&token=bad&token={TOKEN}"))), "token"),
+        ("query real,bad", http.get(server.url(&format!("/postback?offer=shoes&click_id={cid}&token={TOKEN}&token=bad"))), "token"),
+        ("query empty,real", http.get(server.url(&format!("/postback?offer=shoes&click_id={cid}&token=&token={TOKEN}"))), "token"),
+        ("form", http.post(server.url("/postback")).form(&[("offer", "shoes"), ("click_id", &cid), ("token", "bad"), ("token", TOKEN)]), "token"),
+        ("json bad,real", json_body(format!(r#"{{"offer":"shoes","click_id":"{cid}","token":"bad","token":"{TOKEN}"}}"#)), "token"),
+        ("json null,real", json_body(format!(r#"{{"offer":"shoes","click_id":"{cid}","token":null,"token":"{TOKEN}"}}"#)), "token"),
+        ("json alias", json_body(format!(r#"{{"offer":"shoes","offer_id":"bags","click_id":"{cid}","token":"{TOKEN}"}}"#)), "offer"),
+        ("json amount", json_body(format!(r#"{{"offer":"shoes","click_id":"{cid}","token":"{TOKEN}","amount":1,"amount":1000}}"#)), "amount"),
+        ("query and body", http.post(server.url(&format!("/postback?offer=bags&token={TOKEN}"))).form(&[("offer", "shoes"), ("click_id", &cid)]), "offer"),
+        ("pixel", http.get(server.url("/p.gif?offer=shoes&amount=1&amount=100")), "amount"),
+        ("adjust query", http.get(server.url(&format!("/adjust?offer=shoes&order_id=A&action=restore&action=refund&token={TOKEN}"))), "action"),
+        ("adjust json", http.post(server.url("/adjust")).bearer_auth(TOKEN).header("content-type", "application/json").body(r#"{"offer":"shoes","order_id":"A","order_id":"B","action":"refund"}"#), "order_id"),
+    ];
+    for (name, req, field) in cases {
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{name}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["field"], field, "{name}: {body}");
+    }
+    // Unknown fields may repeat, and are kept as sent.
+    let r = http.get(server.url(&format!("/postback?offer=shoes&click_id={cid}&order_id=D1&token={TOKEN}&sub=1&sub=2"))).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = json_body(format!(r#"{{"offer":"shoes","click_id":"{cid}","order_id":"D2","token":"{TOKEN}","tag":"a","tag":"b"}}"#)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    server.stop().await;
+    let hits = read_hits(&dir.path().join("lake").display().to_string()).await;
+    assert_eq!(hits.len(), 2, "refused requests record nothing");
+    let d1 = hits.iter().find(|h| h.order_id.as_deref() == Some("D1")).unwrap();
+    assert_eq!(d1.params.as_deref(), Some("sub=1&sub=2"));
+    let d2 = hits.iter().find(|h| h.order_id.as_deref() == Some("D2")).unwrap();
+    assert_eq!(d2.params.as_deref(), Some("tag=a&tag=b"));
+}
+
+/// Regression: `/api/links` and `collector links add` took member ids such as
+/// `=HYPERLINK("http://evil")`, a formula for whoever opens an export in a spreadsheet.
+#[tokio::test]
+async fn ids_a_spreadsheet_would_run_as_formulas_are_refused() {
+    let (dir, server) = seeded().await;
+    let lake_url = dir.path().join("lake").display().to_string();
+    let http = client();
+    for member in ["=HYPERLINK(\"http://evil\")", "+1", "-1+2", "@SUM(A1)", "\tx", "\rx"] {
+        let r = http.post(server.url("/api/links")).bearer_auth(ADMIN).json(&json!({"offer_id": "shoes", "member_id": member})).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{member:?}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["field"], "member_id", "{member:?}: {body}");
+    }
+    let r = http.post(server.url("/api/links")).bearer_auth(ADMIN).json(&json!({"offer_id": "shoes", "member_id": "ann@ig-2"})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "an @ or - inside an id is fine");
+    server.stop().await;
+
+    let (ok, _, err) = cli(&lake_url, &["links", "add", "--offer", "shoes", "--member", "=HYPERLINK(\"http://evil\")"]);
+    assert!(!ok && err.contains("member_id"), "{err}");
+    let (ok, _, err) = cli(&lake_url, &["offers", "add", "--offer=@evil", "--destination", "https://a.example.com/", "--token", "t0ken"]);
+    assert!(!ok && err.contains("offer_id"), "{err}");
+    let (ok, out, _) = cli(&lake_url, &["links", "list"]);
+    assert!(ok);
+    assert!(!out.contains("HYPERLINK") && out.contains("ann@ig-2"), "{out}");
+}
+
+/// `--max-connections`: with every slot taken, a new connection waits (in the kernel's
+/// backlog) until one closes, then is served.
+#[tokio::test]
+async fn max_connections_holds_new_connections_until_a_slot_frees() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake_url = dir.path().join("lake").display().to_string();
+    seed_registry(&Lake::open(&lake_url).unwrap()).await;
+    let mut args = serve_args(&dir.path().join("spool"));
+    args.max_connections = 2;
+    let server = TestServer::start(&lake_url, args).await;
+    let req = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut s = raw(&server).await;
+        s.write_all(req).await.unwrap();
+        let head = read_head(&mut s, Duration::from_secs(5)).await.unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        open.push(s); // kept alive, holding its slot
+    }
+    let mut third = raw(&server).await;
+    third.write_all(req).await.unwrap();
+    assert_eq!(read_head(&mut third, Duration::from_millis(700)).await, None, "served past --max-connections");
+    drop(open.pop());
+    let head = read_head(&mut third, Duration::from_secs(5)).await.expect("served once a slot is free");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    drop(open);
+    drop(third);
+    server.stop().await;
 }

@@ -95,10 +95,26 @@ pub fn is_valid_code(code: &str) -> bool {
         && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// Offer and member ids: 1 to 128 characters, no control characters, no surrounding spaces.
+/// First characters a spreadsheet takes for a formula (tab and CR, also dangerous there,
+/// are control characters, refused anywhere in an id).
+pub const FORMULA_LEADS: [char; 4] = ['=', '+', '-', '@'];
+
+/// Offer and member ids: 1 to 128 characters, no control characters, no surrounding spaces,
+/// and not starting with [`FORMULA_LEADS`], so that an id like `=HYPERLINK("…")` never
+/// becomes a formula in a spreadsheet opening an export. Every new id must pass this.
 pub fn is_valid_id(id: &str) -> bool {
+    is_readable_id(id) && !id.starts_with(FORMULA_LEADS)
+}
+
+/// The rule registry files are read with: [`is_valid_id`] without the formula rule, which
+/// came later, so that a file holding an id created before it still loads (a refused file
+/// would stop every link on the lake) while no such id can be created any more.
+pub fn is_readable_id(id: &str) -> bool {
     (1..=128).contains(&id.chars().count()) && !id.chars().any(char::is_control) && id.trim() == id
 }
+
+/// What an id must be, for messages.
+const ID_RULE: &str = "1 to 128 printable characters, not starting with = + - or @";
 
 /// A destination must be an absolute http(s) URL with a host.
 pub fn validate_destination(url_text: &str) -> Result<url::Url, String> {
@@ -118,9 +134,14 @@ pub fn generate_code() -> String {
 }
 
 impl Offer {
+    /// Checks a new or changed offer.
     pub fn validate(&self) -> Result<(), String> {
-        if !is_valid_id(&self.offer_id) {
-            return Err(format!("offer_id {:?} must be 1 to 128 printable characters", self.offer_id));
+        self.check(is_valid_id)
+    }
+
+    fn check(&self, id_ok: fn(&str) -> bool) -> Result<(), String> {
+        if !id_ok(&self.offer_id) {
+            return Err(format!("offer_id {:?} must be {ID_RULE}", self.offer_id));
         }
         validate_destination(&self.destination_url)?;
         // Empty: the offer takes no postbacks (browser conversions only).
@@ -147,15 +168,20 @@ impl Offer {
 }
 
 impl Link {
+    /// Checks a new link.
     pub fn validate(&self) -> Result<(), String> {
+        self.check(is_valid_id)
+    }
+
+    fn check(&self, id_ok: fn(&str) -> bool) -> Result<(), String> {
         if !is_valid_code(&self.code) {
             return Err(format!("code {:?} must match [A-Za-z0-9_-]{{1,64}}", self.code));
         }
-        if !is_valid_id(&self.offer_id) {
-            return Err(format!("offer_id {:?} must be 1 to 128 printable characters", self.offer_id));
+        if !id_ok(&self.offer_id) {
+            return Err(format!("offer_id {:?} must be {ID_RULE}", self.offer_id));
         }
-        if !is_valid_id(&self.member_id) {
-            return Err(format!("member_id {:?} must be 1 to 128 printable characters", self.member_id));
+        if !id_ok(&self.member_id) {
+            return Err(format!("member_id {:?} must be {ID_RULE}", self.member_id));
         }
         if !self.destination_url.is_empty() {
             validate_destination(&self.destination_url)?;
@@ -224,7 +250,7 @@ pub fn parse_offers(bytes: &[u8]) -> Result<Vec<Offer>, LakeError> {
                 c => c.to_ascii_lowercase(),
             },
         };
-        offer.validate().map_err(|reason| LakeError::Registry { file: FILE.into(), line, reason })?;
+        offer.check(is_readable_id).map_err(|reason| LakeError::Registry { file: FILE.into(), line, reason })?;
         out.push(offer);
     }
     Ok(out)
@@ -247,7 +273,7 @@ pub fn parse_links(bytes: &[u8]) -> Result<Vec<Link>, LakeError> {
             destination_url: field(&rec, idx[3]).to_string(),
             created_at: field(&rec, idx[4]).to_string(),
         };
-        link.validate().map_err(|reason| LakeError::Registry { file: FILE.into(), line, reason })?;
+        link.check(is_readable_id).map_err(|reason| LakeError::Registry { file: FILE.into(), line, reason })?;
         out.push(link);
     }
     Ok(out)
@@ -318,12 +344,17 @@ impl CommissionRule {
         (&self.offer_id, &self.member_id, &self.event, &self.valid_from)
     }
 
+    /// Checks a new rule.
     pub fn validate(&self) -> Result<(), String> {
-        if !is_valid_id(&self.offer_id) {
-            return Err(format!("offer_id {:?} must be 1 to 128 printable characters", self.offer_id));
+        self.check(is_valid_id)
+    }
+
+    fn check(&self, id_ok: fn(&str) -> bool) -> Result<(), String> {
+        if !id_ok(&self.offer_id) {
+            return Err(format!("offer_id {:?} must be {ID_RULE}", self.offer_id));
         }
-        if !self.member_id.is_empty() && !is_valid_id(&self.member_id) {
-            return Err(format!("member_id {:?} must be empty or 1 to 128 printable characters", self.member_id));
+        if !self.member_id.is_empty() && !id_ok(&self.member_id) {
+            return Err(format!("member_id {:?} must be empty or {ID_RULE}", self.member_id));
         }
         if !self.event.is_empty() && !crate::schema::is_valid_event(&self.event) {
             return Err(format!("event {:?} must be empty, click, or match [a-z0-9_]{{1,32}}", self.event));
@@ -367,7 +398,7 @@ pub fn parse_commissions(bytes: &[u8]) -> Result<Vec<CommissionRule>, LakeError>
             flat: field(&rec, idx[4]).to_string(),
             valid_from: field(&rec, idx[5]).to_string(),
         };
-        rule.validate().map_err(|reason| LakeError::Registry { file: FILE.into(), line, reason })?;
+        rule.check(is_readable_id).map_err(|reason| LakeError::Registry { file: FILE.into(), line, reason })?;
         let (o, m, e, v) = rule.identity();
         let key = (o.to_string(), m.to_string(), e.to_string(), v.to_string());
         if let Some(first) = seen.get(&key) {
@@ -597,6 +628,33 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_a_spreadsheet_would_take_for_formulas_are_refused_for_new_records_only() {
+        for bad in ["=HYPERLINK(\"http://evil\")", "+1", "-2+3", "@SUM(A1)", "\tx", "\rx", "a\tb", " ann", ""] {
+            assert!(!is_valid_id(bad), "{bad:?}");
+        }
+        for good in ["ann", "bob", "sneakers", "newsletter", "Ann Smith", "a=b", "x-1", "ann@ig", "élodie"] {
+            assert!(is_valid_id(good), "{good:?}");
+        }
+        let link = Link::new("c1".into(), "shoes".into(), "=HYPERLINK(\"http://evil\")".into(), None, chrono::Utc::now());
+        assert!(link.validate().unwrap_err().starts_with("member_id"));
+        // A file written before the rule still loads: refusing it would stop every link.
+        let legacy = b"code,offer_id,member_id,destination_url,created_at\nc1,shoes,-ann,,2026-01-01T00:00:00Z\n";
+        assert_eq!(parse_links(legacy).unwrap()[0].member_id, "-ann");
+    }
+
+    #[test]
+    fn the_sample_registry_passes_the_rules_for_new_records() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/registry");
+        let offers = parse_offers(&std::fs::read(dir.join("offers.csv")).unwrap()).unwrap();
+        let links = parse_links(&std::fs::read(dir.join("links.csv")).unwrap()).unwrap();
+        let rules = parse_commissions(&std::fs::read(dir.join("commissions.csv")).unwrap()).unwrap();
+        assert!(!offers.is_empty() && !links.is_empty() && !rules.is_empty());
+        offers.iter().for_each(|o| o.validate().unwrap());
+        links.iter().for_each(|l| l.validate().unwrap());
+        rules.iter().for_each(|r| r.validate().unwrap());
+    }
 
     #[test]
     fn hand_written_offers_short_rows_and_short_tokens_read() {

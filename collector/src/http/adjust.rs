@@ -10,7 +10,7 @@ use axum::Json;
 use lake::schema::HitKind;
 use serde_json::{json, Value};
 
-use super::fields::{body_pairs, check_token, Fields};
+use super::fields::{authenticate, body_pairs, Fields};
 use super::{ApiError, Peer, SharedState};
 use crate::adjustment::AdjustmentFields;
 use crate::spool::Durability;
@@ -22,6 +22,7 @@ struct AdjustInput {
     token: Option<String>,
     fields: AdjustmentFields,
     rest: Vec<String>,
+    seen: Vec<&'static str>,
 }
 
 impl Fields for AdjustInput {
@@ -35,6 +36,14 @@ impl Fields for AdjustInput {
 
     fn rest(&mut self) -> &mut Vec<String> {
         &mut self.rest
+    }
+
+    fn field_name(k: &str) -> Option<&'static str> {
+        known_field(k)
+    }
+
+    fn seen(&mut self) -> &mut Vec<&'static str> {
+        &mut self.seen
     }
 }
 
@@ -63,13 +72,12 @@ pub async fn adjust(
 ) -> Result<Json<Value>, ApiError> {
     let body = body?;
     let mut input = AdjustInput::default();
-    input.extend(body_pairs(&method, &headers, &body, known_field)?);
-    input.extend_query(query.as_deref());
+    input.extend(body_pairs(&method, &headers, &body, known_field)?)?;
+    input.extend_query(query.as_deref())?;
 
     let offer_id = input.offer.as_deref().ok_or_else(|| ApiError::bad("offer", "offer is required"))?;
     let registry = app.registry.get_having(|r| r.offer(offer_id).is_some()).await;
-    let offer = registry.offer(offer_id).ok_or_else(|| ApiError::unknown_offer("offer", offer_id))?;
-    check_token(offer, input.token.as_deref(), &headers)?;
+    let offer = authenticate(&registry, offer_id, input.token.as_deref(), &headers)?;
     let mut hit = app.new_hit(HitKind::Adjustment, offer.offer_id.clone(), &headers, peer);
     input.fields.apply(offer, &mut hit)?;
     hit.params = super::join_params(&input.rest);

@@ -24,6 +24,7 @@ pub struct ConversionInput {
     pub coupon: Option<String>,
     pub token: Option<String>,
     pub rest: Vec<String>,
+    seen: Vec<&'static str>,
 }
 
 impl Fields for ConversionInput {
@@ -43,6 +44,14 @@ impl Fields for ConversionInput {
 
     fn rest(&mut self) -> &mut Vec<String> {
         &mut self.rest
+    }
+
+    fn field_name(k: &str) -> Option<&'static str> {
+        known_field(k)
+    }
+
+    fn seen(&mut self) -> &mut Vec<&'static str> {
+        &mut self.seen
     }
 }
 

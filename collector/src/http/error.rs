@@ -5,6 +5,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::lograte::{LogRate, LOG_PERIOD};
 use crate::registry::RegistryError;
 use crate::spool::SpoolError;
 
@@ -58,11 +59,16 @@ impl From<SpoolError> for ApiError {
     }
 }
 
-/// A body that could not be read: over the limit (413) or otherwise malformed (400).
+/// A body that could not be read: over the limit (413) or otherwise malformed (400: a bad
+/// chunk size or a cut-off chunked body, for instance).
 impl From<axum::extract::rejection::BytesRejection> for ApiError {
     fn from(e: axum::extract::rejection::BytesRejection) -> ApiError {
+        use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
         match e {
-            axum::extract::rejection::BytesRejection::FailedToBufferBody(_) => ApiError::TooLarge,
+            BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => ApiError::TooLarge,
+            BytesRejection::FailedToBufferBody(FailedToBufferBody::UnknownBodyError(e)) => {
+                ApiError::bad("body", format!("the request body is malformed: {}", e.body_text()))
+            }
             other => ApiError::bad("body", other.body_text()),
         }
     }
@@ -102,7 +108,11 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(m) | ApiError::Conflict(m) => json!({ "error": m }),
             ApiError::TooLarge => json!({ "error": "request body is over 16 KiB" }),
             ApiError::Unavailable(m) => {
-                tracing::warn!(error = %m, "refusing a hit that cannot be stored");
+                // Refusals come at request rate while the spool is full: one line a second.
+                static REFUSALS: LogRate = LogRate::new(LOG_PERIOD);
+                if let Some(more) = REFUSALS.check() {
+                    tracing::warn!(error = %m, refused_since_last_line = more, "refusing hits that cannot be stored");
+                }
                 json!({ "error": "the hit could not be stored; retry later" })
             }
             ApiError::Internal(m) => {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use lake::schema::HitKind;
@@ -62,8 +62,9 @@ pub fn router(state: SharedState, request_timeout: Duration) -> Router {
     // (whose read time hyper bounds); the others answer from memory.
     let timeout = tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout);
     let with_body = Router::new()
-        .route("/postback", get(postback::postback).post(postback::postback))
-        .route("/adjust", get(adjust::adjust).post(adjust::adjust))
+        // axum would answer HEAD with the GET handler, which records: these take no HEAD.
+        .route("/postback", get(postback::postback).post(postback::postback).head(ops::head_not_allowed))
+        .route("/adjust", get(adjust::adjust).post(adjust::adjust).head(ops::head_not_allowed))
         .route("/api/links", get(links::list).post(links::create))
         .route_layer(timeout);
     Router::new()
@@ -71,17 +72,43 @@ pub fn router(state: SharedState, request_timeout: Duration) -> Router {
         .route("/p.gif", get(pixel::pixel))
         .route("/t.js", get(pixel::script))
         .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .merge(with_body)
         .fallback(ops::not_found)
+        .layer(middleware::from_fn(refuse_long_bodies))
         .layer(middleware::from_fn_with_state(state.clone(), count_rejects))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
+/// `413` at once for a `Content-Length` over [`MAX_BODY_BYTES`], before any handler polls
+/// the body: so no `100 Continue` is sent for it, and a client announcing 10¹² bytes is not
+/// waited for until the request timeout. (Chunked bodies are cut off at the limit while
+/// they are read.)
+async fn refuse_long_bodies(req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        let mut resp = ApiError::TooLarge.into_response();
+        // The body is left unread: the connection cannot carry another request.
+        resp.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        return resp;
+    }
+    next.run(req).await
+}
+
 /// Counts every refused request by reason for `/metrics`.
+/// (A `503` from `/readyz` is a probe's answer, not a refused request.)
 async fn count_rejects(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+    let probe = req.uri().path() == "/readyz";
     let resp = next.run(req).await;
+    if probe {
+        return resp;
+    }
     let reason = match resp.status() {
         StatusCode::BAD_REQUEST => "bad_request",
         StatusCode::UNAUTHORIZED => "unauthorized",
@@ -186,9 +213,11 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// Compares secrets in time independent of where they differ.
+/// Compares secrets in time independent of where they differ and of their lengths: the
+/// BLAKE3 digests of both are compared (`blake3::Hash`'s `==` is constant-time), so a
+/// length mismatch does not return early.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    blake3::hash(a) == blake3::hash(b)
 }
 
 /// Is `s` a UUID (any version, hyphenated)?
@@ -203,5 +232,20 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
     type Rejection = std::convert::Infallible;
     async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
         Ok(Peer(parts.extensions.get::<ClientAddr>().map(|c| c.0)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn secrets_compare_whatever_their_lengths() {
+        assert!(constant_time_eq(b"postback-secret-1", b"postback-secret-1"));
+        assert!(!constant_time_eq(b"postback-secret-1", b"postback-secret-2"));
+        assert!(!constant_time_eq(b"postback-secret-1", b"postback-secret-1x"));
+        assert!(!constant_time_eq(b"x", b"postback-secret-1"));
+        assert!(!constant_time_eq(b"", b"postback-secret-1"));
+        assert!(constant_time_eq(b"", b""));
     }
 }

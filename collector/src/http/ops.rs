@@ -1,4 +1,5 @@
-//! `GET /healthz` and `GET /metrics`.
+//! `GET /healthz` (liveness), `GET /readyz` (readiness: can hits be stored?) and
+//! `GET /metrics`.
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -8,16 +9,35 @@ use serde_json::json;
 
 use super::{ApiError, SharedState};
 
+/// Liveness: `200` while the process serves HTTP, whatever the state of the spool (a
+/// restart would not free it); `ready` tells what `/readyz` would answer.
 pub async fn healthz(State(app): State<SharedState>) -> Response {
     let stats = app.spool.stats();
     let used = stats.bytes.load(std::sync::atomic::Ordering::Relaxed);
     let body = json!({
         "status": "ok",
+        "ready": app.spool.unready_reason().is_none(),
         "spool_bytes": used,
         "spool_max_bytes": app.spool.max_bytes(),
         "registry_error": app.registry.last_error(),
     });
     (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+}
+
+/// Readiness: `200 {"status":"ready"}` while hits can be stored; `503
+/// {"status":"unavailable","reason":…}` while the spool refuses them (full, or its disk
+/// failing), so a load balancer sends traffic to another collector until the lake has
+/// taken the spool's data.
+pub async fn readyz(State(app): State<SharedState>) -> Response {
+    let used = app.spool.stats().bytes.load(std::sync::atomic::Ordering::Relaxed);
+    let (status, body) = match app.spool.unready_reason() {
+        None => (StatusCode::OK, json!({ "status": "ready", "spool_bytes": used, "spool_max_bytes": app.spool.max_bytes() })),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "status": "unavailable", "reason": reason, "spool_bytes": used, "spool_max_bytes": app.spool.max_bytes() }),
+        ),
+    };
+    (status, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
 }
 
 /// Prometheus text (OpenMetrics syntax, which the classic text parser also reads): served
@@ -37,6 +57,12 @@ pub async fn metrics(State(app): State<SharedState>, headers: axum::http::Header
     let content_type =
         if openmetrics { "application/openmetrics-text; version=1.0.0; charset=utf-8" } else { "text/plain; version=0.0.4; charset=utf-8" };
     (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], text).into_response()
+}
+
+/// `HEAD /postback` and `HEAD /adjust`: `405` with `Allow: GET, POST`, nothing recorded
+/// (a HEAD that reached the GET handler would store a hit whose answer nobody reads).
+pub async fn head_not_allowed() -> Response {
+    (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "GET, POST"), (header::CACHE_CONTROL, "no-store")]).into_response()
 }
 
 pub async fn not_found() -> ApiError {

@@ -1,9 +1,9 @@
-//! `GET /p.gif`: the image-pixel conversion, and `GET /t.js`: the JavaScript snippet that
-//! keeps the click id in a first-party cookie on the brand's site and sends conversions
-//! to `/p.gif`.
+//! `GET /p.gif`: the image-pixel conversion (`HEAD` answers the same and records nothing),
+//! and `GET /t.js`: the JavaScript snippet that keeps the click id in a first-party cookie
+//! on the brand's site and sends conversions to `/p.gif`.
 
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use lake::registry::DEFAULT_COOKIE_DAYS;
 use lake::schema::HitKind;
@@ -22,14 +22,16 @@ pub const GIF: &[u8] = &[
 
 const SCRIPT: &str = include_str!("t.js");
 
+/// `HEAD` is checked and answered like `GET` (without the body) but records nothing.
 pub async fn pixel(
     State(app): State<SharedState>,
+    method: Method,
     RawQuery(query): RawQuery,
     Peer(peer): Peer,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let mut input = ConversionInput::default();
-    input.extend_query(query.as_deref());
+    input.extend_query(query.as_deref())?;
     let offer_id = input.offer_id()?;
     let registry = app.registry.get_having(|r| r.offer(offer_id).is_some()).await;
     let offer = registry.offer(offer_id).ok_or_else(|| ApiError::unknown_offer("offer", offer_id))?;
@@ -40,7 +42,9 @@ pub async fn pixel(
     let mut hit = app.new_hit(HitKind::Pixel, offer.offer_id.clone(), &headers, peer);
     input.apply(offer, &mut hit)?;
     hit.visitor_id = cookie_value(&headers, VISITOR_COOKIE).filter(|v| is_visitor_id(v));
-    app.record(&hit, Durability::Written).await?;
+    if method != Method::HEAD {
+        app.record(&hit, Durability::Written).await?;
+    }
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "image/gif"), (header::CACHE_CONTROL, "no-store")],

@@ -11,7 +11,7 @@ use lake::schema::HitKind;
 use serde_json::{json, Value};
 
 use super::conversion::{known_field, ConversionInput};
-use super::fields::{body_pairs, check_token, Fields};
+use super::fields::{authenticate, body_pairs, Fields};
 use super::{ApiError, Peer, SharedState};
 use crate::spool::Durability;
 
@@ -25,13 +25,12 @@ pub async fn postback(
 ) -> Result<Json<Value>, ApiError> {
     let body = body?;
     let mut input = ConversionInput::default();
-    input.extend(body_pairs(&method, &headers, &body, known_field)?);
-    input.extend_query(query.as_deref());
+    input.extend(body_pairs(&method, &headers, &body, known_field)?)?;
+    input.extend_query(query.as_deref())?;
 
     let offer_id = input.offer_id()?;
     let registry = app.registry.get_having(|r| r.offer(offer_id).is_some()).await;
-    let offer = registry.offer(offer_id).ok_or_else(|| ApiError::unknown_offer("offer", offer_id))?;
-    check_token(offer, input.token.as_deref(), &headers)?;
+    let offer = authenticate(&registry, offer_id, input.token.as_deref(), &headers)?;
     // A coupon attributes a conversion without a click (SPEC §8).
     if input.click_id.is_none() && input.coupon.is_none() {
         return Err(ApiError::bad("click_id", "click_id is required (or a coupon)"));

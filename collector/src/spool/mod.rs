@@ -14,8 +14,8 @@ mod segment;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::hit::Hit;
@@ -65,11 +65,23 @@ pub struct SpoolStats {
     pub fsyncs: AtomicU64,
 }
 
+/// Whether the spool is refusing hits, and the wake-up for the sink when it starts to:
+/// a full spool is flushed at once rather than at the next `--flush-interval`.
+#[derive(Debug, Default)]
+struct Pressure {
+    /// The last append was refused (full, or a failed write) and no space was freed since.
+    refusing: AtomicBool,
+    /// Why, for `/readyz`.
+    reason: Mutex<String>,
+    refused: tokio::sync::Notify,
+}
+
 /// A handle to the spool; cheap to clone.
 #[derive(Clone)]
 pub struct Spool {
     core: Arc<writer::Core>,
     max_bytes: u64,
+    pressure: Arc<Pressure>,
 }
 
 impl Spool {
@@ -99,7 +111,7 @@ impl Spool {
         let stats = Arc::new(SpoolStats::default());
         stats.bytes.store(bytes, Ordering::SeqCst);
         let core = writer::Core::start(dir.to_path_buf(), stats, lock).map_err(open_err)?;
-        Ok(Spool { core, max_bytes })
+        Ok(Spool { core, max_bytes, pressure: Arc::default() })
     }
 
     pub fn dir(&self) -> &Path {
@@ -123,19 +135,52 @@ impl Spool {
         let used = stats.bytes.fetch_add(len, Ordering::SeqCst);
         if used + len > self.max_bytes {
             stats.bytes.fetch_sub(len, Ordering::SeqCst);
-            return Err(SpoolError::Full { used, max: self.max_bytes });
+            return Err(self.refuse(SpoolError::Full { used, max: self.max_bytes }));
         }
         let seq = match self.core.append(&frame).await {
             Ok(seq) => seq,
             Err(e) => {
                 stats.bytes.fetch_sub(len, Ordering::SeqCst);
-                return Err(e);
+                // A failed write (a full disk: ENOSPC) frees up the same way: by uploading.
+                return Err(self.refuse(e));
             }
         };
+        if self.pressure.refusing.load(Ordering::Relaxed) {
+            self.pressure.refusing.store(false, Ordering::Relaxed);
+        }
         match durability {
             Durability::Written => Ok(()),
             Durability::Synced => self.core.wait_synced(seq).await,
         }
+    }
+
+    /// Notes a refused append and wakes the sink so it flushes now.
+    fn refuse(&self, e: SpoolError) -> SpoolError {
+        let p = &self.pressure;
+        *p.reason.lock().unwrap_or_else(|e| e.into_inner()) = e.to_string();
+        p.refusing.store(true, Ordering::Relaxed);
+        p.refused.notify_one();
+        e
+    }
+
+    /// Resolves when an append is refused (at once if one was since the last call).
+    pub async fn refused(&self) {
+        self.pressure.refused.notified().await;
+    }
+
+    /// Whether the spool refuses hits: the last append was refused and no segment has been
+    /// uploaded since.
+    pub fn is_refusing(&self) -> bool {
+        self.pressure.refusing.load(Ordering::Relaxed)
+    }
+
+    /// Why hits cannot be stored now, if they cannot: `/readyz` answers `503` with this.
+    pub fn unready_reason(&self) -> Option<String> {
+        let used = self.core.stats.bytes.load(Ordering::SeqCst);
+        if used >= self.max_bytes {
+            return Some(SpoolError::Full { used, max: self.max_bytes }.to_string());
+        }
+        self.is_refusing().then(|| self.pressure.reason.lock().unwrap_or_else(|e| e.into_inner()).clone())
     }
 
     /// Seals the active segment so the sink can upload everything written so far.
@@ -180,6 +225,8 @@ impl Spool {
         std::fs::File::open(self.dir())?.sync_all()?;
         let stats = &self.core.stats;
         stats.bytes.fetch_sub(len.min(stats.bytes.load(Ordering::SeqCst)), Ordering::SeqCst);
+        // Space was freed: the next append decides whether the spool still refuses.
+        self.pressure.refusing.store(false, Ordering::Relaxed);
         Ok(())
     }
 }

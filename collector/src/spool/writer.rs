@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::segment::{new_segment_path, sealed_path};
+use crate::lograte::{LogRate, LOG_PERIOD};
 use super::{SpoolError, SpoolStats, SEGMENT_MAX_BYTES, SYNC_DELAY};
 
 struct Active {
@@ -71,6 +72,8 @@ pub(super) struct Core {
     written: watch::Sender<WriteMark>,
     mark: watch::Sender<SyncMark>,
     sync_now: AtomicBool,
+    /// The error of the last failed write, for the appends it refuses (`/readyz` shows it).
+    last_write_error: Mutex<String>,
     syncer: OnceLock<std::thread::Thread>,
     /// Held for the life of the spool: no second collector may share the folder.
     _lock: File,
@@ -86,6 +89,7 @@ impl Core {
             written: watch::channel(WriteMark::default()).0,
             mark: watch::channel(SyncMark::default()).0,
             sync_now: AtomicBool::new(false),
+            last_write_error: Mutex::new(String::new()),
             syncer: OnceLock::new(),
             _lock: lock,
         });
@@ -133,6 +137,9 @@ impl Core {
                     (first, q.next_seq)
                 };
                 let result = self.write(&buf, last);
+                if let Err(e) = &result {
+                    *self.last_write_error.lock().unwrap_or_else(|e| e.into_inner()) = e.to_string();
+                }
                 buf.clear();
                 self.written.send_modify(|w| {
                     w.written = last;
@@ -148,7 +155,8 @@ impl Core {
         let mut rx = self.written.subscribe();
         let w = rx.wait_for(|w| w.written >= seq).await.map_err(|_| SpoolError::Closed)?;
         if w.failed.iter().any(|&(from, through)| from <= seq && seq <= through) {
-            return Err(SpoolError::Io("spool write failed".into()));
+            let error = self.last_write_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            return Err(SpoolError::Io(error));
         }
         Ok(seq)
     }
@@ -173,7 +181,11 @@ impl Core {
             // Cut a partial write back so the segment stays a clean run of frames.
             let _ = a.file.set_len(a.len);
             inner.broken = true;
-            tracing::error!(error = %e, "spool write failed");
+            // A full disk fails every write: one line a second, not one per hit.
+            static WRITE_FAILURES: LogRate = LogRate::new(LOG_PERIOD);
+            if let Some(more) = WRITE_FAILURES.check() {
+                tracing::error!(error = %e, failed_since_last_line = more, "spool write failed");
+            }
             return Err(e);
         }
         a.len += frame.len() as u64;

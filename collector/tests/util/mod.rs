@@ -36,6 +36,7 @@ pub fn serve_args(spool: &Path) -> ServeArgs {
         real_ip_header: None,
         request_timeout: Duration::from_secs(10),
         shutdown_timeout: Duration::from_secs(5),
+        max_connections: 10_000,
     }
 }
 
