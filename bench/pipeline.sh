@@ -26,14 +26,8 @@ python3 -c 'import duckdb' || { echo "needs python3 with duckdb (pip install duc
 target="${CARGO_TARGET_DIR:-$root/target}"
 bin="$target/release/pipeline"
 
-measure() { # name log command… → appends "name wall_s rss_kib" to $times
-  local name=$1 log=$2; shift 2
-  /usr/bin/time -v "$@" >"$log.out" 2>"$log"
-  local wall rss
-  wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$log" | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
-  rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$log")
-  echo "$name $wall $rss" | tee -a "$times"
-}
+# shellcheck source=bench/lib.sh
+. "$root/bench/lib.sh"
 
 for n in $sizes; do
   # Each size's measurements replace that size's earlier ones; other sizes' stay, so sizes

@@ -31,14 +31,8 @@ bin="$target/release/pipeline"
 times="$out/settle-times-$n.txt"
 : >"$times"
 
-measure() { # name log command… → appends "name wall_s rss_kib" to $times
-  local name=$1 log=$2; shift 2
-  /usr/bin/time -v "$@" >"$log.out" 2>"$log"
-  local wall rss
-  wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$log" | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
-  rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$log")
-  echo "$name $wall $rss" | tee -a "$times"
-}
+# shellcheck source=bench/lib.sh
+. "$root/bench/lib.sh"
 
 lake="$out/lake-$n"
 if [ ! -f "$lake/.generated" ]; then
