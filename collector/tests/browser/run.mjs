@@ -188,6 +188,7 @@ for (const blocked of [false, true]) {
       window.clicktrail.convert({ offer, amount: 0.1 + 0.2, currency: "eur", orderId: o, coupon: "ann10" });
       window.clicktrail.convert({ offer, amount: -1, orderId: o + "-neg" });
       window.clicktrail.convert({ offer, amount: NaN, orderId: o + "-nan" });
+      window.clicktrail.convert({ offer, amount: Infinity, orderId: o + "-inf" });
       window.clicktrail.convert({ offer, amount: "1.2345678", orderId: o + "-bad" });
     }, order, OFFER);
     const sent = await waitFor(e => e.path.startsWith("/p.gif") && e.body.includes("order_id=" + order + "&") && e.status === 200, order);
@@ -195,7 +196,7 @@ for (const blocked of [false, true]) {
     await new Promise(r => setTimeout(r, 300)); // the refusal's console.warn
     await p.close();
     return { ...c, cookie: ck ? { value: ck.value, expires: ck.expires, httpOnly: ck.httpOnly } : null, sentMethod: sent.method, sentBody: sent.body, warnings, now: Date.now() / 1000,
-      neverSent: seen.filter(e => e.body.includes(order + "-neg") || e.body.includes(order + "-nan")).length };
+      neverSent: seen.filter(e => e.body.includes(order + "-neg") || e.body.includes(order + "-nan") || e.body.includes(order + "-inf")).length };
   });
   await browser.close();
 }
