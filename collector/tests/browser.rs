@@ -444,6 +444,9 @@ async fn chromium_clicks_lands_and_converts_with_and_without_third_party_cookies
         let p = one(&format!("JS-{tag}"));
         assert_eq!(p.click_id, c.click_id);
         assert_eq!((p.amount_micros, p.currency.as_deref(), p.coupon.as_deref()), (Some(300_000), Some("EUR"), Some("ANN10")), "0.1 + 0.2 sent as 0.3");
+        // fetch(…, {credentials: "include"}) carries the collector's cookie where the browser allows it.
+        let expected_visitor = if tag == "allowed" { c.visitor_id.clone() } else { None };
+        assert_eq!(p.visitor_id, expected_visitor, "{tag}");
         assert_eq!(js["neverSent"], 0, "a negative or NaN amount is never sent");
         let warnings: Vec<&str> = js["warnings"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
         assert!(warnings.iter().any(|w| w.contains("amount -1")), "{warnings:?}");
