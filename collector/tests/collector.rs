@@ -825,7 +825,7 @@ async fn javascript_snippet_keeps_click_id_and_converts() {
     let http = client();
     let r = http.get(server.url("/t.js?offer=shoes")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/javascript"));
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
     let js = r.text().await.unwrap();
     assert!(js.contains(&format!("\"{}\"", server.base)));
     assert!(!js.contains("__CLICKTRAIL_"));

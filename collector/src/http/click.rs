@@ -1,7 +1,7 @@
 //! `GET /l/{code}`: the tracking link. Records a click, sets the visitor cookie and
 //! redirects to the destination (or a deep link on the destination's site) with the
-//! incoming parameters kept and `ct_click_id` added. `HEAD` answers the same, records
-//! nothing.
+//! incoming parameters kept and `ct_click_id` (and the offer's cookie days, `ct_cd`)
+//! added. `HEAD` answers the same, records nothing.
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -12,6 +12,7 @@ use lake::schema::HitKind;
 use url::Url;
 
 use super::{cookie_value, is_visitor_id, join_params, query_segments, ApiError, Peer, SharedState, CLICK_ID_PARAM, DEEP_LINK_PARAM, VISITOR_COOKIE};
+use super::firstparty::COOKIE_DAYS_PARAM;
 use crate::spool::Durability;
 
 /// Two URLs are on the same site when their registrable domains (eTLD+1) match, or, for
@@ -58,7 +59,7 @@ pub async fn redirect(
     for (k, v, raw) in query_segments(query.as_deref()) {
         match k.as_str() {
             DEEP_LINK_PARAM if deep_link.is_none() => deep_link = Some(v),
-            DEEP_LINK_PARAM | CLICK_ID_PARAM => {}
+            DEEP_LINK_PARAM | CLICK_ID_PARAM | COOKIE_DAYS_PARAM => {}
             _ => kept.push(raw.to_string()),
         }
     }
@@ -77,11 +78,14 @@ pub async fn redirect(
     // The destination's own query as written, less any stale click id, then ours.
     let mut query_out: Vec<String> = query_segments(target.query())
         .into_iter()
-        .filter(|(k, _, _)| k != CLICK_ID_PARAM)
+        .filter(|(k, _, _)| k != CLICK_ID_PARAM && k != COOKIE_DAYS_PARAM)
         .map(|(_, _, raw)| raw.to_string())
         .collect();
     query_out.extend(kept.iter().cloned());
     query_out.push(format!("{CLICK_ID_PARAM}={click_id}"));
+    // The offer's cookie lifetime travels with the click, so the snippet (loaded without
+    // `?offer=`) and the first-party landing keep the click id exactly as long as the offer says.
+    query_out.push(format!("{COOKIE_DAYS_PARAM}={}", offer.cookie_days));
     target.set_query(Some(&query_out.join("&")));
     let visitor_id = cookie_value(&headers, VISITOR_COOKIE)
         .filter(|v| is_visitor_id(v))

@@ -5,6 +5,7 @@ mod click;
 mod conversion;
 mod error;
 mod fields;
+pub mod firstparty;
 mod links;
 mod ops;
 mod pixel;
@@ -69,12 +70,13 @@ pub fn router(state: SharedState, request_timeout: Duration) -> Router {
         .route_layer(timeout);
     Router::new()
         .route("/l/{code}", get(click::redirect))
-        .route("/p.gif", get(pixel::pixel))
+        .route("/p.gif", get(pixel::pixel).post(pixel::pixel))
         .route("/t.js", get(pixel::script))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .merge(with_body)
+        .merge(firstparty::routes(request_timeout))
         .fallback(ops::not_found)
         .layer(middleware::from_fn(refuse_long_bodies))
         .layer(middleware::from_fn_with_state(state.clone(), count_rejects))
