@@ -219,7 +219,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     step("what each member earned: gross, refunded, net and commission (SPEC §7)");
     eprintln!(
         "    (queries run earnings: attributed conversions that were not rejected, refunds and rejections sent through /adjust\n     \
-         counted; commission from registry/commissions.csv; amounts in micros)\n"
+         counted; commission from registry/commissions.csv; amounts as exact decimals)\n"
     );
     check(
         Command::new(bin.join("queries"))
