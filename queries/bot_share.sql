@@ -1,6 +1,8 @@
 -- purpose: How much of each member's traffic is bots and link previews: human clicks, bot
 --   clicks, and bots' share of all clicks, per offer and member, most bot-heavy first.
---   Bot clicks are counted apart and never attributed clicks (SPEC §4.2).
+--   Bot clicks are counted apart (bot_clicks, never in clicks or unique clicks); the bot
+--   flag does not change attribution, so a conversion after a bot-flagged click is still
+--   attributed to it (SPEC §4.2).
 -- param: min_clicks (int, default 0) leave out members with fewer clicks than this, bots included
 -- tables: clicks
 WITH c AS (

@@ -15,6 +15,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(lake::cli::log_ansi())
         .init();
     let cli: Cli = lake::cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -1,6 +1,14 @@
 //! Command-line errors on one line (SPEC §6: "a one-line error and non-zero exit on bad
 //! input"): clap's multi-line usage errors are folded into one line for every binary.
 
+/// Whether log lines may carry ANSI colours: only when standard error is a terminal and
+/// `NO_COLOR` is unset or empty (https://no-color.org). Logs piped to a file, journald or
+/// CI stay plain text.
+pub fn log_ansi() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Parses the command line of a binary; bad input is a one-line error and exit code 2
 /// (help and version print as usual).
 pub fn parse<T: clap::Parser>() -> T {

@@ -136,6 +136,11 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 (None, Some(f), Some(t)) => (parse_date("--from", &f)?, parse_date("--to", &t)?),
                 _ => anyhow::bail!("give --date D or --from D1 --to D2"),
             };
+            let today = nightly::today_in(&tz);
+            if to > today {
+                let flag = if from == to { "--date" } else { "--to" };
+                anyhow::bail!("{flag} {to} is in the future in {} (today there is {today}): nothing to attribute yet", tz.name());
+            }
             let p = Params::new(window, tz, from, to)?;
             let progress = Progress::new(true);
             let summary = pipeline::run(&lake, &p, None, "run", &progress).await.context("while running the pipeline")?;
@@ -204,6 +209,7 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CLICKTRAIL_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(lake::cli::log_ansi())
         .init();
     let cli: Cli = lake::cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

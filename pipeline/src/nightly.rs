@@ -195,6 +195,13 @@ async fn read_state(lake: &Lake, window: &Window) -> Result<State> {
     }
 }
 
+/// Records `p`'s dates as computed from `files` (a listing covering their fingerprints'
+/// hours), so that the next nightly does not recompute what a `pipeline run` just wrote.
+pub async fn record_dates(lake: &Lake, p: &Params, files: &[HitFile], rules: &crate::rules::Rules) -> Result<()> {
+    let current = fingerprints(files, &p.window, &p.tz, p.from, p.to, &Dependencies::of(rules));
+    record(lake, &p.window, &p.tz, current).await
+}
+
 async fn record(lake: &Lake, window: &Window, tz: &Tz, done: BTreeMap<NaiveDate, String>) -> Result<()> {
     let path = reports::state_file(window);
     let zone = tz.name().to_string();

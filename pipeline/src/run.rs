@@ -207,6 +207,7 @@ async fn run_inner(
         Some(all) => all.into_iter().filter(|f| f.hour_start + read::MICROS_PER_HOUR > lb && f.hour_start < hi_ext).collect(),
         None => read::list_hits(lake, Some((lb, hi_ext))).await?,
     };
+    let listed = files.clone();
     progress.done();
     progress.step(&format!("fetching and checking {} hit files", files.len()));
     let inputs = read::fetch(lake, files).await?;
@@ -253,6 +254,9 @@ async fn run_inner(
         dates: per_date,
     };
     let path = write::write_manifest(lake, &p.window, &manifest).await?;
+    // The dates written are current as of this listing: the next nightly skips them unless
+    // their inputs change (the listing covers every hour their fingerprints read).
+    crate::nightly::record_dates(lake, p, &listed, &rules).await?;
     progress.done();
     tracing::info!(
         window = %p.window, tz = p.tz_name(), from = %p.from, to = %p.to,

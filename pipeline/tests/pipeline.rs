@@ -593,6 +593,30 @@ async fn nightly_day_by_day_equals_one_run_and_catches_late_uploads() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_nightly_after_a_run_recomputes_nothing_unchanged() {
+    let lake = memory_lake();
+    let cfg = GenConfig { hits: 4_000, days: 5, visitors: 300, members: 20, offers: 2, ..Default::default() };
+    gen::generate(&lake, &cfg).await.unwrap();
+    let w: Window = "3d".parse().unwrap();
+    run(&lake, "3d", "UTC", date(2026, 1, 1), date(2026, 1, 5)).await;
+    match nightly::nightly(&lake, w, chrono_tz::Tz::UTC, date(2026, 1, 6), &Progress::quiet()).await.unwrap() {
+        Outcome::Done { runs } => assert!(runs.is_empty(), "recomputed {:?}", runs.iter().map(|r| (r.manifest.from, r.manifest.to)).collect::<Vec<_>>()),
+        Outcome::Busy { .. } => panic!("not locked"),
+    }
+    // A late file into Jan 3 still makes the dates that see it stale.
+    let mut late = Lakefile::default();
+    late.click(at(2026, 1, 3, 12, 0, 0), "offer0", "m_late", "v_late");
+    late.write(&lake, "late").await;
+    match nightly::nightly(&lake, w, chrono_tz::Tz::UTC, date(2026, 1, 6), &Progress::quiet()).await.unwrap() {
+        Outcome::Done { runs } => {
+            let dates: BTreeSet<NaiveDate> = runs.iter().flat_map(|r| r.manifest.dates.keys().copied()).collect();
+            assert!(dates.contains(&date(2026, 1, 3)), "{dates:?}");
+        }
+        Outcome::Busy { .. } => panic!("not locked"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_in_passes_writes_what_one_pass_writes() {
     let cfg = GenConfig { hits: 20_000, days: 10, visitors: 500, members: 40, offers: 3, ..Default::default() };
     let (one, passes) = (memory_lake(), memory_lake());
@@ -736,6 +760,8 @@ fn bad_flags_are_named_by_the_binary() {
         (vec!["run", "--date", "2026-02-30"], "--date"),
         (vec!["run", "--from", "2026-02-03", "--to", "2026-02-01"], "--from"),
         (vec!["schedule", "--at", "7pm"], "--at"),
+        (vec!["run", "--date", "2999-01-01"], "in the future"),
+        (vec!["run", "--from", "2026-01-01", "--to", "2999-01-01"], "--to 2999-01-01 is in the future"),
         (vec!["run", "--date", "2026-01-01", "--registry-override", "."], "scenario window"),
         (vec!["run", "--date", "2026-01-01", "--window", "28d+x", "--registry-override", "/nonexistent"], "not a folder"),
         (vec!["run", "--date", "2026-01-01", "--window", "28d+Bad"], "scenario label"),
@@ -746,8 +772,17 @@ fn bad_flags_are_named_by_the_binary() {
         assert!(err.contains(needle), "{args:?}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     }
-    let out = std::process::Command::new(bin).args(["run", "--date", "2026-01-01"]).env("CLICKTRAIL_LAKE", dir.path()).output().unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["run", "--date", "2026-01-01"])
+        .env("CLICKTRAIL_LAKE", dir.path())
+        .env("CLICKTRAIL_LOG", "info")
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Logs to a pipe are plain text: no ANSI colour codes.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("run finished") && !err.contains('\u{1b}'), "{err}");
     assert!(dir.path().join("reports/window=28d/clicks/date=2026-01-01/part-0.parquet").exists());
 }
 
