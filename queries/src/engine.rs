@@ -180,6 +180,24 @@ pub async fn prepare(source: &Source, what: &str, sql: &str, scope: &Scope, mut 
     }
     let sql = crate::catalog::substitute(what, sql, &values)?;
 
+    // Two windows compared in one statement must report in one zone: otherwise their
+    // "dates" are different days and every per-date comparison is silently off.
+    let windows: std::collections::BTreeSet<String> = needs.reports.iter().map(|(_, w, _)| w.to_string()).collect();
+    if windows.len() > 1 {
+        let mut zones: Vec<(String, String)> = Vec::new();
+        for w in &windows {
+            let parsed: Window = w.parse()?;
+            if !source.report_dates(&parsed).await?.is_empty() {
+                zones.push((w.clone(), source.zone(&parsed).await?.name().to_string()));
+            }
+        }
+        if let Some((w2, z2)) = zones.iter().find(|(_, z)| *z != zones[0].1) {
+            let (w1, z1) = &zones[0];
+            bail!(
+                "{what}: window {w1} was computed in {z1} and window {w2} in {z2}, so their dates are different days; recompute one (`pipeline run --window {w2} --tz {z1} …`) before comparing"
+            );
+        }
+    }
     let mut ctx = SQLContext::new();
     let mut tables = Vec::new();
     for (name, window, table) in &needs.reports {

@@ -928,3 +928,18 @@ async fn what_if_runs_beside_production_and_compares_with_money() {
     );
 }
 
+/// Two windows computed in different zones cannot be compared date by date: refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn comparing_windows_of_two_zones_is_refused() {
+    let (_d, lake) = fixture().await;
+    let p = Params::new("7d".parse().unwrap(), parse_tz("Europe/Paris").unwrap(), date(1), date(11)).unwrap();
+    pipeline::run(&lake, &p, None, "test", &Progress::quiet()).await.unwrap();
+    let all = catalog::builtin().unwrap();
+    let q = &all["window_comparison"];
+    let values = q.bind(&[]).unwrap();
+    let source = Source::new(lake.clone());
+    let scope = Scope { window: "28d".parse().unwrap(), from: None, to: None };
+    let err = engine::prepare(&source, "window_comparison", &q.sql, &scope, values).await.err().unwrap().to_string();
+    assert!(err.contains("28d was computed in UTC") && err.contains("7d in Europe/Paris") && err.contains("--tz UTC"), "{err}");
+}
+
