@@ -31,16 +31,16 @@ struct Cli {
 enum Command {
     /// List the named queries: name, purpose, parameters
     List {
-        /// table or json
+        /// table (for people) or json (one object per line, for tools)
         #[arg(long, value_enum, default_value = "table")]
-        format: Format,
+        format: ListFormat,
     },
     /// Print a named query's SQL
     Show { name: String },
     /// Run a named query
     Run {
         name: String,
-        /// A query parameter, NAME=VALUE (repeatable)
+        /// A query parameter, NAME=VALUE (repeatable; `queries list` shows each query's)
         #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_kv)]
         params: Vec<(String, String)>,
         #[command(flatten)]
@@ -62,6 +62,7 @@ enum Command {
     Export {
         /// A table name or a named query
         source: String,
+        /// A named query's parameter, NAME=VALUE (repeatable; `queries list` shows each query's)
         #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_kv)]
         params: Vec<(String, String)>,
         /// Report window
@@ -101,6 +102,12 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: ExplainFormat,
     },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ListFormat {
+    Table,
+    Json,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -312,10 +319,10 @@ fn report(target: &Target, rows: u64) {
     }
 }
 
-fn list(all: &std::collections::BTreeMap<String, catalog::Query>, format: Format) -> std::io::Result<()> {
+fn list(all: &std::collections::BTreeMap<String, catalog::Query>, format: ListFormat) -> std::io::Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    if format == Format::Json {
+    if format == ListFormat::Json {
         for q in all.values() {
             let line = serde_json::json!({
                 "name": q.name,

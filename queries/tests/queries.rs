@@ -431,6 +431,11 @@ async fn cli_list_run_and_sql() {
         assert!(out.contains(name), "{out}");
     }
     assert!(out.contains("--param other=… (window, default 7d): the window or scenario to compare with"), "{out}");
+    // list takes exactly the formats its help names.
+    let (ok, _, err) = cli(&lake, &["list", "--format", "csv"]);
+    assert!(!ok && err.contains("table, json"), "{err}");
+    let (ok, out, _) = cli(&lake, &["list", "--format", "json"]);
+    assert!(ok && out.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()), "{out}");
 
     // A readable table, money as exact decimals beside the micros.
     let (ok, out, err) = cli(&lake, &["run", "top_members"]);
