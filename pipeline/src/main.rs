@@ -44,7 +44,7 @@ enum Command {
     /// Computes the reports of one date or a range of dates, replacing earlier output.
     Run {
         /// One date, YYYY-MM-DD.
-        #[arg(long, env = "CLICKTRAIL_DATE", conflicts_with_all = ["from", "to"], required_unless_present_all = ["from", "to"])]
+        #[arg(long, env = "CLICKTRAIL_DATE", conflicts_with_all = ["from", "to"])]
         date: Option<String>,
         /// First date of a range, YYYY-MM-DD.
         #[arg(long, env = "CLICKTRAIL_FROM", requires = "to")]
@@ -134,7 +134,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                     (d, d)
                 }
                 (None, Some(f), Some(t)) => (parse_date("--from", &f)?, parse_date("--to", &t)?),
-                _ => anyhow::bail!("give --date D or --from D1 --to D2"),
+                _ => anyhow::bail!("which dates? give --date YYYY-MM-DD, or --from YYYY-MM-DD --to YYYY-MM-DD for a range"),
             };
             let today = nightly::today_in(&tz);
             if to > today {

@@ -761,6 +761,7 @@ fn bad_flags_are_named_by_the_binary() {
         (vec!["run", "--from", "2026-02-03", "--to", "2026-02-01"], "--from"),
         (vec!["schedule", "--at", "7pm"], "--at"),
         (vec!["run", "--date", "2999-01-01"], "in the future"),
+        (vec!["run"], "give --date YYYY-MM-DD, or --from YYYY-MM-DD --to YYYY-MM-DD"),
         (vec!["run", "--from", "2026-01-01", "--to", "2999-01-01"], "--to 2999-01-01 is in the future"),
         (vec!["run", "--date", "2026-01-01", "--registry-override", "."], "scenario window"),
         (vec!["run", "--date", "2026-01-01", "--window", "28d+x", "--registry-override", "/nonexistent"], "not a folder"),

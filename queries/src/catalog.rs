@@ -203,6 +203,8 @@ impl Query {
                 Some(d) => {
                     out.insert(p.name.clone(), p.check(d).with_context(|| format!("query {}: default", self.name))?);
                 }
+                // The SQL twin (`attribution.sql`) is a script, not a question.
+                None if name == "attribution" => {}
                 None => bail!("query {}: parameter {} ({}) is required: --param {}=…", self.name, p.name, p.ty.as_str(), p.name),
             }
         }
@@ -257,8 +259,14 @@ pub fn load(dir: Option<&std::path::Path>) -> Result<BTreeMap<String, Query>> {
             }
             let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
             let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-            if let Some(q) = Query::parse(&name, &text)? {
-                out.insert(name, q);
+            match Query::parse(&name, &text)? {
+                Some(q) => {
+                    out.insert(name, q);
+                }
+                None => bail!(
+                    "query file {} has no `-- purpose:` header; a named query starts with one (see `queries show member_summary`)",
+                    path.display()
+                ),
             }
         }
     }

@@ -431,6 +431,13 @@ async fn cli_list_run_and_sql() {
         assert!(out.contains(name), "{out}");
     }
     assert!(out.contains("--param other=… (window, default 7d): the window or scenario to compare with"), "{out}");
+    // A user's .sql file without its header is named, not skipped.
+    let mine = d.path().join("mine");
+    std::fs::create_dir_all(&mine).unwrap();
+    std::fs::write(mine.join("oops.sql"), "SELECT 1 AS one FROM clicks\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_queries")).arg("--lake").arg(&lake).arg("--queries-dir").arg(&mine).arg("list").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("oops.sql") && err.contains("purpose"), "{err}");
     // list takes exactly the formats its help names.
     let (ok, _, err) = cli(&lake, &["list", "--format", "csv"]);
     assert!(!ok && err.contains("table, json"), "{err}");
