@@ -203,8 +203,6 @@ impl Query {
                 Some(d) => {
                     out.insert(p.name.clone(), p.check(d).with_context(|| format!("query {}: default", self.name))?);
                 }
-                // The SQL twin (`attribution.sql`) is a script, not a question.
-                None if name == "attribution" => {}
                 None => bail!("query {}: parameter {} ({}) is required: --param {}=…", self.name, p.name, p.ty.as_str(), p.name),
             }
         }
@@ -263,6 +261,8 @@ pub fn load(dir: Option<&std::path::Path>) -> Result<BTreeMap<String, Query>> {
                 Some(q) => {
                     out.insert(name, q);
                 }
+                // The SQL twin (`attribution.sql`) is a script, not a question.
+                None if name == "attribution" => {}
                 None => bail!(
                     "query file {} has no `-- purpose:` header; a named query starts with one (see `queries show member_summary`)",
                     path.display()
