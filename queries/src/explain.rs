@@ -597,7 +597,7 @@ pub fn render(r: &Receipt, written: Option<&Written>) -> String {
         o += &format!("commission rule: {rule}\n");
     }
     o += &match (&r.arithmetic, r.commission_micros) {
-        (Some(a), Some(c)) => format!("commission: {a} µ = {}\n", lake::money::format_micros(c)),
+        (Some(a), Some(c)) => format!("commission: {} {} (in micros: {a})\n", lake::money::format_micros(c), cur.unwrap_or("")),
         _ => "commission: none (not attributed)\n".into(),
     };
     if let Some((st, m, v, c)) = written {
