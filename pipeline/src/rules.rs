@@ -40,6 +40,12 @@ struct Rule {
     valid_from: Option<NaiveDate>,
 }
 
+impl Rule {
+    fn commission(&self) -> Commission {
+        Commission { percent_e4: self.percent_e4, flat_micros: self.flat_micros }
+    }
+}
+
 /// What a conversion's commission is made of: the percent (×10⁴) and the flat amount.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Commission {
@@ -172,7 +178,12 @@ impl Rules {
 
     /// The rule that applies to a conversion (SPEC §7), if any. `click` rules never apply.
     pub fn conversion_rule(&self, offer_id: &str, member_id: &str, event: &str, date: NaiveDate) -> Option<Commission> {
-        self.pick(offer_id, date, |r| {
+        self.conversion_pick(offer_id, member_id, event, date).map(Rule::commission)
+    }
+
+    /// The rule behind [`Rules::conversion_rule`].
+    fn conversion_pick(&self, offer_id: &str, member_id: &str, event: &str, date: NaiveDate) -> Option<&Rule> {
+        self.pick_rule(offer_id, date, |r| {
             if r.event == lake::schema::CLICK_EVENT {
                 return None;
             }
@@ -202,7 +213,7 @@ impl Rules {
     /// Of the offer's rules valid on `date` that `rank` accepts, the highest rank, then the
     /// latest `valid_from` (empty counts as the oldest).
     fn pick(&self, offer_id: &str, date: NaiveDate, rank: impl Fn(&Rule) -> Option<u8>) -> Option<Commission> {
-        self.pick_rule(offer_id, date, rank).map(|r| Commission { percent_e4: r.percent_e4, flat_micros: r.flat_micros })
+        self.pick_rule(offer_id, date, rank).map(Rule::commission)
     }
 
     fn pick_rule(&self, offer_id: &str, date: NaiveDate, rank: impl Fn(&Rule) -> Option<u8>) -> Option<&Rule> {
@@ -222,15 +233,7 @@ impl Rules {
 
     /// [`Rules::conversion_rule`] with the rule chosen as people read it.
     pub fn conversion_rule_text(&self, offer_id: &str, member_id: &str, event: &str, date: NaiveDate) -> Option<(String, Commission)> {
-        let c = self.conversion_rule(offer_id, member_id, event, date)?;
-        let r = self.pick_rule(offer_id, date, |r| {
-            if r.event == lake::schema::CLICK_EVENT {
-                return None;
-            }
-            let member = if r.member_id.is_empty() { false } else if r.member_id == member_id { true } else { return None };
-            let ev = if r.event.is_empty() { false } else if r.event == event { true } else { return None };
-            Some(u8::from(member) * 2 + u8::from(ev))
-        })?;
+        let r = self.conversion_pick(offer_id, member_id, event, date)?;
         let or = |v: &str, empty: &str| if v.is_empty() { empty.to_string() } else { v.to_string() };
         let percent = r.percent_e4.map_or("-".to_string(), |p| {
             let text = format!("{}.{:04}", p / 10_000, p % 10_000);
@@ -243,7 +246,7 @@ impl Rules {
             or(&r.event, "(every)"),
             r.valid_from.map_or("(always)".to_string(), |d| d.to_string())
         );
-        Some((text, c))
+        Some((text, r.commission()))
     }
 }
 
