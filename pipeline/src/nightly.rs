@@ -329,9 +329,9 @@ async fn catch_up(lake: &Lake, window: Window, tz: Tz, today: NaiveDate, progres
                     && stored.contains(d)
             })
             .collect();
+        // The run records its dates' fingerprints once its files are written
+        // ([`record_dates`]), from the same listing these were computed from.
         let summary = run_settling(lake, &p, Some(files.clone()), "nightly", progress, &settle).await?;
-        let done = current.range(from..=to).map(|(d, f)| (*d, f.clone())).collect();
-        record(lake, &window, &tz, done).await?;
         runs.push(summary);
     }
     Ok(Outcome::Done { runs })
