@@ -23,13 +23,15 @@ fn column<'a>(df: &'a DataFrame, name: &str) -> Result<&'a Column> {
     df.column(name).map_err(PipelineError::polars(format!("reading column {name}")))
 }
 
-pub(crate) fn strs(df: &DataFrame, name: &str) -> Result<Vec<Option<String>>> {
+/// A column as strings (cast first), nulls as `None`.
+pub fn strs(df: &DataFrame, name: &str) -> Result<Vec<Option<String>>> {
     let c = column(df, name)?.cast(&DataType::String).map_err(PipelineError::polars(format!("reading column {name}")))?;
     let ca = c.str().map_err(PipelineError::polars(format!("reading column {name}")))?;
     Ok(ca.iter().map(|s| s.map(str::to_string)).collect())
 }
 
-pub(crate) fn ints(df: &DataFrame, name: &str) -> Result<Vec<Option<i64>>> {
+/// A column as `i64` (cast first: timestamps give their µs), nulls as `None`.
+pub fn ints(df: &DataFrame, name: &str) -> Result<Vec<Option<i64>>> {
     let c = column(df, name)?.cast(&DataType::Int64).map_err(PipelineError::polars(format!("reading column {name}")))?;
     let ca = c.i64().map_err(PipelineError::polars(format!("reading column {name}")))?;
     Ok(ca.iter().collect())

@@ -62,14 +62,7 @@ impl RawHit {
 
 /// Reads hit rows out of a frame with the hit columns.
 pub fn raw_hits(df: &DataFrame) -> Result<Vec<RawHit>> {
-    let s = |name: &str| -> Result<Vec<Option<String>>> {
-        let c = anyhow::Context::with_context(df.column(name), || format!("column {name}"))?.cast(&DataType::String)?;
-        Ok(c.str()?.iter().map(|v| v.map(str::to_string)).collect())
-    };
-    let i = |name: &str| -> Result<Vec<Option<i64>>> {
-        let c = anyhow::Context::with_context(df.column(name), || format!("column {name}"))?.cast(&DataType::Int64)?;
-        Ok(c.i64()?.iter().collect())
-    };
+    let (s, i) = (|name: &str| pipeline::settle::strs(df, name), |name: &str| pipeline::settle::ints(df, name));
     let (id, kind, ts, offer, member, link) = (s(hit::HIT_ID)?, s(hit::KIND)?, i(hit::TS)?, s(hit::OFFER_ID)?, s(hit::MEMBER_ID)?, s(hit::LINK_CODE)?);
     let (click, visitor, event, order, amount, currency, coupon) =
         (s(hit::CLICK_ID)?, s(hit::VISITOR_ID)?, s(hit::EVENT)?, s(hit::ORDER_ID)?, i(hit::AMOUNT_MICROS)?, s(hit::CURRENCY)?, s(hit::COUPON)?);
@@ -414,8 +407,8 @@ pub fn decide(conv: &RawHit, index: &Index, window: &Window, tz: &Tz, rules: &Ru
 /// The applied adjustments of each target, from an `adjustments` table.
 pub fn applied_by_target(adjustments: &DataFrame) -> Result<HashMap<String, Vec<Adjustment>>> {
     let rows = pipeline::settle::read_adjustments(adjustments)?;
-    let st = adjustments.column(report::STATUS)?.str()?.iter().map(|v| v.map(str::to_string)).collect::<Vec<_>>();
-    let target = adjustments.column(report::TARGET_HIT_ID)?.str()?.iter().map(|v| v.map(str::to_string)).collect::<Vec<_>>();
+    let st = pipeline::settle::strs(adjustments, report::STATUS)?;
+    let target = pipeline::settle::strs(adjustments, report::TARGET_HIT_ID)?;
     let mut out: HashMap<String, Vec<Adjustment>> = HashMap::new();
     for (i, a) in rows.into_iter().enumerate() {
         if st[i].as_deref() == Some(adj::APPLIED) {
