@@ -798,6 +798,31 @@ mod properties {
         prop::collection::vec((0u8..4, 0i64..(6 * 24 * 60), 0u8..2, 0u8..4, 0u8..6, 0u8..5, 0u8..4, 0u8..3), 1..60)
     }
 
+    /// The hits `arb_hits` describes, from `base`: clicks from a pool of six click ids,
+    /// conversions by click id, visitor or both. Returns each conversion's ts by hit id.
+    fn add_rows(b: &mut Lakefile, base: i64, rows: Vec<(u8, i64, u8, u8, u8, u8, u8, u8)>) -> BTreeMap<String, i64> {
+        let pool: Vec<String> = (0..6).map(|i| b.uuid7(base + i * 3_600_000_000)).collect();
+        let mut conversions = BTreeMap::new();
+        for (kind, minutes, offer, visitor, click, order, amount, currency) in rows {
+            // Minutes plus a sub-minute part so that ties and exact edges occur.
+            let ts = base + minutes * 60_000_000 + i64::from(click % 2) * 17;
+            let offer = format!("o{offer}");
+            let visitor = format!("v{visitor}");
+            if kind == 0 {
+                b.click_as(ts, &offer, &format!("m{click}"), &visitor, &pool[click as usize], "Mozilla/5.0");
+            } else {
+                let k = if kind == 1 { HitKind::Pixel } else { HitKind::Postback };
+                let cid = (kind != 1 || click % 3 == 0).then(|| pool[click as usize].as_str());
+                let vis = (kind == 1).then_some(visitor.as_str());
+                let ord = (order > 0).then(|| format!("ord{order}"));
+                let amt = (amount > 0).then(|| (i64::from(amount) * 333_333, ["USD", "EUR", "JPY"][currency as usize]));
+                let id = b.conv(k, ts, &offer, cid, vis, ord.as_deref(), amt);
+                conversions.insert(id, ts);
+            }
+        }
+        conversions
+    }
+
     fn arb_adjustments() -> impl Strategy<Value = Vec<(i64, u8, u8, u8, u8, u8)>> {
         // (ts offset in minutes, offer, order idx, action, amount, adjustment id)
         prop::collection::vec((0i64..(8 * 24 * 60), 0u8..2, 1u8..5, 0u8..4, 0u8..40, 0u8..4), 0..25)
@@ -812,25 +837,7 @@ mod properties {
                 let lake = memory_lake();
                 let base = at(2026, 1, 1, 0, 0, 0);
                 let mut b = Lakefile::default();
-                let pool: Vec<String> = (0..6).map(|i| b.uuid7(base + i * 3_600_000_000)).collect();
-                let mut conversions = BTreeMap::new();
-                for (kind, minutes, offer, visitor, click, order, amount, currency) in rows {
-                    // Minutes plus a sub-minute part so that ties and exact edges occur.
-                    let ts = base + minutes * 60_000_000 + i64::from(click % 2) * 17;
-                    let offer = format!("o{offer}");
-                    let visitor = format!("v{visitor}");
-                    if kind == 0 {
-                        b.click_as(ts, &offer, &format!("m{click}"), &visitor, &pool[click as usize], "Mozilla/5.0");
-                    } else {
-                        let k = if kind == 1 { HitKind::Pixel } else { HitKind::Postback };
-                        let cid = (kind != 1 || click % 3 == 0).then(|| pool[click as usize].as_str());
-                        let vis = (kind == 1).then_some(visitor.as_str());
-                        let ord = (order > 0).then(|| format!("ord{order}"));
-                        let amt = (amount > 0).then(|| (i64::from(amount) * 333_333, ["USD", "EUR", "JPY"][currency as usize]));
-                        let id = b.conv(k, ts, &offer, cid, vis, ord.as_deref(), amt);
-                        conversions.insert(id, ts);
-                    }
-                }
+                let conversions = add_rows(&mut b, base, rows);
                 b.write(&lake, "p").await;
                 run(&lake, "2d", "Asia/Kolkata", date(2026, 1, 2), date(2026, 1, 5)).await;
                 let p = Params::new("2d".parse().unwrap(), parse_tz("Asia/Kolkata").unwrap(), date(2026, 1, 2), date(2026, 1, 5)).unwrap();
@@ -876,22 +883,7 @@ mod properties {
                 .await;
                 let base = at(2026, 1, 1, 0, 0, 0);
                 let mut b = Lakefile::default();
-                let pool: Vec<String> = (0..6).map(|i| b.uuid7(base + i * 3_600_000_000)).collect();
-                for (kind, minutes, offer, visitor, click, order, amount, currency) in rows {
-                    let ts = base + minutes * 60_000_000 + i64::from(click % 2) * 17;
-                    let offer = format!("o{offer}");
-                    let visitor = format!("v{visitor}");
-                    if kind == 0 {
-                        b.click_as(ts, &offer, &format!("m{click}"), &visitor, &pool[click as usize], "Mozilla/5.0");
-                    } else {
-                        let k = if kind == 1 { HitKind::Pixel } else { HitKind::Postback };
-                        let cid = (kind != 1 || click % 3 == 0).then(|| pool[click as usize].as_str());
-                        let vis = (kind == 1).then_some(visitor.as_str());
-                        let ord = (order > 0).then(|| format!("ord{order}"));
-                        let amt = (amount > 0).then(|| (i64::from(amount) * 333_333, ["USD", "EUR", "JPY"][currency as usize]));
-                        b.conv(k, ts, &offer, cid, vis, ord.as_deref(), amt);
-                    }
-                }
+                add_rows(&mut b, base, rows);
                 for (minutes, offer, order, action, amount, id) in adjustments {
                     let ts = base + minutes * 60_000_000;
                     let (action, amount) = match action {
