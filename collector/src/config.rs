@@ -189,32 +189,57 @@ pub struct ServeArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum OffersCommand {
-    /// Add an offer
+    /// Add an offer; with --update, change only the given settings of an existing one
+    ///
+    /// Without --update an existing offer is refused unless it already has exactly the
+    /// settings given (so re-running a set-up script is harmless, and never silently turns an
+    /// EUR offer into USD or replaces its token). Every change is logged in
+    /// registry/_changes.jsonl.
     Add {
         /// Offer id
         #[arg(long)]
         offer: String,
-        /// Where the offer's links redirect (http or https URL)
+        /// Where the offer's links redirect (http or https URL); required for a new offer
         #[arg(long)]
-        destination: String,
-        /// Secret the brand's server sends with postbacks
+        destination: Option<String>,
+        /// Secret the brand's server sends with postbacks and adjustments; required for a new
+        /// offer (an empty value: the offer takes no postbacks)
         #[arg(long, hide_env_values = true)]
-        token: String,
-        /// Currency of amounts sent without one (ISO 4217)
-        #[arg(long, default_value = lake::registry::DEFAULT_CURRENCY)]
-        currency: String,
-        /// Lifetime of the visitor and click-id cookies, in days
-        #[arg(long, default_value_t = lake::registry::DEFAULT_COOKIE_DAYS)]
-        cookie_days: u32,
-        /// Days after a conversion during which refunds and rejections still change it
-        #[arg(long, default_value_t = lake::registry::DEFAULT_LOCK_DAYS)]
-        lock_days: u32,
-        /// Conversions attributed through a click faster than this are too_fast (e.g. 10s, 2m, 0), whole seconds
-        #[arg(long, default_value = "0", value_parser = parse_whole_seconds)]
-        min_lag: u64,
-        /// Whether a valid coupon or the click attributes a conversion that has both
-        #[arg(long, value_enum, default_value_t = CouponPriority::Click)]
-        coupon_priority: CouponPriority,
+        token: Option<String>,
+        /// Currency of amounts sent without one (ISO 4217) [new offer default: USD]
+        #[arg(long)]
+        currency: Option<String>,
+        /// Lifetime of the visitor and click-id cookies, in days [new offer default: 28]
+        #[arg(long)]
+        cookie_days: Option<u32>,
+        /// Days after a conversion during which refunds and rejections still change it [new offer default: 30]
+        #[arg(long)]
+        lock_days: Option<u32>,
+        /// Conversions attributed through a click faster than this are too_fast (e.g. 10s, 2m, 0), whole seconds [new offer default: 0]
+        #[arg(long, value_parser = parse_whole_seconds)]
+        min_lag: Option<u64>,
+        /// Whether a valid coupon or the click attributes a conversion that has both [new offer default: click]
+        #[arg(long, value_enum)]
+        coupon_priority: Option<CouponPriority>,
+        /// Change an existing offer: only the settings given are changed
+        #[arg(long)]
+        update: bool,
+    },
+    /// Pause an offer: its links still redirect but record no click and add no click id
+    ///
+    /// Conversions of a paused offer (pixel, postback, adjustments) are still recorded and
+    /// attributed to clicks from before the pause within the window, so members are paid for
+    /// the sales their earlier clicks brought.
+    Pause {
+        /// Offer id
+        #[arg(long)]
+        offer: String,
+    },
+    /// Resume a paused offer
+    Resume {
+        /// Offer id
+        #[arg(long)]
+        offer: String,
     },
     /// List offers
     List,
@@ -251,6 +276,19 @@ pub enum LinksCommand {
         /// Public base URL of the collector, for the printed link URLs
         #[arg(long, env = "CLICKTRAIL_PUBLIC_URL", default_value = "http://127.0.0.1:8080", value_parser = parse_public_url)]
         public_url: url::Url,
+    },
+    /// Pause a link: it still redirects to its destination (old posts never break) but
+    /// records no click and adds no click id
+    Pause {
+        /// The link's code
+        #[arg(long)]
+        code: String,
+    },
+    /// Resume a paused link
+    Resume {
+        /// The link's code
+        #[arg(long)]
+        code: String,
     },
 }
 

@@ -69,36 +69,87 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             collector::serve(listener, c, shutdown_signal()).await
         }
         Command::Offers {
-            command: OffersCommand::Add { offer, destination, token, currency, cookie_days, lock_days, min_lag, coupon_priority },
+            command: OffersCommand::Add { offer, destination, token, currency, cookie_days, lock_days, min_lag, coupon_priority, update },
         } => {
-            let mut offer = Offer::new(offer, destination, token, currency.to_ascii_uppercase(), cookie_days);
-            offer.lock_days = lock_days;
-            offer.min_lag_seconds = min_lag;
-            offer.coupon_priority = coupon_priority.as_str().to_string();
-            let id = offer.offer_id.clone();
-            let what = match registry::add_offer(&lake, offer).await? {
+            let by = registry::command_line();
+            let edit = registry::OfferEdit {
+                destination_url: destination,
+                postback_token: token,
+                currency: currency.map(|c| c.to_ascii_uppercase()),
+                cookie_days,
+                lock_days,
+                min_lag_seconds: min_lag,
+                coupon_priority: coupon_priority.map(|c| c.as_str().to_string()),
+            };
+            let change = if update {
+                registry::update_offer(&lake, &offer, edit, &by).await?
+            } else {
+                let missing: Vec<&str> = [("--destination", edit.destination_url.is_none()), ("--token", edit.postback_token.is_none())]
+                    .into_iter()
+                    .filter_map(|(f, m)| m.then_some(f))
+                    .collect();
+                if !missing.is_empty() {
+                    let existing = registry::load(&lake).await?.offers.contains_key(&offer);
+                    anyhow::bail!(
+                        "a new offer needs {}{}",
+                        missing.join(" and "),
+                        if existing { format!("; offer {offer} exists already: pass --update to change only the flags given") } else { String::new() }
+                    );
+                }
+                let mut o = Offer::new(offer.clone(), String::new(), String::new(), lake::registry::DEFAULT_CURRENCY.into(), lake::registry::DEFAULT_COOKIE_DAYS);
+                edit.apply_to(&mut o);
+                registry::add_offer(&lake, o, &by).await?
+            };
+            let what = match change {
                 registry::OfferChange::Added => "added",
                 registry::OfferChange::Updated => "updated",
                 registry::OfferChange::Unchanged => "unchanged",
             };
-            println!("offer {id} {what}");
+            println!("offer {offer} {what}");
+            Ok(())
+        }
+        Command::Offers { command: OffersCommand::Pause { offer } } => {
+            let changed = registry::set_paused(&lake, registry::Pausable::Offer, &offer, true, &registry::command_line()).await?;
+            println!("offer {offer} {}", if changed { "paused" } else { "was paused already" });
+            Ok(())
+        }
+        Command::Offers { command: OffersCommand::Resume { offer } } => {
+            let changed = registry::set_paused(&lake, registry::Pausable::Offer, &offer, false, &registry::command_line()).await?;
+            println!("offer {offer} {}", if changed { "resumed" } else { "was not paused" });
             Ok(())
         }
         Command::Offers { command: OffersCommand::List } => {
             let reg = registry::load(&lake).await?;
             let mut offers: Vec<_> = reg.offers.values().collect();
             offers.sort_by(|a, b| a.offer_id.cmp(&b.offer_id));
-            println!("offer_id\tcurrency\tcookie_days\tlock_days\tmin_lag_seconds\tcoupon_priority\tdestination_url");
+            println!("offer_id\tcurrency\tcookie_days\tlock_days\tmin_lag_seconds\tcoupon_priority\tpaused_at\tdestination_url");
             for o in offers {
                 println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                    o.offer_id, o.currency, o.cookie_days, o.lock_days, o.min_lag_seconds, o.coupon_priority, o.destination_url
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    o.offer_id,
+                    o.currency,
+                    o.cookie_days,
+                    o.lock_days,
+                    o.min_lag_seconds,
+                    o.coupon_priority,
+                    reg.paused_offers.get(&o.offer_id).map_or("", String::as_str),
+                    o.destination_url
                 );
             }
             Ok(())
         }
+        Command::Links { command: LinksCommand::Pause { code } } => {
+            let changed = registry::set_paused(&lake, registry::Pausable::Link, &code, true, &registry::command_line()).await?;
+            println!("link {code} {}", if changed { "paused" } else { "was paused already" });
+            Ok(())
+        }
+        Command::Links { command: LinksCommand::Resume { code } } => {
+            let changed = registry::set_paused(&lake, registry::Pausable::Link, &code, false, &registry::command_line()).await?;
+            println!("link {code} {}", if changed { "resumed" } else { "was not paused" });
+            Ok(())
+        }
         Command::Links { command: LinksCommand::Add { offer, member, destination, code, public_url } } => {
-            let link = registry::add_link(&lake, NewLink { offer_id: offer, member_id: member, destination_url: destination, code }).await?;
+            let link = registry::add_link(&lake, NewLink { offer_id: offer, member_id: member, destination_url: destination, code }, &registry::command_line()).await?;
             println!("{}\t{}", link.code, links_url(&public_url, &link.code));
             Ok(())
         }
@@ -110,9 +161,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .filter(|l| offer.as_ref().is_none_or(|o| &l.offer_id == o) && member.as_ref().is_none_or(|m| &l.member_id == m))
                 .collect();
             links.sort_by(|a, b| (&a.created_at, &a.code).cmp(&(&b.created_at, &b.code)));
-            println!("code\toffer_id\tmember_id\turl\tdestination_url\tcreated_at");
+            println!("code\toffer_id\tmember_id\turl\tdestination_url\tcreated_at\tpaused_at");
             for l in links {
-                println!("{}\t{}\t{}\t{}\t{}\t{}", l.code, l.offer_id, l.member_id, links_url(&public_url, &l.code), l.destination_url, l.created_at);
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    l.code,
+                    l.offer_id,
+                    l.member_id,
+                    links_url(&public_url, &l.code),
+                    l.destination_url,
+                    l.created_at,
+                    reg.paused_since(l).unwrap_or("")
+                );
             }
             Ok(())
         }
@@ -126,7 +186,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 valid_from: valid_from.unwrap_or_default(),
             };
             let text = registry::describe_rule(&rule);
-            registry::add_commission(&lake, rule).await?;
+            registry::add_commission(&lake, rule, &registry::command_line()).await?;
             println!("commission rule added: {text}");
             Ok(())
         }
@@ -147,7 +207,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 valid_to: valid_to.unwrap_or_default(),
             };
             let what = format!("coupon {} of offer {} for member {}", coupon.code, coupon.offer_id, coupon.member_id);
-            registry::add_coupons(&lake, vec![coupon]).await?;
+            registry::add_coupons(&lake, vec![coupon], &registry::command_line()).await?;
             println!("{what} added");
             Ok(())
         }
@@ -155,7 +215,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let bytes = std::fs::read(&file).with_context(|| format!("while reading {}", file.display()))?;
             let coupons = collector::registry::parse_coupon_export(&bytes, &offer)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            let n = registry::add_coupons(&lake, coupons).await?;
+            let n = registry::add_coupons(&lake, coupons, &registry::command_line()).await?;
             println!("imported {n} coupon codes for offer {offer} from {}", file.display());
             Ok(())
         }

@@ -388,7 +388,7 @@ async fn chromium_clicks_lands_and_converts_with_and_without_third_party_cookies
     let lake = Lake::open(&lake_url).unwrap();
     let (track_port, shop_port) = (free_port(), free_port());
     let shop = format!("http://shop.test:{shop_port}");
-    collector::registry::add_offer(&lake, Offer::new(OFFER.into(), format!("{shop}/js/landing"), TOKEN.into(), "EUR".into(), 7)).await.unwrap();
+    collector::registry::add_offer(&lake, Offer::new(OFFER.into(), format!("{shop}/js/landing"), TOKEN.into(), "EUR".into(), 7), "test").await.unwrap();
     for (code, page) in [("js1", "js/landing?utm_source=ig&sub1=story%201"), ("fp1", "fpage/landing"), ("img1", "img/landing"), ("q1", "js/queue"), ("slow1", "js/landing")] {
         let link = collector::registry::NewLink {
             offer_id: OFFER.into(),
@@ -396,7 +396,7 @@ async fn chromium_clicks_lands_and_converts_with_and_without_third_party_cookies
             destination_url: Some(format!("{shop}/{page}")),
             code: Some(code.into()),
         };
-        collector::registry::add_link(&lake, link).await.unwrap();
+        collector::registry::add_link(&lake, link, "test").await.unwrap();
     }
     let mut args = serve_args(&dir.path().join("spool"));
     args.public_url = Some(format!("https://track.test:{track_port}").parse().unwrap());

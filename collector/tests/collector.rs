@@ -378,7 +378,7 @@ async fn a_link_added_elsewhere_is_served_at_once_and_the_registry_copy_survives
     let server = TestServer::start(&lake_url, args.clone()).await;
     let http = client();
     // Created by the CLI (another process): no periodic refresh would see it for an hour.
-    collector::registry::add_link(&lake, collector::registry::NewLink { offer_id: "shoes".into(), member_id: "dee".into(), destination_url: None, code: Some("dee1".into()) })
+    collector::registry::add_link(&lake, collector::registry::NewLink { offer_id: "shoes".into(), member_id: "dee".into(), destination_url: None, code: Some("dee1".into()) }, "test")
         .await
         .unwrap();
     let r = http.get(server.url("/l/dee1")).send().await.unwrap();
@@ -390,9 +390,12 @@ async fn a_link_added_elsewhere_is_served_at_once_and_the_registry_copy_survives
         lake::registry::Offer::new("app".into(), "https://app.example.net/".into(), String::new(), currency.into(), 28)
     };
     use collector::registry::{add_offer, OfferChange};
-    assert_eq!(add_offer(&lake, offer("USD")).await.unwrap(), OfferChange::Added);
-    assert_eq!(add_offer(&lake, offer("USD")).await.unwrap(), OfferChange::Unchanged);
-    assert_eq!(add_offer(&lake, offer("GBP")).await.unwrap(), OfferChange::Updated);
+    assert_eq!(add_offer(&lake, offer("USD"), "test").await.unwrap(), OfferChange::Added);
+    assert_eq!(add_offer(&lake, offer("USD"), "test").await.unwrap(), OfferChange::Unchanged);
+    let refused = add_offer(&lake, offer("GBP"), "test").await.unwrap_err().to_string();
+    assert!(refused.contains("currency USD (given: GBP)") && refused.contains("--update"), "{refused}");
+    let edit = collector::registry::OfferEdit { currency: Some("GBP".into()), ..Default::default() };
+    assert_eq!(collector::registry::update_offer(&lake, "app", edit, "test").await.unwrap(), OfferChange::Updated);
     let r = http.get(server.url("/p.gif?offer=app&amount=1")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let cid = uuid::Uuid::now_v7().to_string();
@@ -1455,8 +1458,121 @@ async fn offers_add_takes_lock_days_min_lag_and_coupon_priority() {
     let (ok, out, _) = cli(&lake_url, &["offers", "list"]);
     assert!(ok);
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines[0], "offer_id\tcurrency\tcookie_days\tlock_days\tmin_lag_seconds\tcoupon_priority\tdestination_url");
-    assert!(lines.contains(&"strict\tUSD\t28\t14\t10\tcoupon\thttps://shop.example.com/"), "{out}");
+    assert_eq!(lines[0], "offer_id\tcurrency\tcookie_days\tlock_days\tmin_lag_seconds\tcoupon_priority\tpaused_at\tdestination_url");
+    assert!(lines.contains(&"strict\tUSD\t28\t14\t10\tcoupon\t\thttps://shop.example.com/"), "{out}");
+}
+
+#[tokio::test]
+async fn registry_edits_are_explicit_pauses_track_nothing_and_every_change_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake_dir = dir.path().join("lake");
+    let lake_url = lake_dir.display().to_string();
+    let run = |args: &[&str]| cli(&lake_url, args);
+    let add = ["offers", "add", "--offer", "shoes", "--destination", "https://shop.example.com/in", "--token", "first-secret", "--currency", "EUR"];
+    let (ok, out, err) = run(&add);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "offer shoes added");
+    assert_eq!(run(&add).1.trim(), "offer shoes unchanged", "re-running a set-up script is harmless");
+    // Re-run without --currency and with another token: refused, naming what differs.
+    let (ok, _, err) = run(&["offers", "add", "--offer", "shoes", "--destination", "https://shop.example.com/in", "--token", "other-secret"]);
+    assert!(!ok);
+    assert!(err.contains("currency EUR (given: USD)") && err.contains("postback token") && err.contains("--update"), "{err}");
+    assert!(!err.contains("first-secret") && !err.contains("other-secret"), "tokens are never shown: {err}");
+    let offers = || lake::registry::parse_offers(&std::fs::read(lake_dir.join("registry/offers.csv")).unwrap()).unwrap();
+    assert_eq!((offers()[0].currency.as_str(), offers()[0].postback_token.as_str()), ("EUR", "first-secret"));
+    // --update changes only the flags given.
+    let (ok, out, err) = run(&["offers", "add", "--update", "--offer", "shoes", "--cookie-days", "14"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "offer shoes updated");
+    let o = offers()[0].clone();
+    assert_eq!((o.currency.as_str(), o.postback_token.as_str(), o.cookie_days, o.destination_url.as_str()), ("EUR", "first-secret", 14, "https://shop.example.com/in"));
+    let (ok, _, err) = run(&["offers", "add", "--update", "--offer", "nosuch", "--cookie-days", "3"]);
+    assert!(!ok && err.contains("nosuch"), "{err}");
+    let (ok, _, err) = run(&["offers", "add", "--offer", "bags", "--destination", "https://bags.example.org/"]);
+    assert!(!ok && err.contains("--token"), "{err}");
+    let (ok, _, err) = run(&["offers", "add", "--update", "--offer", "shoes", "--currency", "euro"]);
+    assert!(!ok && err.contains("currency"), "{err}");
+    assert!(run(&["links", "add", "--offer", "shoes", "--member", "ann", "--code", "ann1"]).0);
+    assert!(run(&["links", "add", "--offer", "shoes", "--member", "bob", "--code", "bob1"]).0);
+
+    let mut args = serve_args(&dir.path().join("spool"));
+    args.registry_refresh = Duration::from_millis(50);
+    let server = TestServer::start(&lake_url, args).await;
+    let http = client();
+    let click = |code: &'static str| {
+        let http = http.clone();
+        let url = server.url(&format!("/l/{code}?utm_source=ig"));
+        async move { http.get(url).header("user-agent", "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0").send().await.unwrap() }
+    };
+    let tracked = click("ann1").await;
+    let location = tracked.headers()["location"].to_str().unwrap().to_string();
+    let click_id = query_of(&location)["ct_click_id"].clone();
+
+    let settle = || tokio::time::sleep(Duration::from_millis(400));
+    let (ok, out, _) = run(&["links", "pause", "--code", "ann1"]);
+    assert!(ok && out.trim() == "link ann1 paused", "{out}");
+    assert_eq!(run(&["links", "pause", "--code", "ann1"]).1.trim(), "link ann1 was paused already");
+    assert!(!run(&["links", "pause", "--code", "nosuch"]).0);
+    settle().await;
+    let paused = click("ann1").await;
+    assert_eq!(paused.status(), StatusCode::FOUND, "a paused link still redirects");
+    assert_eq!(paused.headers()["location"], "https://shop.example.com/in?utm_source=ig", "no click id added");
+    assert!(paused.headers().get("set-cookie").is_none(), "no cookie set");
+    assert!(click("bob1").await.headers()["location"].to_str().unwrap().contains("ct_click_id="), "other links are not paused");
+    let (ok, out, _) = run(&["links", "list"]);
+    assert!(ok && out.lines().next().unwrap().ends_with("\tpaused_at"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("ann1\t") && l.contains("Z")), "{out}");
+    assert_eq!(run(&["links", "resume", "--code", "ann1"]).1.trim(), "link ann1 resumed");
+
+    // A paused offer pauses every link; its conversions are still recorded.
+    assert_eq!(run(&["offers", "pause", "--offer", "shoes"]).1.trim(), "offer shoes paused");
+    settle().await;
+    for code in ["ann1", "bob1"] {
+        assert!(!click(code).await.headers()["location"].to_str().unwrap().contains("ct_click_id"), "{code}");
+    }
+    let conv = http.get(server.url(&format!("/postback?offer=shoes&click_id={click_id}&order_id=o1&amount=12.50&token=first-secret"))).send().await.unwrap();
+    assert_eq!(conv.status(), StatusCode::OK, "a paused offer's conversions are recorded");
+    assert!(run(&["offers", "list"]).1.lines().any(|l| l.starts_with("shoes\t") && l.contains("Z\thttps://")));
+    assert_eq!(run(&["offers", "resume", "--offer", "shoes"]).1.trim(), "offer shoes resumed");
+    assert_eq!(run(&["offers", "resume", "--offer", "shoes"]).1.trim(), "offer shoes was not paused");
+    settle().await;
+    assert!(click("ann1").await.headers()["location"].to_str().unwrap().contains("ct_click_id="));
+    server.stop().await;
+
+    let hits = read_hits(&lake_url).await;
+    let clicks = by_kind(&hits, HitKind::Click);
+    // Tracked: ann1 before the pause, bob1 during ann1's pause, ann1 after the resume.
+    assert_eq!(clicks.len(), 3, "paused clicks record nothing");
+    let conversions: Vec<_> = hits.iter().filter(|h| h.kind != HitKind::Click).collect();
+    assert_eq!(conversions.len(), 1);
+    assert_eq!((conversions[0].click_id.as_deref(), conversions[0].amount_micros), (Some(click_id.as_str()), Some(12_500_000)));
+
+    // The change log: one line per change, in order, secrets masked.
+    let log = std::fs::read_to_string(lake_dir.join("registry/_changes.jsonl")).unwrap();
+    assert!(!log.contains("first-secret") && !log.contains("other-secret"), "{log}");
+    let lines: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let actions: Vec<(String, String)> = lines.iter().map(|l| (l["file"].as_str().unwrap().to_string(), l["action"].as_str().unwrap().to_string())).collect();
+    let want = [
+        ("offers.csv", "add"),
+        ("offers.csv", "update"),
+        ("links.csv", "add"),
+        ("links.csv", "add"),
+        ("paused.csv", "pause"),
+        ("paused.csv", "resume"),
+        ("paused.csv", "pause"),
+        ("paused.csv", "resume"),
+    ];
+    assert_eq!(actions, want.iter().map(|(f, a)| (format!("registry/{f}"), a.to_string())).collect::<Vec<_>>());
+    let update = &lines[1];
+    assert_eq!((update["old"]["cookie_days"].as_u64(), update["new"]["cookie_days"].as_u64()), (Some(28), Some(14)));
+    assert_eq!(update["old"]["postback_token"], update["new"]["postback_token"]);
+    assert!(update["new"]["postback_token"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(update["key"]["offer_id"], "shoes");
+    assert!(update["by"].as_str().unwrap().starts_with("collector --lake"), "{}", update["by"]);
+    assert!(update["by"].as_str().unwrap().contains("offers add --update"));
+    assert!(lines[0]["by"].as_str().unwrap().contains("--token ***"), "{}", lines[0]["by"]);
+    assert!(lines[0]["old"].is_null() && lines[5]["new"].is_null());
+    chrono::DateTime::parse_from_rfc3339(lines[0]["ts"].as_str().unwrap()).unwrap();
 }
 
 #[tokio::test]

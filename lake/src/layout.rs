@@ -14,6 +14,12 @@ pub const COUPONS_CSV: &str = "registry/coupons.csv";
 /// the hits file written), so that importing the same file twice writes nothing new and
 /// adjustment ids already imported for the offer are skipped.
 pub const ADJUSTMENT_IMPORTS_CSV: &str = "registry/adjustment_imports.csv";
+/// Paused offers and links (`collector offers pause`, `links pause`): one row each, removed
+/// on resume. Not read by the pipeline: a pause stops new clicks, it changes no attribution.
+pub const PAUSED_CSV: &str = "registry/paused.csv";
+/// The append-only log of registry changes: one JSON object per line (when, which command,
+/// which file and row, the row before and after). Payouts depend on the registry.
+pub const CHANGES_JSONL: &str = "registry/_changes.jsonl";
 pub const HITS_DIR: &str = "hits";
 pub const REPORTS_DIR: &str = "reports";
 pub const RUNS_DIR: &str = "_runs";
@@ -45,6 +51,14 @@ pub fn commissions() -> Path {
 
 pub fn coupons() -> Path {
     Path::from(COUPONS_CSV)
+}
+
+pub fn paused() -> Path {
+    Path::from(PAUSED_CSV)
+}
+
+pub fn changes() -> Path {
+    Path::from(CHANGES_JSONL)
 }
 
 pub fn adjustment_imports() -> Path {

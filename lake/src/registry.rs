@@ -596,11 +596,53 @@ pub fn write_adjustment_imports(imports: &[AdjustmentImport]) -> Vec<u8> {
     write_csv(&ADJUSTMENT_IMPORT_COLUMNS, imports)
 }
 
+/// Columns of `registry/paused.csv`, in file order.
+pub const PAUSE_COLUMNS: [&str; 3] = ["kind", "id", "paused_at"];
+pub const PAUSE_KIND_OFFER: &str = "offer";
+pub const PAUSE_KIND_LINK: &str = "link";
+
+/// A paused offer (`kind = offer`, `id` its offer id) or link (`kind = link`, `id` its code).
+/// A paused link, or any link of a paused offer, still redirects to its destination but
+/// records no click and adds no click id; conversions are still recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pause {
+    pub kind: String,
+    pub id: String,
+    /// RFC 3339, UTC.
+    pub paused_at: String,
+}
+
+/// Parses `paused.csv`, selecting columns by name.
+pub fn parse_pauses(bytes: &[u8]) -> Result<Vec<Pause>, LakeError> {
+    const FILE: &str = crate::layout::PAUSED_CSV;
+    let mut rdr = reader(bytes);
+    let headers = rdr.headers().map_err(|e| LakeError::Registry { file: FILE.into(), line: 1, reason: e.to_string() })?.clone();
+    let idx = header_index(FILE, &headers, &PAUSE_COLUMNS)?;
+    let mut out = Vec::new();
+    for rec in rdr.records() {
+        let rec = rec.map_err(|e| LakeError::Registry { file: FILE.into(), line: e.position().map_or(0, |p| p.line()), reason: e.to_string() })?;
+        let line = rec.position().map_or(0, |p| p.line());
+        let pause = Pause { kind: field(&rec, idx[0]).to_string(), id: field(&rec, idx[1]).to_string(), paused_at: field(&rec, idx[2]).to_string() };
+        if pause.kind != PAUSE_KIND_OFFER && pause.kind != PAUSE_KIND_LINK {
+            return Err(LakeError::Registry { file: FILE.into(), line, reason: format!("kind {:?} must be offer or link", pause.kind) });
+        }
+        out.push(pause);
+    }
+    Ok(out)
+}
+
+pub fn write_pauses(pauses: &[Pause]) -> Vec<u8> {
+    write_csv(&PAUSE_COLUMNS, pauses)
+}
+
 /// Offers and links indexed for the collector's lookups.
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
     pub offers: HashMap<String, Offer>,
     pub links: HashMap<String, Link>,
+    /// Paused offer ids and link codes.
+    pub paused_offers: HashMap<String, String>,
+    pub paused_links: HashMap<String, String>,
 }
 
 impl Registry {
@@ -608,7 +650,21 @@ impl Registry {
         Registry {
             offers: offers.into_iter().map(|o| (o.offer_id.clone(), o)).collect(),
             links: links.into_iter().map(|l| (l.code.clone(), l)).collect(),
+            paused_offers: HashMap::new(),
+            paused_links: HashMap::new(),
         }
+    }
+    /// With the pauses of `paused.csv`.
+    pub fn with_pauses(mut self, pauses: &[Pause]) -> Registry {
+        for p in pauses {
+            let map = if p.kind == PAUSE_KIND_OFFER { &mut self.paused_offers } else { &mut self.paused_links };
+            map.insert(p.id.clone(), p.paused_at.clone());
+        }
+        self
+    }
+    /// When the link, or its offer, was paused (the link's own pause first); `None`: active.
+    pub fn paused_since(&self, link: &Link) -> Option<&str> {
+        self.paused_links.get(&link.code).or_else(|| self.paused_offers.get(&link.offer_id)).map(String::as_str)
     }
     pub fn offer(&self, id: &str) -> Option<&Offer> {
         self.offers.get(id)

@@ -1,7 +1,8 @@
 //! `GET /l/{code}`: the tracking link. Records a click, sets the visitor cookie and
 //! redirects to the destination (or a deep link on the destination's site) with the
 //! incoming parameters kept and `ct_click_id` (and the offer's cookie days, `ct_cd`)
-//! added. `HEAD` answers the same, records nothing.
+//! added. `HEAD` answers the same, records nothing. A paused link (or a link of a paused
+//! offer) redirects the same way but records nothing and adds no click id or cookie.
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -74,7 +75,6 @@ pub async fn redirect(
             url
         }
     };
-    let click_id = uuid::Uuid::now_v7().to_string();
     // The destination's own query as written, less any stale click id, then ours.
     let mut query_out: Vec<String> = query_segments(target.query())
         .into_iter()
@@ -82,6 +82,18 @@ pub async fn redirect(
         .map(|(_, _, raw)| raw.to_string())
         .collect();
     query_out.extend(kept.iter().cloned());
+    if registry.paused_since(link).is_some() {
+        // A paused link (or a link of a paused offer) keeps working for the people who
+        // follow old posts, but tracks nothing: no click, no click id, no cookie.
+        target.set_query((!query_out.is_empty()).then(|| query_out.join("&")).as_deref());
+        let location = HeaderValue::from_str(target.as_str()).map_err(|e| ApiError::Internal(e.to_string()))?;
+        return Ok((
+            StatusCode::FOUND,
+            [(header::LOCATION, location), (header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        )
+            .into_response());
+    }
+    let click_id = uuid::Uuid::now_v7().to_string();
     query_out.push(format!("{CLICK_ID_PARAM}={click_id}"));
     // The offer's cookie lifetime travels with the click, so the snippet (loaded without
     // `?offer=`) and the first-party landing keep the click id exactly as long as the offer says.

@@ -54,7 +54,7 @@ pub async fn create(
             .unwrap_or("body");
         ApiError::bad(field, format!("invalid link request: {msg}"))
     })?;
-    let link = app.registry.add_link(new).await?;
+    let link = app.registry.add_link(new, "POST /api/links").await?;
     tracing::info!(code = %link.code, offer = %link.offer_id, member = %link.member_id, "link created");
     Ok((StatusCode::CREATED, Json(link_json(&app.public_url, &link))))
 }

@@ -44,12 +44,12 @@ pub fn serve_args(spool: &Path) -> ServeArgs {
 /// (shoes/ann) and `bob1` (bags/bob, own destination).
 pub async fn seed_registry(lake: &Lake) {
     for (id, dest, cur, days) in [("shoes", "https://shop.example.com/landing?src=ct", "EUR", 7), ("bags", "https://bags.example.org/", "USD", 28)] {
-        registry::add_offer(lake, Offer::new(id.into(), dest.into(), TOKEN.into(), cur.into(), days))
+        registry::add_offer(lake, Offer::new(id.into(), dest.into(), TOKEN.into(), cur.into(), days), "test")
             .await
             .unwrap();
     }
     for (code, offer, member, dest) in [("ann1", "shoes", "ann", None), ("bob1", "bags", "bob", Some("https://bags.example.org/sale"))] {
-        registry::add_link(lake, NewLink { offer_id: offer.into(), member_id: member.into(), destination_url: dest.map(String::from), code: Some(code.into()) })
+        registry::add_link(lake, NewLink { offer_id: offer.into(), member_id: member.into(), destination_url: dest.map(String::from), code: Some(code.into()) }, "test")
             .await
             .unwrap();
     }
