@@ -39,6 +39,29 @@ struct WindowZone {
     tz: String,
 }
 
+/// Nightly's windows: several are kept current in one run.
+#[derive(Args, Clone)]
+struct WindowsZone {
+    /// Attribution windows to keep current, comma-separated (28d or 28d,7d); each is brought
+    /// up to date in turn, under its own lock.
+    #[arg(long, env = "CLICKTRAIL_WINDOW", default_value = "28d", value_delimiter = ',')]
+    window: Vec<String>,
+    /// Report time zone (IANA name); a date is a calendar date in this zone.
+    #[arg(long, env = "CLICKTRAIL_TZ", default_value = "UTC")]
+    tz: String,
+}
+
+fn windows_zone(wz: &WindowsZone) -> anyhow::Result<(Vec<lake::window::Window>, chrono_tz::Tz)> {
+    let mut windows = Vec::new();
+    for w in &wz.window {
+        let w = parse_window(w.trim())?;
+        if !windows.contains(&w) {
+            windows.push(w);
+        }
+    }
+    Ok((windows, parse_tz(&wz.tz)?))
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Computes the reports of one date or a range of dates, replacing earlier output.
@@ -64,7 +87,7 @@ enum Command {
         #[arg(long, env = "CLICKTRAIL_TODAY")]
         today: Option<String>,
         #[command(flatten)]
-        wz: WindowZone,
+        wz: WindowsZone,
     },
     /// Runs `nightly` every day at a time of day, in-process.
     Schedule {
@@ -72,7 +95,7 @@ enum Command {
         #[arg(long, env = "CLICKTRAIL_AT")]
         at: String,
         #[command(flatten)]
-        wz: WindowZone,
+        wz: WindowsZone,
     },
     /// Writes a deterministic synthetic hits lake (for tests and benchmarks).
     Gen {
@@ -155,32 +178,43 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Nightly { today, wz } => {
-            let (window, tz) = window_zone(&wz)?;
+            let (windows, tz) = windows_zone(&wz)?;
             let today = match today {
                 Some(t) => parse_date("--today", &t)?,
                 None => nightly::today_in(&tz),
             };
-            let progress = Progress::new(true);
-            let outcome = nightly::nightly(&lake, window, tz, today, &progress)
-                .await
-                .context("while running nightly")?;
-            progress.finish();
-            match outcome {
-                Outcome::Busy { owner, until } => println!("another nightly ({owner}) holds the lock until {until}; nothing done"),
-                Outcome::Done { runs } if runs.is_empty() => println!("every date is up to date"),
-                Outcome::Done { runs } => {
-                    for r in runs {
-                        let settled = r.manifest.settled.len();
-                        let note = if settled > 0 { format!(" ({settled} of its dates only re-settled: adjustments)") } else { String::new() };
-                        println!("recomputed {} to {}{note}; manifest {}", r.manifest.from, r.manifest.to, r.manifest_path);
+            let mut failed = Vec::new();
+            for window in windows {
+                let progress = Progress::new(true);
+                let outcome = nightly::nightly(&lake, window, tz, today, &progress).await;
+                progress.finish();
+                match outcome {
+                    Ok(Outcome::Busy { owner, until }) => {
+                        println!("window {window}: another nightly ({owner}) holds the lock until {until}; nothing done")
+                    }
+                    Ok(Outcome::Done { runs }) if runs.is_empty() => println!("window {window}: every date is up to date"),
+                    Ok(Outcome::Done { runs }) => {
+                        for r in runs {
+                            let settled = r.manifest.settled.len();
+                            let note = if settled > 0 { format!(" ({settled} of its dates only re-settled: adjustments)") } else { String::new() };
+                            println!("window {window}: recomputed {} to {}{note}; manifest {}", r.manifest.from, r.manifest.to, r.manifest_path);
+                        }
+                    }
+                    // The other windows still run: one window's failure must not leave them stale.
+                    Err(e) => {
+                        eprintln!("error: nightly of window {window} failed: {e:#}");
+                        failed.push(window.to_string());
                     }
                 }
             }
+            if !failed.is_empty() {
+                anyhow::bail!("nightly failed for window {}; its dates stay stale and the next nightly retries them", failed.join(", "));
+            }
         }
         Command::Schedule { at, wz } => {
-            let (window, tz) = window_zone(&wz)?;
+            let (windows, tz) = windows_zone(&wz)?;
             let at = nightly::parse_at(&at)?;
-            nightly::schedule(&lake, window, tz, at).await?;
+            nightly::schedule(&lake, windows, tz, at).await?;
         }
         Command::Gen { seed, hits, start, days, visitors, from_registry } => {
             let start = parse_date("--start", &start)?;

@@ -390,17 +390,21 @@ pub fn until_next(at: NaiveTime, tz: &Tz, now: chrono::DateTime<Utc>) -> Duratio
     Duration::from_secs(24 * 3600)
 }
 
-/// Runs `nightly` every day at `at` in `tz`, forever. A failed night is logged and retried
-/// the next day (its dates stay stale, so nothing is skipped).
-pub async fn schedule(lake: &Lake, window: Window, tz: Tz, at: NaiveTime) -> Result<()> {
+/// Runs `nightly` for each window every day at `at` in `tz`, forever. A failed night is
+/// logged and retried the next day (its dates stay stale, so nothing is skipped); one
+/// window's failure does not stop the others.
+pub async fn schedule(lake: &Lake, windows: Vec<Window>, tz: Tz, at: NaiveTime) -> Result<()> {
+    let names: Vec<String> = windows.iter().map(ToString::to_string).collect();
     loop {
         let wait = until_next(at, &tz, Utc::now());
-        tracing::info!(window = %window, tz = tz.name(), at = %at.format("%H:%M"), wait_s = wait.as_secs(), "next nightly scheduled");
+        tracing::info!(windows = %names.join(","), tz = tz.name(), at = %at.format("%H:%M"), wait_s = wait.as_secs(), "next nightly scheduled");
         tokio::time::sleep(wait).await;
-        match nightly(lake, window, tz, today_in(&tz), &Progress::quiet()).await {
-            Ok(Outcome::Done { runs }) => tracing::info!(ranges = runs.len(), "nightly finished"),
-            Ok(Outcome::Busy { owner, until }) => tracing::warn!(%owner, %until, "nightly skipped: lock held"),
-            Err(e) => tracing::error!(error = %e, "nightly failed; its dates stay stale and are retried next time"),
+        for window in &windows {
+            match nightly(lake, *window, tz, today_in(&tz), &Progress::quiet()).await {
+                Ok(Outcome::Done { runs }) => tracing::info!(window = %window, ranges = runs.len(), "nightly finished"),
+                Ok(Outcome::Busy { owner, until }) => tracing::warn!(window = %window, %owner, %until, "nightly skipped: lock held"),
+                Err(e) => tracing::error!(window = %window, error = %e, "nightly failed; its dates stay stale and are retried next time"),
+            }
         }
     }
 }

@@ -40,7 +40,8 @@ impl Progress {
     pub fn step(&self, message: &str) {
         match &self.bar {
             Some(bar) => bar.set_message(message.to_string()),
-            None => tracing::info!(step = message, "working"),
+            // Steps are debug: at the default level a run logs one line per date.
+            None => tracing::debug!(step = message, "working"),
         }
     }
 

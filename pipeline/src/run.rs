@@ -211,7 +211,7 @@ async fn run_inner(
     progress.done();
     progress.step(&format!("fetching and checking {} hit files", files.len()));
     let inputs = read::fetch(lake, files).await?;
-    tracing::info!(files = inputs.files.len(), rows = inputs.files.iter().map(|f| f.rows).sum::<i64>(), "inputs ready");
+    tracing::debug!(files = inputs.files.len(), rows = inputs.files.iter().map(|f| f.rows).sum::<i64>(), "inputs ready");
     progress.done();
 
     let rows_in = |lo: i64, hi: i64| -> u64 { inputs.overlapping(lo, hi).iter().map(|f| f.rows.max(0) as u64).sum() };
@@ -320,7 +320,7 @@ async fn attribute_and_write(
         progress.step("sessions");
         let clicks = sessions::candidates(read::scan(&span, &ATTRIBUTION_COLUMNS, lb, hi)?, conv.clone().lazy(), &pf);
         let clicks = write::collect(clicks, "selecting the clicks conversions name", inputs).await?;
-        tracing::info!(conversions = conv.height(), candidate_clicks = clicks.height(), "sessions");
+        tracing::debug!(conversions = conv.height(), candidate_clicks = clicks.height(), "sessions");
         let found = sessions::find(clicks.lazy(), conv.clone().lazy(), &pf);
         let (offers, coupons) = rules.attribution_frames()?;
         parts.push(shaped(attribution::assign(conv.lazy(), found, &pf, &offers, &coupons), &columns));
@@ -344,7 +344,7 @@ async fn attribute_and_write(
     let (adjustments, resolved, members) = adjust(p, inputs, rules, &attributions, &fresh_spans).await?;
     let adjustments_table = crate::settle::adjustments_table(&adjustments, &resolved, &members, p)?;
     let attributions = crate::settle::settle(attributions, &adjustments, &resolved, rules)?;
-    tracing::info!(adjustments = adjustments.len(), in_range = adjustments_table.height(), settled_dates = settled.len(), "adjustments settled");
+    tracing::debug!(adjustments = adjustments.len(), in_range = adjustments_table.height(), settled_dates = settled.len(), "adjustments settled");
     let conversions_table = write::collect(reports::conversions(attributions.clone().lazy(), p), "counting conversions", inputs).await?;
     let revenue_table = write::collect(reports::revenue(attributions.clone().lazy(), p), "summing revenue", inputs).await?;
     progress.done();
@@ -380,6 +380,13 @@ async fn attribute_and_write(
             let n = write::replace_date(lake, &p.window, table, *date, df).await?;
             rows.insert(table.to_string(), n as u64);
         }
+        // The one line per date at the default level (steps are at debug).
+        let n = |t: &str| rows.get(t).copied().unwrap_or(0);
+        tracing::info!(
+            window = %p.window, date = %date, attributions = n(TABLE_ATTRIBUTIONS), clicks = n(TABLE_CLICKS),
+            conversions = n(TABLE_CONVERSIONS), revenue = n(TABLE_REVENUE), earnings = n(TABLE_EARNINGS),
+            adjustments = n(TABLE_ADJUSTMENTS), "{}", if stored { "date re-settled (rows per table)" } else { "date written (rows per table)" }
+        );
         per_date.insert(*date, rows);
         progress.done();
     }

@@ -617,6 +617,40 @@ async fn the_first_nightly_after_a_run_recomputes_nothing_unchanged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_nightly_keeps_several_windows_current() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(&dir.path().display().to_string()).unwrap();
+    let cfg = GenConfig { hits: 3_000, days: 4, visitors: 200, members: 10, offers: 2, ..Default::default() };
+    gen::generate(&lake, &cfg).await.unwrap();
+    let nightly = |windows: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pipeline"))
+            .args(["nightly", "--window", windows, "--today", "2026-01-05"])
+            .env("CLICKTRAIL_LAKE", dir.path())
+            .env("CLICKTRAIL_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = nightly("28d,7d");
+    assert!(first.contains("window 28d: recomputed 2026-01-01 to 2026-01-04") && first.contains("window 7d: recomputed 2026-01-01 to 2026-01-04"), "{first}");
+    for w in ["28d", "7d"] {
+        for d in 1..=4 {
+            assert!(dir.path().join(format!("reports/window={w}/attributions/date=2026-01-0{d}/part-0.parquet")).exists(), "{w} {d}");
+        }
+    }
+    // A second night with nothing new recomputes nothing, in either window; a window given
+    // twice runs once.
+    assert_eq!(nightly("7d,28d,7d"), "window 7d: every date is up to date\nwindow 28d: every date is up to date\n");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pipeline"))
+        .args(["nightly", "--window", "28d,3w"])
+        .env("CLICKTRAIL_LAKE", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--window"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_in_passes_writes_what_one_pass_writes() {
     let cfg = GenConfig { hits: 20_000, days: 10, visitors: 500, members: 40, offers: 3, ..Default::default() };
     let (one, passes) = (memory_lake(), memory_lake());
@@ -774,7 +808,7 @@ fn bad_flags_are_named_by_the_binary() {
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     }
     let out = std::process::Command::new(bin)
-        .args(["run", "--date", "2026-01-01"])
+        .args(["run", "--from", "2026-01-01", "--to", "2026-01-03"])
         .env("CLICKTRAIL_LAKE", dir.path())
         .env("CLICKTRAIL_LOG", "info")
         .env_remove("NO_COLOR")
@@ -784,6 +818,12 @@ fn bad_flags_are_named_by_the_binary() {
     // Logs to a pipe are plain text: no ANSI colour codes.
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("run finished") && !err.contains('\u{1b}'), "{err}");
+    // At the default level: one line per date and one for the run, no step lines.
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 4, "{err}");
+    for (line, date) in lines.iter().zip(["2026-01-01", "2026-01-02", "2026-01-03"]) {
+        assert!(line.contains("date written") && line.contains(&format!("date={date}")) && line.contains("attributions="), "{line}");
+    }
     assert!(dir.path().join("reports/window=28d/clicks/date=2026-01-01/part-0.parquet").exists());
 }
 
