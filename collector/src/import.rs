@@ -46,7 +46,7 @@ pub enum ImportError {
     File { file: String, message: String },
     #[error("{file}: nothing imported: {}", list_rows(.rows))]
     Rows { file: String, rows: Vec<RowError> },
-    #[error("unknown offer {0:?}")]
+    #[error("there is no offer {0:?} (`collector offers list` shows them)")]
     UnknownOffer(String),
     #[error(transparent)]
     Lake(#[from] LakeError),

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 pub enum RegistryError {
     #[error("{0}")]
     Invalid(String),
-    #[error("unknown offer {0:?}")]
+    #[error("there is no offer {0:?} (`collector offers list` shows them)")]
     UnknownOffer(String),
     #[error("{0}")]
     Conflict(String),
@@ -219,7 +219,7 @@ pub async fn set_paused(lake: &Lake, what: Pausable, id: &str, paused: bool, by:
     if !exists {
         return Err(match what {
             Pausable::Offer => RegistryError::UnknownOffer(id.to_string()),
-            Pausable::Link => RegistryError::Invalid(format!("there is no link with code {id:?}")),
+            Pausable::Link => RegistryError::Invalid(format!("there is no link with code {id:?} (`collector links list` shows them)")),
         });
     }
     let (kind, key) = (what.kind(), id.to_string());

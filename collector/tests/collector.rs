@@ -1265,7 +1265,7 @@ async fn adjustments_import_checks_every_row_and_is_idempotent() {
     assert!(!ok && err.contains("\"action\""), "{err}");
     let good = write("march.csv", "adjustment_id,action,order_id,amount,currency,event\nr-1,refund,A-1,5.50,,\nr-2,reject,A-2,,,\n,restore,A-2,,,\nr-3,refund,S-1,,,signup\n");
     let (ok, _, err) = cli(&lake_url, &["adjustments", "import", &good, "--offer", "nope"]);
-    assert!(!ok && err.contains("unknown offer"), "{err}");
+    assert!(!ok && err.contains("there is no offer \"nope\""), "{err}");
     assert!(hits_files(&lake_dir).is_empty(), "refused imports write nothing");
     assert!(!lake_dir.join("registry/adjustment_imports.csv").exists());
 
@@ -1345,7 +1345,7 @@ async fn commissions_add_and_list() {
     assert!(!ok);
     assert!(err.contains("exists already") && err.contains("percent=12.5"), "{err}");
     for (args, what) in [
-        (vec!["--offer", "nope", "--percent", "1"], "unknown offer"),
+        (vec!["--offer", "nope", "--percent", "1"], "there is no offer"),
         (vec!["--offer", "shoes", "--percent", "1.12345"], "percent"),
         (vec!["--offer", "shoes", "--member", "bob"], "percent"),
         (vec!["--offer", "shoes", "--event", "click", "--percent", "3"], "click"),
@@ -1388,7 +1388,7 @@ async fn coupons_add_import_and_list() {
     let (ok, _, err) = cli(&lake_url, &["coupons", "add", "--offer", "bags", "--member", "bob", "--code", "ANN10"]);
     assert!(ok, "{err}");
     for (args, what) in [
-        (vec!["--offer", "nope", "--member", "a", "--code", "X"], "unknown offer"),
+        (vec!["--offer", "nope", "--member", "a", "--code", "X"], "there is no offer"),
         (vec!["--offer", "shoes", "--member", "a", "--code", "NO SPACES"], "code"),
         (vec!["--offer", "shoes", "--member", "a", "--code", "X", "--valid-from", "2026-02-30"], "valid_from"),
         (vec!["--offer", "shoes", "--member", "a", "--code", "X", "--valid-from", "2026-03-05", "--valid-to", "2026-03-01"], "before valid_from"),

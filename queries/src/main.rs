@@ -57,8 +57,9 @@ enum Command {
         #[command(flatten)]
         out: OutArgs,
     },
-    /// Export a report table (clicks, conversions, revenue, attributions), the raw hits or a
-    /// named query to a CSV, JSON lines or Parquet file, or to PostgreSQL (--to postgres://…)
+    /// Export a report table (clicks, conversions, revenue, attributions, earnings,
+    /// adjustments), the raw hits or a named query to a CSV, JSON lines or Parquet file
+    /// (--out FILE), or to PostgreSQL (--into postgres://…)
     Export {
         /// A table name or a named query
         source: String,
@@ -71,13 +72,19 @@ enum Command {
         /// First date (YYYY-MM-DD; default: the first date with reports)
         #[arg(long)]
         from: Option<String>,
-        /// Last date (YYYY-MM-DD), or the destination: postgres://user:pass@host/db (may be
-        /// given twice, once for each)
-        #[arg(long = "to", value_name = "DATE|URL")]
+        /// Last date (YYYY-MM-DD). (Deprecated: a postgres:// URL here still works, as --into)
+        #[arg(long = "to", value_name = "DATE")]
         to: Vec<String>,
         /// One date (same as --from D --to D)
         #[arg(long, conflicts_with = "from")]
         date: Option<String>,
+        /// The database to load: postgres://user:pass@host/db (the table is replaced for the
+        /// exported dates in one transaction)
+        #[arg(long, value_name = "URL")]
+        into: Option<String>,
+        /// Check that the window was computed in this zone (IANA name); refused if it was not
+        #[arg(long, value_name = "ZONE")]
+        tz: Option<String>,
         /// Output file (.csv, .jsonl, .parquet)
         #[arg(long)]
         out: Option<PathBuf>,
@@ -130,6 +137,10 @@ struct ScopeArgs {
     /// One date (same as --from D --to D)
     #[arg(long, conflicts_with_all = ["from", "to"])]
     date: Option<String>,
+    /// Check that the window was computed in this zone (IANA name); refused if it was not.
+    /// Dates are always the zone of the window's pipeline run, which every answer names
+    #[arg(long, value_name = "ZONE")]
+    tz: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -232,38 +243,46 @@ async fn run(cli: Cli) -> Result<()> {
             let target = Target::from_flags(out.out, out.format)?;
             let source = Source::new(Lake::open(&cli.lake)?);
             let what = format!("query {name}");
+            let zone = source.check_zone(&scope.window, s.tz.as_deref()).await?;
             let prepared = engine::prepare(&source, &what, &q.sql, &scope, values).await?;
+            let (from, to) = (prepared.from, prepared.to);
             let rows = queries::deliver(&what, prepared, &target, &scope.window.to_string()).await?;
             report(&target, rows);
+            note_zone(&scope.window, from, to, &zone);
             Ok(())
         }
         Command::Sql { statement, scope: s, out } => {
             let scope = scope(&s.window, s.from.as_deref(), s.to.as_deref(), s.date.as_deref())?;
             let target = Target::from_flags(out.out, out.format)?;
             let source = Source::new(Lake::open(&cli.lake)?);
+            let zone = source.check_zone(&scope.window, s.tz.as_deref()).await?;
             let prepared = engine::prepare(&source, "SQL", &statement, &scope, Default::default()).await?;
+            let (from, to) = (prepared.from, prepared.to);
             let rows = queries::deliver("SQL", prepared, &target, &scope.window.to_string()).await?;
             report(&target, rows);
+            note_zone(&scope.window, from, to, &zone);
             Ok(())
         }
-        Command::Export { source: name, params, window: w, from, to, date: one, out, format, table } => {
+        Command::Export { source: name, params, window: w, from, to, date: one, out, format, table, into, tz } => {
             let mut to_date = None;
-            let mut dest = None;
+            let mut dest = into;
             for t in to {
                 if t.contains("://") {
-                    if dest.replace(t).is_some() {
-                        bail!("--to: two destinations given");
+                    if dest.is_some() {
+                        bail!("two destinations given: use --into URL once");
                     }
+                    eprintln!("note: --to {} is deprecated for the destination; use --into (--to is the last date)", queries::pg::redact(&t));
+                    dest = Some(t);
                 } else if to_date.replace(date("to", &t)?).is_some() {
-                    bail!("--to: two last dates given");
+                    bail!("--to is given twice: it is the last date, once");
                 }
             }
             let scope = scope(&w, from.as_deref(), to_date.map(|d| d.to_string()).as_deref(), one.as_deref())?;
             let target = match (dest, out) {
-                (Some(_), Some(_)) => bail!("give --out FILE or --to postgres://…, not both"),
+                (Some(_), Some(_)) => bail!("give --out FILE or --into postgres://…, not both"),
                 (Some(url), None) => {
                     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                        bail!("--to {}: only postgres:// and postgresql:// destinations are known", queries::pg::redact(&url));
+                        bail!("--into {}: only postgres:// and postgresql:// destinations are known", queries::pg::redact(&url));
                     }
                     if format.is_some() {
                         bail!("--format is for files; a PostgreSQL export is loaded with COPY");
@@ -271,7 +290,7 @@ async fn run(cli: Cli) -> Result<()> {
                     Target::Postgres { url, table: table.clone().unwrap_or_else(|| name.clone()) }
                 }
                 (None, Some(path)) => Target::from_flags(Some(path), format)?,
-                (None, None) => bail!("export needs --out FILE or --to postgres://…"),
+                (None, None) => bail!("export needs a destination: --out FILE or --into postgres://…"),
             };
             let source = Source::new(Lake::open(&cli.lake)?);
             let (what, sql, values) = if lake::layout::REPORT_TABLES.contains(&name.as_str()) || name == "hits" {
@@ -287,6 +306,7 @@ async fn run(cli: Cli) -> Result<()> {
                 let values: std::collections::BTreeMap<String, Value> = q.bind(&params)?;
                 (format!("query {name}"), q.sql.clone(), values)
             };
+            let zone = source.check_zone(&scope.window, tz.as_deref()).await?;
             let prepared = engine::prepare(&source, &what, &sql, &scope, values).await?;
             let (from, to) = (prepared.from, prepared.to);
             let rows = queries::deliver(&what, prepared, &target, &scope.window.to_string()).await?;
@@ -298,6 +318,7 @@ async fn run(cli: Cli) -> Result<()> {
                 ),
                 _ => report(&target, rows),
             }
+            note_zone(&scope.window, from, to, &zone);
             Ok(())
         }
     }
@@ -311,6 +332,12 @@ fn find<'a>(all: &'a std::collections::BTreeMap<String, catalog::Query>, name: &
             all.keys().cloned().collect::<Vec<_>>().join(", ")
         ),
     }
+}
+
+/// Every answer names the window, its dates and the zone they are dates in (standard error,
+/// so that standard output stays the data).
+fn note_zone(window: &Window, from: NaiveDate, to: NaiveDate, zone: &str) {
+    eprintln!("window {window}: dates {from} .. {to} in {zone} (the zone of its pipeline run)");
 }
 
 fn report(target: &Target, rows: u64) {

@@ -102,6 +102,11 @@ impl Source {
     /// The report zone of `window`: the zone of its latest run (run ids start with their
     /// start time, so the greatest is the latest), UTC when it has none.
     pub async fn zone(&self, window: &Window) -> Result<chrono_tz::Tz> {
+        Ok(self.computed_zone(window).await?.unwrap_or(chrono_tz::Tz::UTC))
+    }
+
+    /// The zone `window` was computed in, from its latest run manifest; `None`: no run yet.
+    pub async fn computed_zone(&self, window: &Window) -> Result<Option<chrono_tz::Tz>> {
         let dir = lake::layout::runs_dir(window);
         let metas: Vec<_> = self
             .lake
@@ -111,7 +116,7 @@ impl Source {
             .await
             .with_context(|| format!("listing {dir} in lake {}", self.lake.url()))?;
         let Some(latest) = metas.iter().map(|m| &m.location).filter(|p| p.as_ref().ends_with(".json")).max() else {
-            return Ok(chrono_tz::Tz::UTC);
+            return Ok(None);
         };
         let bytes = self.lake.get_optional(latest).await?.ok_or_else(|| anyhow!("run manifest {latest} vanished while read"))?;
         #[derive(serde::Deserialize)]
@@ -119,7 +124,26 @@ impl Source {
             tz: String,
         }
         let run: Run = serde_json::from_slice(&bytes).with_context(|| format!("reading the run manifest {latest}"))?;
-        pipeline::params::parse_tz(&run.tz).with_context(|| format!("the zone of run manifest {latest}"))
+        pipeline::params::parse_tz(&run.tz).map(Some).with_context(|| format!("the zone of run manifest {latest}"))
+    }
+
+    /// Checks `--tz` (when given) against the zone `window` was computed in, and returns
+    /// that zone's name for the note printed with every answer. The zone is the pipeline
+    /// run's: a query can only read dates as they were computed.
+    pub async fn check_zone(&self, window: &Window, tz_flag: Option<&str>) -> Result<String> {
+        let computed = self.computed_zone(window).await?;
+        if let Some(flag) = tz_flag {
+            let want = pipeline::params::parse_tz(flag).map_err(|e| anyhow!("{e}"))?;
+            match computed {
+                None => anyhow::bail!("--tz {flag}: window {window} has no pipeline run yet, so there is no zone to check it against"),
+                Some(z) if z != want => anyhow::bail!(
+                    "--tz {flag}: window {window} was computed in {z} (its last pipeline run), so its dates are {z} dates; drop --tz, or compute the window in {flag} with `pipeline run --window {window} --tz {flag}`",
+                    z = z.name()
+                ),
+                Some(_) => {}
+            }
+        }
+        Ok(computed.map_or_else(|| "UTC".to_string(), |z| z.name().to_string()))
     }
 
     /// `window`'s `table` for the dates `from..=to`, lazily. A date with no file has no rows.

@@ -453,6 +453,10 @@ async fn cli_list_run_and_sql() {
     assert!(!lines[0].contains("_micros"), "the table shows money once, as a decimal: {out}");
     assert!(lines[3].contains("19.99"), "{out}");
     assert!(out.ends_with("(3 rows)\n"), "{out}");
+    // Every answer names its window, dates and zone, on standard error.
+    assert_eq!(err, "window 28d: dates 2026-03-01 .. 2026-03-11 in UTC (the zone of its pipeline run)\n", "the fixture runs March 1 to 11");
+    let (ok, _, err) = cli(&lake, &["run", "top_members", "--tz", "UTC"]);
+    assert!(ok && err.contains("in UTC"), "{err}");
 
     // CSV to standard output.
     let (ok, out, err) = cli(&lake, &["run", "top_members", "--format", "csv", "--param", "limit=2"]);
@@ -503,7 +507,12 @@ async fn cli_errors_name_the_problem() {
     let e = err_of(&["sql", "SELECT nonsense FROM clicks"]);
     assert!(e.starts_with("queries: error: SQL:") && e.contains("nonsense"), "{e}");
     assert!(err_of(&["sql", "SELEC 1"]).contains("SQL:"));
-    assert!(err_of(&["export", "clicks"]).contains("--out FILE or --to postgres://"));
+    assert!(err_of(&["export", "clicks"]).contains("--out FILE or --into postgres://"));
+    // --tz only checks the zone the window was computed in (the fixture's runs are UTC).
+    assert!(err_of(&["run", "top_members", "--tz", "Europe/Paris"]).contains("computed in UTC"));
+    assert!(err_of(&["sql", "SELECT 1 AS x FROM clicks", "--tz", "Mars/Base"]).contains("--tz"));
+    assert!(err_of(&["export", "clicks", "--tz", "Asia/Tokyo", "--out", d.path().join("x.csv").to_str().unwrap()]).contains("computed in UTC"));
+    assert!(!d.path().join("x.csv").exists(), "nothing written");
     assert!(err_of(&["export", "clicks", "--out", d.path().join("x.bin").to_str().unwrap()]).contains("--format"));
     assert!(err_of(&["export", "clicks", "--out", d.path().join("no/such/dir/x.csv").to_str().unwrap()]).contains("does not exist"));
 }
@@ -669,13 +678,15 @@ async fn postgres_export_is_idempotent_and_exact() {
         async move { client.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0) }
     };
     // Twice: the same rows, not twice the rows.
-    for _ in 0..2 {
-        let (ok, _, err) = export(vec!["revenue".into(), "--to".into(), url.clone(), "--table".into(), table.clone()]);
+    for flag in ["--into", "--to"] {
+        let (ok, _, err) = export(vec!["revenue".into(), flag.into(), url.clone(), "--table".into(), table.clone()]);
         assert!(ok, "{err}");
+        // The destination's old flag still works, with a deprecation note.
+        assert_eq!(err.contains("deprecated"), flag == "--to", "{err}");
         assert_eq!(count(format!("SELECT COUNT(*) FROM {table}")).await, 3);
     }
     // Another window lives beside the first.
-    let (ok, _, err) = export(vec!["revenue".into(), "--window".into(), "7d".into(), "--to".into(), url.clone(), "--table".into(), table.clone()]);
+    let (ok, _, err) = export(vec!["revenue".into(), "--window".into(), "7d".into(), "--into".into(), url.clone(), "--table".into(), table.clone()]);
     assert!(ok, "{err}");
     assert_eq!(count(format!("SELECT COUNT(*) FROM {table}")).await, 5);
     assert_eq!(count(format!("SELECT COUNT(*) FROM {table} WHERE \"window\" = '7d'")).await, 2);
@@ -694,13 +705,13 @@ async fn postgres_export_is_idempotent_and_exact() {
     );
     // Re-exporting one date replaces only that date.
     client.batch_execute(&format!("UPDATE {table} SET revenue_micros = 1 WHERE date = '2026-03-01'")).await.unwrap();
-    let (ok, _, err) = export(vec!["revenue".into(), "--date".into(), "2026-03-01".into(), "--to".into(), url.clone(), "--table".into(), table.clone()]);
+    let (ok, _, err) = export(vec!["revenue".into(), "--date".into(), "2026-03-01".into(), "--into".into(), url.clone(), "--table".into(), table.clone()]);
     assert!(ok, "{err}");
     assert_eq!(count(format!("SELECT SUM(revenue_micros)::bigint FROM {table} WHERE \"window\" = '28d'")).await, 169_990_000);
     assert_eq!(count(format!("SELECT COUNT(*) FROM {table}")).await, 5);
 
     // attributions: every row equal to the lake's, nulls and empty strings kept apart.
-    let (ok, _, err) = export(vec!["attributions".into(), "--to".into(), url.clone(), "--table".into(), attributions.clone()]);
+    let (ok, _, err) = export(vec!["attributions".into(), "--into".into(), url.clone(), "--table".into(), attributions.clone()]);
     assert!(ok, "{err}");
     let want = table_rows(&lake, "28d", "attributions").await;
     // Every column of the lake's table, in file order: timestamps as UTC text, the rest as text.
@@ -732,7 +743,7 @@ async fn postgres_export_is_idempotent_and_exact() {
 
     // earnings (SPEC §7) exports like the other tables: every row, money as integer micros.
     let earnings = format!("earn_{suffix}");
-    let (ok, _, err) = export(vec!["earnings".into(), "--to".into(), url.clone(), "--table".into(), earnings.clone()]);
+    let (ok, _, err) = export(vec!["earnings".into(), "--into".into(), url.clone(), "--table".into(), earnings.clone()]);
     assert!(ok, "{err}");
     let want = table_rows(&lake, "28d", "earnings").await;
     assert!(!want.is_empty());
@@ -747,7 +758,7 @@ async fn postgres_export_is_idempotent_and_exact() {
     client.batch_execute(&format!("DROP TABLE {earnings}")).await.unwrap();
 
     // A table of another shape is refused, and nothing is changed.
-    let (ok, _, err) = export(vec!["clicks".into(), "--to".into(), url.clone(), "--table".into(), table.clone()]);
+    let (ok, _, err) = export(vec!["clicks".into(), "--into".into(), url.clone(), "--table".into(), table.clone()]);
     assert!(!ok);
     assert!(err.contains("exists with columns"), "{err}");
     assert_eq!(count(format!("SELECT COUNT(*) FROM {table}")).await, 5);
@@ -771,7 +782,7 @@ async fn postgres_export_over_tls_checks_the_certificate_as_asked() {
     let (d, _lake) = fixture().await;
     let root = d.path().join("lake");
     let table = format!("revenue_tls_{}", std::process::id());
-    let export = |to: String| cli(&root, &["export", "revenue", "--to", &to, "--table", &table]);
+    let export = |to: String| cli(&root, &["export", "revenue", "--into", &to, "--table", &table]);
 
     // The server refuses this role without TLS: proof the others really used it.
     let (ok, _, err) = export(format!("{url}?sslmode=disable"));
