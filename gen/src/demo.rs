@@ -239,7 +239,7 @@ fn run(args: Args) -> anyhow::Result<()> {
          {bin_rel}/queries sql \"SELECT status, COUNT(*) AS n FROM attributions GROUP BY status\"\n  \
          {bin_rel}/pipeline run --from {from} --to {today} --window 7d    # the same range with a 7-day window, beside the 28-day one\n  \
          {bin_rel}/queries run window_comparison --param other=7d        # then compare the two windows per member\n  \
-         {bin_rel}/queries export revenue --to postgres://user:pass@host/db   # load into PostgreSQL for a BI tool"
+         {bin_rel}/queries export revenue --into postgres://user:pass@host/db   # load into PostgreSQL for a BI tool"
     );
     Ok(())
 }
