@@ -228,7 +228,14 @@ pub async fn prepare(source: &Source, what: &str, sql: &str, scope: &Scope, mut 
 pub fn clean(e: &PolarsError) -> String {
     let text = e.to_string();
     let text = text.split("\n\nResolved plan").next().unwrap_or(&text);
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    // polars: "relation 'nope' was not found": say what there is.
+    if let Some(name) = text.strip_prefix("relation '").and_then(|t| t.split_once("' was not found")).map(|(n, _)| n) {
+        let mut tables: Vec<&str> = lake::layout::REPORT_TABLES.to_vec();
+        tables.extend(["hits", "offers", "links"]);
+        return format!("there is no table {name:?}; the tables are {} (and <table>_<p> for a query's window parameter p)", tables.join(", "));
+    }
+    text
 }
 
 /// The result's schema (to start an output before the first batch).

@@ -507,6 +507,8 @@ async fn cli_errors_name_the_problem() {
     let e = err_of(&["sql", "SELECT nonsense FROM clicks"]);
     assert!(e.starts_with("queries: error: SQL:") && e.contains("nonsense"), "{e}");
     assert!(err_of(&["sql", "SELEC 1"]).contains("SQL:"));
+    let e = err_of(&["sql", "SELECT * FROM nope"]);
+    assert!(e.contains("there is no table \"nope\"; the tables are clicks, conversions"), "{e}");
     assert!(err_of(&["export", "clicks"]).contains("--out FILE or --into postgres://"));
     // --tz only checks the zone the window was computed in (the fixture's runs are UTC).
     assert!(err_of(&["run", "top_members", "--tz", "Europe/Paris"]).contains("computed in UTC"));
