@@ -8,6 +8,7 @@ pub mod engine;
 pub mod explain;
 pub mod output;
 pub mod pg;
+pub mod report;
 pub mod source;
 pub mod tls;
 

@@ -95,6 +95,22 @@ enum Command {
         #[arg(long)]
         table: Option<String>,
     },
+    /// Write a self-contained HTML report (no network needed to open it): member
+    /// leaderboards per currency, the daily trend, the conversion-lag histogram, the status
+    /// breakdown, another window beside this one, and earnings
+    Report {
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// The window shown beside --window (skipped, with a note, when it has no reports)
+        #[arg(long, default_value = "7d")]
+        compare: String,
+        /// Rows per leaderboard
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        top: u32,
+        /// The HTML file to write (written whole or not at all)
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Explain how one conversion was attributed (SPEC §8): its order twins, every candidate
     /// click and why it lost, the coupon check, the fraud floor, the adjustments applied, the
     /// commission rule and its arithmetic, decided again from the lake and compared with
@@ -229,6 +245,20 @@ async fn run(cli: Cli) -> Result<()> {
                     println!("{}", serde_json::to_string_pretty(&v)?);
                 }
             }
+            Ok(())
+        }
+        Command::Report { scope: s, compare, top, out } => {
+            let scope = scope(&s.window, s.from.as_deref(), s.to.as_deref(), s.date.as_deref())?;
+            let compare = window(&compare).map_err(|e| anyhow::anyhow!("{}", e.to_string().replacen("--window", "--compare", 1)))?;
+            let source = Source::new(Lake::open(&cli.lake)?);
+            source.check_zone(&scope.window, s.tz.as_deref()).await?;
+            let spec = queries::report::ReportSpec { window: scope.window, from: scope.from, to: scope.to, compare: Some(compare), top: top as usize };
+            let report = queries::report::build(&source, &spec).await?;
+            let (file, mut handle) = queries::output::AtomicFile::create(&out)?;
+            std::io::Write::write_all(&mut handle, report.html.as_bytes()).map_err(|e| anyhow::anyhow!("writing {}: {e}", out.display()))?;
+            drop(handle);
+            file.commit()?;
+            eprintln!("wrote {} ({} charts): window {}, dates {} .. {} in {}", out.display(), report.charts, scope.window, report.from, report.to, report.zone);
             Ok(())
         }
         Command::Show { name } => {

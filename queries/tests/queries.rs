@@ -968,3 +968,99 @@ async fn comparing_windows_of_two_zones_is_refused() {
     assert!(err.contains("28d was computed in UTC") && err.contains("7d in Europe/Paris") && err.contains("--tz UTC"), "{err}");
 }
 
+
+// ---------------------------------------------------------------- the HTML report
+
+/// Whether the browser suite can run here (Debian's chromium, node and puppeteer-core from
+/// collector/tests/browser); when not, the browser half skips, or fails under
+/// CLICKTRAIL_REQUIRE_SERVICES=1.
+fn browser_ready() -> bool {
+    let required = std::env::var("CLICKTRAIL_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
+    let root = FsPath::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let have = |p: &str| Command::new(p).arg("--version").output().is_ok_and(|o| o.status.success());
+    let ok = have("node") && have("/usr/bin/chromium") && root.join("collector/tests/browser/node_modules/puppeteer-core").is_dir();
+    assert!(ok || !required, "the report's browser test needs node, /usr/bin/chromium and puppeteer-core (npm ci in collector/tests/browser)");
+    if !ok {
+        eprintln!("skipping the browser half: node, /usr/bin/chromium or puppeteer-core is missing");
+    }
+    ok
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn html_report_shows_the_lake_and_opens_in_chromium() {
+    let (d, _lake) = fixture().await;
+    let lake = d.path().join("lake");
+    let html = d.path().join("report.html");
+    let (ok, _, err) = cli(&lake, &["report", "--out", html.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(err.contains("window 28d, dates 2026-03-01 .. 2026-03-11 in UTC"), "{err}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    // The scenario by hand: 3 clicks and 1 bot click on March 1 (SPEC §4.2: a bot click is
+    // never in `clicks`); 4 attributed conversions
+    // under 28d (ann's o1 once, bob's o3 and o2, cara's signup), 3 under 7d (o2 came 10
+    // days after bob's click); 119.99 USD in 2 orders, 50.00 EUR in 1; lags of 30 min, 1 h,
+    // exactly 1 day and 10 days; 8 conversions in all (1 duplicate, 1 unknown click, 1
+    // offer mismatch, 1 without a click).
+    assert!(page.starts_with("<!DOCTYPE html>") && !page.contains("http://") && !page.contains("https://"), "self-contained, no external reference");
+    for (label, value) in [("Clicks", "3"), ("Bot clicks", "1"), ("Attributed conversions", "4"), ("Revenue USD (2 orders)", "119.99"), ("Revenue EUR (1 orders)", "50.00")] {
+        let cards = page.split("<div class=\"cards\">").nth(1).and_then(|c| c.split("</section>").next()).unwrap_or("");
+        assert!(page.contains(&format!("<div class=\"label\">{label}</div><div class=\"big\">{value}</div>")), "{label} {value}: {cards}");
+    }
+    assert!(page.contains("<div class=\"label\">Conversion rate</div><div class=\"big\">133.33%</div>"), "4 conversions per 3 clicks (bob's o2 came back through his visitor)");
+    // Refusals: an existing zone only; a folder that exists.
+    let (ok, _, err) = cli(&lake, &["report", "--tz", "Europe/Paris", "--out", html.to_str().unwrap()]);
+    assert!(!ok && err.contains("computed in UTC"), "{err}");
+    let (ok, _, err) = cli(&lake, &["report", "--out", d.path().join("no/such/report.html").to_str().unwrap()]);
+    assert!(!ok && err.contains("does not exist"), "{err}");
+    // Another window that has no reports: a note, not a failure.
+    let other = d.path().join("other.html");
+    let (ok, _, err) = cli(&lake, &["report", "--compare", "1d", "--out", other.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(std::fs::read_to_string(&other).unwrap().contains("Window 1d has no reports in this lake"));
+
+    if !browser_ready() {
+        return;
+    }
+    let script = FsPath::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/report.mjs");
+    let shots = std::env::temp_dir().join(format!("clicktrail-report-{}", std::process::id()));
+    let out = Command::new("node").arg(&script).arg(&html).arg(&shots).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["console"], serde_json::json!([]), "no console messages");
+    assert_eq!(seen["errors"], serde_json::json!([]), "no page errors");
+    assert_eq!(seen["requests"], serde_json::json!([]), "nothing fetched from the network");
+    for view in ["desktop", "phone"] {
+        let v = &seen["views"][view];
+        let charts = v["charts"].as_array().unwrap();
+        let captions: Vec<&str> = charts.iter().map(|c| c["caption"].as_str().unwrap()).collect();
+        // Trend, revenue per day in EUR and USD, top members by conversions, by EUR and by
+        // USD revenue, lag, statuses, the two windows (no commission rules: no earnings chart).
+        assert_eq!(charts.len(), 9, "{view}: {captions:?}");
+        for c in charts {
+            let points = c["points"].as_u64().unwrap();
+            assert!(points > 0 && c["marks"].as_u64() == Some(points), "{view}: every chart has data: {c}");
+            assert!(c["width"].as_f64().unwrap() > 200.0, "{view}: drawn: {c}");
+        }
+        let trend = charts.iter().find(|c| c["caption"] == "Clicks and attributed conversions per day").unwrap();
+        assert_eq!(trend["points"], 22, "two series over the 11 dates");
+        let bars = |caption: &str| charts.iter().find(|c| c["caption"] == caption).unwrap()["points"].as_u64().unwrap();
+        assert_eq!(bars("Attributed conversions by lag (conversion time minus click time)"), 7, "every bucket drawn");
+        assert_eq!(bars("Conversions by status"), 5, "attributed, duplicate, unknown_click, offer_mismatch, no_click");
+        let cards = &v["cards"];
+        assert_eq!((cards["Clicks"].as_str(), cards["Attributed conversions"].as_str()), (Some("3"), Some("4")));
+        // The USD leaderboard: bob (100.00) above ann (19.99); no currency mixed in.
+        let tables = v["tables"].as_array().unwrap();
+        let usd = tables.iter().find(|t| t[0].as_array().unwrap().iter().any(|h| h == "revenue USD")).unwrap();
+        assert_eq!(usd[1][1], "bob");
+        assert_eq!(usd[1][4], "100.00");
+        assert_eq!(usd[2][1], "ann");
+        assert_eq!(usd[2][4], "19.99");
+        assert!(usd.as_array().unwrap().iter().skip(1).all(|r| r[1] != "cara"), "cara has no USD revenue");
+        let windows = tables.iter().find(|t| t[0].as_array().unwrap().iter().any(|h| h == "conversions 7d")).unwrap();
+        let bob_usd = windows.as_array().unwrap().iter().find(|r| r[0] == "bob" && r[1] == "USD").unwrap();
+        assert_eq!((bob_usd[2].as_str(), bob_usd[3].as_str(), bob_usd[4].as_str()), (Some("1"), Some("0"), Some("-1")), "o2 only under 28d");
+        assert!(v["scrollWidth"].as_u64() <= v["clientWidth"].as_u64(), "{view}: the page does not scroll sideways");
+        assert!(shots.with_file_name(format!("{}-{view}.png", shots.file_name().unwrap().to_str().unwrap())).exists(), "screenshot taken");
+    }
+    eprintln!("screenshots: {}-desktop.png, {}-phone.png", shots.display(), shots.display());
+}
