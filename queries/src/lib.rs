@@ -4,6 +4,7 @@
 //! a statement touches are read, and results stream to their destination batch by batch.
 
 pub mod catalog;
+pub mod connect;
 pub mod engine;
 pub mod explain;
 pub mod output;

@@ -111,6 +111,16 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Print the lake's tables as views for your own DuckDB (and pandas through it):
+    /// `queries connect --duckdb > views.sql && duckdb -init views.sql`
+    Connect {
+        /// Print DuckDB SQL (the only client so far; the flag keeps the command open to others)
+        #[arg(long, required = true)]
+        duckdb: bool,
+        /// The window whose tables get the plain names (every window is in <table>_all)
+        #[arg(long, default_value = "28d")]
+        window: String,
+    },
     /// Explain how one conversion was attributed (SPEC §8): its order twins, every candidate
     /// click and why it lost, the coupon check, the fraud floor, the adjustments applied, the
     /// commission rule and its arithmetic, decided again from the lake and compared with
@@ -259,6 +269,12 @@ async fn run(cli: Cli) -> Result<()> {
             drop(handle);
             file.commit()?;
             eprintln!("wrote {} ({} charts): window {}, dates {} .. {} in {}", out.display(), report.charts, scope.window, report.from, report.to, report.zone);
+            Ok(())
+        }
+        Command::Connect { duckdb: _, window: w } => {
+            let w = window(&w)?;
+            let source = Source::new(Lake::open(&cli.lake)?);
+            print!("{}", queries::connect::duckdb_script(&source, &w).await?);
             Ok(())
         }
         Command::Show { name } => {

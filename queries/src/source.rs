@@ -82,6 +82,19 @@ impl Source {
         Ok(self.report_files(window, lake::layout::TABLE_CLICKS).await?.into_keys().collect())
     }
 
+    /// Whether the lake holds any hits file.
+    pub async fn scan_hits_listing(&self) -> Result<bool> {
+        let prefix = Path::from(lake::layout::HITS_DIR);
+        let mut listing = self.lake.store().list(Some(&prefix));
+        while let Some(meta) = listing.next().await {
+            let meta = meta.with_context(|| format!("listing {prefix} in lake {}", self.lake.url()))?;
+            if meta.location.as_ref().ends_with(PARQUET_EXT) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Every window that has reports in the lake.
     pub async fn windows(&self) -> Result<Vec<Window>> {
         let listed = self

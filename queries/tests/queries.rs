@@ -1064,3 +1064,58 @@ async fn html_report_shows_the_lake_and_opens_in_chromium() {
     }
     eprintln!("screenshots: {}-desktop.png, {}-phone.png", shots.display(), shots.display());
 }
+
+// ---------------------------------------------------------------- connect --duckdb
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_prints_views_that_duckdb_reads() {
+    let duckdb = Command::new("python3").args(["-c", "import duckdb"]).status().map(|s| s.success()).unwrap_or(false);
+    if !duckdb {
+        assert!(std::env::var("CLICKTRAIL_REQUIRE_SERVICES").as_deref() != Ok("1"), "CI must have duckdb (pip install duckdb)");
+        eprintln!("skipped: python3 with duckdb is not installed");
+        return;
+    }
+    let (d, lake) = fixture().await;
+    let root = d.path().join("lake");
+    // A registry, so that offers and links have views too.
+    let offers = lake::registry::write_offers(&[lake::registry::Offer::new("shoes".into(), "https://shop.example.com/".into(), "sekret-token".into(), "USD".into(), 28)]);
+    lake.put_durable(&lake::layout::offers(), offers.into()).await.unwrap();
+    let (ok, sql, err) = cli(&root, &["connect", "--duckdb"]);
+    assert!(ok, "{err}");
+    assert!(!sql.contains("sekret-token"), "no postback token");
+    let script = d.path().join("views.sql");
+    std::fs::write(&script, &sql).unwrap();
+    // The scenario by hand (see fill): 3 clicks and 1 bot click; 12 hits; 8 conversions in
+    // each window, 4 attributed under 28d and 3 under 7d; 119.99 USD and 50.00 EUR of
+    // attributed revenue under 28d.
+    let program = format!(
+        "import duckdb\ncon = duckdb.connect()\ncon.execute(open({:?}).read())\n\
+         q = lambda s: print(con.sql(s).fetchall())\n\
+         q('SELECT SUM(clicks)::BIGINT, SUM(bot_clicks)::BIGINT FROM clicks')\n\
+         q('SELECT COUNT(*), COUNT(DISTINCT hit_id), MIN(date)::VARCHAR, typeof(ANY_VALUE(hour)) FROM hits')\n\
+         q('SELECT \"window\", COUNT(*), COUNT(*) FILTER (WHERE status = \\'attributed\\') FROM attributions_all GROUP BY 1 ORDER BY 1')\n\
+         q('SELECT currency, SUM(revenue_micros)::BIGINT FROM revenue GROUP BY 1 ORDER BY 1')\n\
+         q('SELECT offer_id, currency, cookie_days FROM offers')\n\
+         q(\"SELECT column_name FROM (DESCRIBE offers) WHERE column_name LIKE '%token%'\")\n\
+         q('SELECT COUNT(*) FROM (SHOW TABLES) WHERE name IN (\\'clicks\\', \\'hits\\', \\'attributions_all\\', \\'offers\\')')\n",
+        script.display()
+    );
+    let out = Command::new("python3").args(["-c", &program]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect();
+    assert_eq!(
+        lines,
+        [
+            "[(3, 1)]",
+            "[(12, 12, '2026-03-01', 'INTEGER')]",
+            "[('28d', 8, 4), ('7d', 8, 3)]",
+            "[('EUR', 50000000), ('USD', 119990000)]",
+            "[('shoes', 'USD', '28')]",
+            "[]",
+            "[(4,)]",
+        ]
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let (ok, _, err) = cli(empty.path(), &["connect", "--duckdb"]);
+    assert!(!ok && err.contains("nothing to connect to"), "{err}");
+}
