@@ -2,8 +2,11 @@
 --   (daily unique visitors, summed over the dates), bot clicks, attributed conversions,
 --   orders with an amount, revenue, conversion rate (attributed conversions per 100 clicks)
 --   and earnings per click (revenue / clicks, rounded half up to the cent). A member paid
---   in two currencies has a row for each, its click and conversion counts repeated; a
---   member without revenue has one row with an empty currency. Biggest earners first.
+--   in two currencies has a row for each; the click and conversion counts are on the first
+--   of them (currencies in alphabetical order) and empty on the others, so that summing a
+--   column never counts a click twice; the rates use the member's counts on every row. A
+--   member without revenue has one row with an empty currency. By currency (never ranked
+--   against each other), biggest earners first.
 -- param: offer (string, default '') only this offer; empty: every offer
 -- param: limit (int, default 1000) rows at most
 -- tables: clicks, conversions, revenue
@@ -39,11 +42,20 @@ WITH c AS (
     LEFT JOIN c ON c.offer_id = m.offer_id AND c.member_id = m.member_id
     LEFT JOIN v ON v.offer_id = m.offer_id AND v.member_id = m.member_id
     LEFT JOIN r ON r.offer_id = m.offer_id AND r.member_id = m.member_id
+), n AS (
+    SELECT t.*, ROW_NUMBER() OVER (PARTITION BY offer_id, member_id ORDER BY COALESCE(currency, '')) AS nth
+    FROM t
 )
-SELECT offer_id, member_id, currency, clicks, unique_clicks, bot_clicks, conversions, orders, revenue_micros,
+SELECT offer_id, member_id, currency,
+       CASE WHEN nth = 1 THEN clicks END AS clicks,
+       CASE WHEN nth = 1 THEN unique_clicks END AS unique_clicks,
+       CASE WHEN nth = 1 THEN bot_clicks END AS bot_clicks,
+       CASE WHEN nth = 1 THEN conversions END AS conversions,
+       orders, revenue_micros,
        CASE WHEN clicks = 0 THEN NULL ELSE ROUND(100.0 * conversions / clicks, 2) END AS conversion_rate_pct,
        CASE WHEN clicks = 0 THEN NULL
             ELSE DIV(revenue_micros + clicks * 5000, clicks * 10000) * 10000 END AS epc_micros
-FROM t
-ORDER BY revenue_micros DESC, conversions DESC, clicks DESC, offer_id, member_id, currency
+FROM n
+ORDER BY CASE WHEN currency IS NULL THEN 1 ELSE 0 END, currency, revenue_micros DESC, conversions DESC, clicks DESC,
+         offer_id, member_id
 LIMIT :limit

@@ -204,7 +204,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     )?;
 
     step(&format!("member leaderboard, {from} .. {today}, 28-day last-click attribution"));
-    eprintln!("    (queries run member_summary: one row per offer, member and currency; unique clicks are daily unique visitors, summed)\n");
+    eprintln!("    (queries run member_summary: one row per offer, member and currency, counts on a member's first currency row only; unique clicks are daily unique visitors, summed)\n");
     let from_s = from.to_string();
     let today_s = today.to_string();
     let limit = format!("limit={}", args.top);

@@ -14,7 +14,6 @@ use std::io::Write;
 
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, NaiveDate};
-use lake::money::format_micros;
 use polars::prelude::*;
 
 /// An output format.
@@ -59,15 +58,18 @@ pub struct OutColumn {
     /// Render the source (integer micros) as an exact decimal.
     pub money: bool,
     pub numeric: bool,
+    /// A percentage (`*_pct`): written with exactly two decimals.
+    pub pct: bool,
 }
 
 /// The output columns of a result schema: every column, plus a decimal beside each money one.
 pub fn out_columns(schema: &Schema) -> Vec<OutColumn> {
     let mut out = Vec::new();
     for (i, (name, dtype)) in schema.iter().enumerate() {
-        out.push(OutColumn { header: name.to_string(), source: i, money: false, numeric: dtype.is_primitive_numeric() || dtype.is_decimal() });
+        let numeric = dtype.is_primitive_numeric() || dtype.is_decimal();
+        out.push(OutColumn { header: name.to_string(), source: i, money: false, numeric, pct: numeric && name.ends_with("_pct") });
         if let Some(base) = money_decimal_name(name, dtype, schema) {
-            out.push(OutColumn { header: base, source: i, money: true, numeric: true });
+            out.push(OutColumn { header: base, source: i, money: true, numeric: true, pct: false });
         }
     }
     out
@@ -105,11 +107,29 @@ struct Rendered {
     is_text: bool,
 }
 
+/// Decimals of a money column in machine formats: all six of the micros, like Parquet's
+/// DECIMAL(38,6), so every value of a column has the same form and nothing is rounded.
+pub const MONEY_SCALE: usize = 6;
+
+fn render_col(c: &Cells, i: usize, col: &OutColumn) -> Rendered {
+    if col.pct {
+        // Two decimals; the queries round their percentages (half up) to two already.
+        let two = |v: f64| format!("{:.2}", (v * 100.0).round() / 100.0);
+        return match c {
+            Cells::Float(a) => Rendered { text: a.get(i).filter(|v| v.is_finite()).map(two), is_text: false },
+            Cells::Int(a) => Rendered { text: a.get(i).map(|v| format!("{v}.00")), is_text: false },
+            Cells::Decimal(a, scale) => Rendered { text: a.get(i).map(|v| two(format_decimal(v, *scale).parse().unwrap_or(f64::NAN))), is_text: false },
+            other => render(other, i, false),
+        };
+    }
+    render(c, i, col.money)
+}
+
 fn render(c: &Cells, i: usize, money: bool) -> Rendered {
     let num = |t: Option<String>| Rendered { text: t, is_text: false };
     match c {
         Cells::Str(a) => Rendered { text: a.get(i).map(str::to_string), is_text: true },
-        Cells::Int(a) if money => Rendered { text: a.get(i).map(format_micros), is_text: true },
+        Cells::Int(a) if money => Rendered { text: a.get(i).map(|v| format_decimal(i128::from(v), MONEY_SCALE)), is_text: true },
         Cells::Int(a) => num(a.get(i).map(|v| v.to_string())),
         Cells::Float(a) => num(a.get(i).filter(|v| v.is_finite()).map(|v| v.to_string())),
         Cells::Bool(a) => num(a.get(i).map(|v| v.to_string())),
@@ -224,9 +244,12 @@ impl<W: Write + Send> CsvSink<W> {
                 if k > 0 {
                     line.push(',');
                 }
-                let r = render(&cols[c.source], i, c.money);
-                if let Some(t) = r.text {
-                    line.push_str(&csv_field(&t, r.is_text, self.quote_text));
+                let r = render_col(&cols[c.source], i, c);
+                match r.text {
+                    // An empty text is "" and a null is nothing, so readers can tell them apart.
+                    Some(t) if t.is_empty() && r.is_text => line.push_str("\"\""),
+                    Some(t) => line.push_str(&csv_field(&t, r.is_text, self.quote_text)),
+                    None => {}
                 }
             }
             line.push_str("\r\n");
@@ -274,7 +297,7 @@ impl<W: Write + Send> Sink for JsonSink<W> {
                 }
                 line.push_str(&keys[k]);
                 line.push(':');
-                let r = render(&cols[c.source], i, c.money);
+                let r = render_col(&cols[c.source], i, c);
                 match (r.text, r.is_text) {
                     (None, _) => line.push_str("null"),
                     (Some(t), true) => line.push_str(&serde_json::Value::from(t).to_string()),
@@ -352,34 +375,87 @@ impl<W: Write + Send> Sink for ParquetSink<W> {
     }
 }
 
-/// A readable table: held until the end (a table is for people, who read a screenful).
+/// A readable table: held until the end (a table is for people, who read a screenful). The
+/// same columns as every other format; money with the same decimals down a column (at least
+/// two, as many as its exact amounts need); a null shows as `NULL`, an empty text as nothing.
 pub struct TableSink<W: Write + Send> {
     out: W,
     columns: Vec<OutColumn>,
-    rows: Vec<Vec<String>>,
+    rows: Vec<Vec<TableCell>>,
 }
 
+enum TableCell {
+    Text(Option<String>),
+    Micros(Option<i64>),
+}
+
+/// How a null shows in a table (an empty string shows as nothing).
+pub const TABLE_NULL: &str = "NULL";
+
 impl<W: Write + Send> TableSink<W> {
-    /// Money shows once, as the decimal (the micros beside it are for machines).
     pub fn new(out: W, schema: &Schema) -> Self {
-        let all = out_columns(schema);
-        let has_decimal: Vec<usize> = all.iter().filter(|c| c.money).map(|c| c.source).collect();
-        let columns = all.into_iter().filter(|c| c.money || !has_decimal.contains(&c.source)).collect();
-        TableSink { out, columns, rows: Vec::new() }
+        TableSink { out, columns: out_columns(schema), rows: Vec::new() }
     }
+}
+
+/// Decimals needed to write every amount of a column exactly (at least 2).
+pub fn money_scale(micros: impl Iterator<Item = i64>) -> usize {
+    micros
+        .map(|m| {
+            let mut frac = m.unsigned_abs() % 1_000_000;
+            if frac == 0 {
+                return 2;
+            }
+            let mut digits = 6;
+            while frac % 10 == 0 {
+                frac /= 10;
+                digits -= 1;
+            }
+            digits.max(2)
+        })
+        .max()
+        .unwrap_or(2)
 }
 
 impl<W: Write + Send> Sink for TableSink<W> {
     fn write(&mut self, df: &DataFrame) -> Result<()> {
         let cols: Vec<Cells> = df.columns().iter().map(cells).collect::<Result<_>>()?;
         for i in 0..df.height() {
-            self.rows.push(self.columns.iter().map(|c| render(&cols[c.source], i, c.money).text.unwrap_or_default()).collect());
+            self.rows.push(
+                self.columns
+                    .iter()
+                    .map(|c| match &cols[c.source] {
+                        Cells::Int(a) if c.money => TableCell::Micros(a.get(i)),
+                        other => TableCell::Text(render_col(other, i, c).text),
+                    })
+                    .collect(),
+            );
         }
         Ok(())
     }
     fn finish(mut self: Box<Self>) -> Result<u64> {
-        let text = format_table(&self.columns, &self.rows);
-        self.out.write_all(text.as_bytes()).context("writing the table")?;
+        let scales: Vec<usize> = (0..self.columns.len())
+            .map(|k| money_scale(self.rows.iter().filter_map(|r| match &r[k] { TableCell::Micros(m) => *m, TableCell::Text(_) => None })))
+            .collect();
+        let text: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .enumerate()
+                    .map(|(k, cell)| match cell {
+                        TableCell::Micros(Some(m)) => {
+                            let full = format_decimal(i128::from(*m), 6);
+                            full[..full.len() - (6 - scales[k])].to_string()
+                        }
+                        TableCell::Micros(None) | TableCell::Text(None) => TABLE_NULL.to_string(),
+                        TableCell::Text(Some(t)) => t.clone(),
+                    })
+                    .collect()
+            })
+            .collect();
+        let out = format_table(&self.columns, &text);
+        self.out.write_all(out.as_bytes()).context("writing the table")?;
         self.out.flush().context("writing the table")?;
         Ok(self.rows.len() as u64)
     }

@@ -87,24 +87,7 @@ fn esc(text: &str) -> String {
 
 /// Decimals needed to write every amount of a column exactly (at least 2).
 fn scale_of(micros: &[i64]) -> usize {
-    micros
-        .iter()
-        .map(|m| {
-            let frac = m.unsigned_abs() % 1_000_000;
-            if frac == 0 {
-                2
-            } else {
-                let mut digits = 6;
-                let mut f = frac;
-                while f % 10 == 0 {
-                    f /= 10;
-                    digits -= 1;
-                }
-                digits.max(2)
-            }
-        })
-        .max()
-        .unwrap_or(2)
+    crate::output::money_scale(micros.iter().copied())
 }
 
 /// `micros` as a decimal with exactly `scale` (2..=6) decimals; exact, since `scale` covers

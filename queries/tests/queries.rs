@@ -286,13 +286,17 @@ async fn member_summary() {
     let df = run_query(&lake, "member_summary", &[]).await;
     assert_eq!(
         rows(&df, &["offer_id", "member_id", "currency", "clicks", "unique_clicks", "bot_clicks", "conversions", "orders", "revenue_micros", "conversion_rate_pct", "epc_micros"]),
+        // By currency, then revenue; bob's counts once, on his first currency's row.
         vec![
-            "shoes|bob|USD|1|1|0|2|1|100000000|200.0|100000000",
             "shoes|bob|EUR|1|1|0|2|1|50000000|200.0|50000000",
+            "shoes|bob|USD|||||1|100000000|200.0|100000000",
             "shoes|ann|USD|1|1|1|1|1|19990000|100.0|19990000",
             "news|cara||1|1|0|1|0|0|100.0|0",
         ]
     );
+    // Summing a column counts every click and conversion once: 3 clicks, 4 conversions.
+    let sum = |c: &str| df.column(c).unwrap().as_materialized_series().sum::<i64>().unwrap();
+    assert_eq!((sum("clicks"), sum("conversions")), (3, 4));
     let only = run_query(&lake, "member_summary", &[("offer", "news")]).await;
     assert_eq!(rows(&only, &["member_id"]), vec!["cara"]);
 }
@@ -302,7 +306,7 @@ async fn a_remote_lake_is_read_through_its_store() {
     // memory:// has no folder: report files are downloaded, as from S3.
     let lake = fill(Lake::open(&format!("memory://queries-{}", std::process::id())).unwrap()).await;
     let df = run_query(&lake, "member_summary", &[("offer", "shoes")]).await;
-    assert_eq!(rows(&df, &["member_id", "currency", "revenue_micros"]), vec!["bob|USD|100000000", "bob|EUR|50000000", "ann|USD|19990000"]);
+    assert_eq!(rows(&df, &["member_id", "currency", "revenue_micros"]), vec!["bob|EUR|50000000", "bob|USD|100000000", "ann|USD|19990000"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,7 +341,7 @@ async fn offer_summary() {
     let df = run_query(&lake, "offer_summary", &[]).await;
     assert_eq!(
         rows(&df, &["offer_id", "currency", "members", "clicks", "bot_clicks", "conversions_reported", "conversions_attributed", "attributed_pct", "orders", "revenue_micros"]),
-        vec!["news||1|1|0|2|1|50.0|0|0", "shoes|EUR|2|2|1|6|3|50.0|1|50000000", "shoes|USD|2|2|1|6|3|50.0|2|119990000"]
+        vec!["news||1|1|0|2|1|50.0|0|0", "shoes|EUR|2|2|1|6|3|50.0|1|50000000", "shoes|USD||||||50.0|2|119990000"]
     );
 }
 
@@ -444,14 +448,17 @@ async fn cli_list_run_and_sql() {
     let (ok, out, _) = cli(&lake, &["list", "--format", "json"]);
     assert!(ok && out.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()), "{out}");
 
-    // A readable table, money as exact decimals beside the micros.
+    // A readable table: the same columns as every other format, money as exact decimals
+    // beside the micros (as many decimals down a column as its amounts need, at least two),
+    // rates with two decimals.
     let (ok, out, err) = cli(&lake, &["run", "top_members"]);
     assert!(ok, "{err}");
     let lines: Vec<&str> = out.lines().collect();
-    assert!(lines[0].split_whitespace().collect::<Vec<_>>().starts_with(&["rank", "member_id"]), "{out}");
-    assert!(lines[2].contains("bob") && lines[2].contains("100.00"), "{out}");
-    assert!(!lines[0].contains("_micros"), "the table shows money once, as a decimal: {out}");
-    assert!(lines[3].contains("19.99"), "{out}");
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(header, ["rank", "member_id", "offers", "clicks", "unique_clicks", "conversions", "orders", "currency", "revenue_micros", "revenue", "conversion_rate_pct", "epc_micros", "epc"]);
+    let bob: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(bob, ["1", "bob", "1", "1", "1", "2", "1", "USD", "100000000", "100.00", "200.00", "100000000", "100.00"], "{out}");
+    assert!(lines[3].contains(" 19.99 "), "{out}");
     assert!(out.ends_with("(3 rows)\n"), "{out}");
     // Every answer names its window, dates and zone, on standard error.
     assert_eq!(err, "window 28d: dates 2026-03-01 .. 2026-03-11 in UTC (the zone of its pipeline run)\n", "the fixture runs March 1 to 11");
@@ -464,9 +471,17 @@ async fn cli_list_run_and_sql() {
     assert_eq!(
         out,
         "rank,member_id,offers,clicks,unique_clicks,conversions,orders,currency,revenue_micros,revenue,conversion_rate_pct,epc_micros,epc\r\n\
-         1,bob,1,1,1,2,1,USD,100000000,100.00,200,100000000,100.00\r\n\
-         2,ann,1,1,1,1,1,USD,19990000,19.99,100,19990000,19.99\r\n"
+         1,bob,1,1,1,2,1,USD,100000000,100.000000,200.00,100000000,100.000000\r\n\
+         2,ann,1,1,1,1,1,USD,19990000,19.990000,100.00,19990000,19.990000\r\n"
     );
+    // Null and empty text are told apart: a null is nothing in CSV and NULL in a table, an
+    // empty text is "" in CSV and nothing in a table.
+    let (ok, out, err) = cli(&lake, &["sql", "SELECT CAST(NULL AS VARCHAR) AS a, '' AS b, 'x' AS c FROM clicks LIMIT 1", "--format", "csv"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "a,b,c\r\n,\"\",x\r\n");
+    let (ok, out, err) = cli(&lake, &["sql", "SELECT CAST(NULL AS VARCHAR) AS a, '' AS b, 'x' AS c FROM clicks LIMIT 1"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().nth(2).unwrap().trim_end(), "NULL     x", "{out}");
 
     // Ad-hoc SQL over the tables, a date range and JSON lines.
     let (ok, out, err) = cli(
@@ -598,8 +613,9 @@ async fn export_round_trips_through_csv_json_and_parquet() {
         if table == "revenue" {
             let mut money = rows(&read, &["revenue_micros", "revenue"]);
             money.sort();
-            assert!(money.contains(&"19990000|19.99".to_string()), "{money:?}");
-            assert!(money.contains(&"50000000|50.00".to_string()), "{money:?}");
+            // Machine formats write all six decimals of the micros, as Parquet's DECIMAL(38,6).
+            assert!(money.contains(&"19990000|19.990000".to_string()), "{money:?}");
+            assert!(money.contains(&"50000000|50.000000".to_string()), "{money:?}");
         }
 
         // JSON lines: one object per row.
@@ -611,7 +627,7 @@ async fn export_round_trips_through_csv_json_and_parquet() {
         if table == "attributions" {
             let attributed = lines.iter().find(|l| l["order_id"] == "o1" && l["status"] == "attributed").unwrap();
             assert_eq!(attributed["amount_micros"], 19_990_000);
-            assert_eq!(attributed["amount"], "19.99");
+            assert_eq!(attributed["amount"], "19.990000");
             assert_eq!(attributed["lag_seconds"], 1800);
             assert_eq!(attributed["ts"], "2026-03-01T10:30:00.000000Z");
         }
@@ -621,7 +637,7 @@ async fn export_round_trips_through_csv_json_and_parquet() {
     let out = d.path().join("eur.csv");
     let (ok, _, err) = cli(&root, &["export", "top_members", "--param", "currency=EUR", "--out", out.to_str().unwrap()]);
     assert!(ok, "{err}");
-    assert!(std::fs::read_to_string(&out).unwrap().contains("\r\n1,bob,1,1,1,2,1,EUR,50000000,50.00,"));
+    assert!(std::fs::read_to_string(&out).unwrap().contains("\r\n1,bob,1,1,1,2,1,EUR,50000000,50.000000,"));
     let out = d.path().join("day.csv");
     let (ok, _, err) = cli(&root, &["export", "clicks", "--date", "2026-03-01", "--out", out.to_str().unwrap()]);
     assert!(ok, "{err}");
