@@ -62,12 +62,12 @@ pub async fn deliver(what: &str, mut prepared: Prepared, target: &Target, window
     match target {
         Target::Stdout(format) => {
             let sink = output::sink(*format, std::io::BufWriter::new(std::io::stdout()), &schema)?;
-            blocking(move || engine::stream(&name, lf, sink)).await
+            blocking(what, move || engine::stream(&name, lf, sink)).await
         }
         Target::File(path, format) => {
             let (file, handle) = output::AtomicFile::create(path)?;
             let sink = output::sink(*format, std::io::BufWriter::with_capacity(1 << 20, handle), &schema)?;
-            let rows = blocking(move || engine::stream(&name, lf, sink)).await?;
+            let rows = blocking(what, move || engine::stream(&name, lf, sink)).await?;
             file.commit()?;
             Ok(rows)
         }
@@ -86,7 +86,7 @@ pub async fn deliver(what: &str, mut prepared: Prepared, target: &Target, window
                 r
             });
             let loaded = pg::export(url, table, &schema, &replace, rx).await;
-            let produced = producer.await.map_err(|e| anyhow!("{what}: stopped: {e}"))?;
+            let produced = producer.await.map_err(|e| stopped(what, &e))?;
             let loaded = loaded?;
             produced?;
             Ok(loaded)
@@ -94,8 +94,21 @@ pub async fn deliver(what: &str, mut prepared: Prepared, target: &Target, window
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| anyhow!("stopped: {e}"))?
+async fn blocking<T: Send + 'static>(what: &str, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| stopped(what, &e))?
+}
+
+/// A task that died: a panic inside the SQL engine (polars) reads as one sentence naming
+/// the query, never a backtrace (the binary's panic hook keeps those quiet unless
+/// `RUST_BACKTRACE` is set).
+pub fn stopped(what: &str, e: &tokio::task::JoinError) -> anyhow::Error {
+    if e.is_panic() {
+        let text = e.to_string();
+        let message = text.split_once("panicked with message ").map_or(text.as_str(), |(_, m)| m).trim_matches('"');
+        anyhow!("{what}: the SQL engine failed on this statement ({message}); nothing was written. This form of the statement hits a limit of the engine: write it another way (for example a join on equal keys, then a WHERE)")
+    } else {
+        anyhow!("{what}: stopped: {e}")
+    }
 }
 
 /// A result collected whole (tests and small answers).

@@ -207,6 +207,11 @@ fn scope(window_text: &str, from: Option<&str>, to: Option<&str>, one: Option<&s
 }
 
 fn main() -> ExitCode {
+    // A panic deep in the SQL engine surfaces as one error line naming the query (see
+    // `queries::stopped`); its backtrace is for developers who ask (CLICKTRAIL_BACKTRACE=1).
+    if std::env::var_os("CLICKTRAIL_BACKTRACE").is_none() {
+        std::panic::set_hook(Box::new(|_| {}));
+    }
     let cli: Cli = lake::cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))

@@ -522,6 +522,15 @@ async fn cli_errors_name_the_problem() {
     let e = err_of(&["sql", "SELECT nonsense FROM clicks"]);
     assert!(e.starts_with("queries: error: SQL:") && e.contains("nonsense"), "{e}");
     assert!(err_of(&["sql", "SELEC 1"]).contains("SQL:"));
+    // A statement that makes the engine panic: one line naming it, no backtrace, even with
+    // RUST_BACKTRACE set.
+    let out = Command::new(env!("CARGO_BIN_EXE_queries"))
+        .args(["--lake", lake.to_str().unwrap(), "sql", "SELECT a.member_id FROM clicks a JOIN clicks b ON a.clicks < b.clicks"])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.lines().count() == 1 && e.starts_with("queries: error: SQL: "), "{e}");
     let e = err_of(&["sql", "SELECT * FROM nope"]);
     assert!(e.contains("there is no table \"nope\"; the tables are clicks, conversions"), "{e}");
     assert!(err_of(&["export", "clicks"]).contains("--out FILE or --into postgres://"));
