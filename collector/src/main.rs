@@ -56,6 +56,20 @@ async fn shutdown_signal() {
     tracing::info!("signal received");
 }
 
+/// `offers|links pause|resume`: says what it did, or that there was nothing to do.
+async fn pause(lake: &Lake, what: registry::Pausable, id: &str, paused: bool) -> anyhow::Result<()> {
+    let changed = registry::set_paused(lake, what, id, paused, &registry::command_line()).await?;
+    let noun = if what == registry::Pausable::Offer { "offer" } else { "link" };
+    let done = match (paused, changed) {
+        (true, true) => "paused",
+        (true, false) => "was paused already",
+        (false, true) => "resumed",
+        (false, false) => "was not paused",
+    };
+    println!("{noun} {id} {done}");
+    Ok(())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let lake = Lake::open(&cli.lake).with_context(|| "while opening the lake (--lake / CLICKTRAIL_LAKE)")?;
     match cli.command {
@@ -108,16 +122,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("offer {offer} {what}");
             Ok(())
         }
-        Command::Offers { command: OffersCommand::Pause { offer } } => {
-            let changed = registry::set_paused(&lake, registry::Pausable::Offer, &offer, true, &registry::command_line()).await?;
-            println!("offer {offer} {}", if changed { "paused" } else { "was paused already" });
-            Ok(())
-        }
-        Command::Offers { command: OffersCommand::Resume { offer } } => {
-            let changed = registry::set_paused(&lake, registry::Pausable::Offer, &offer, false, &registry::command_line()).await?;
-            println!("offer {offer} {}", if changed { "resumed" } else { "was not paused" });
-            Ok(())
-        }
+        Command::Offers { command: OffersCommand::Pause { offer } } => pause(&lake, registry::Pausable::Offer, &offer, true).await,
+        Command::Offers { command: OffersCommand::Resume { offer } } => pause(&lake, registry::Pausable::Offer, &offer, false).await,
         Command::Offers { command: OffersCommand::List } => {
             let reg = registry::load(&lake).await?;
             let mut offers: Vec<_> = reg.offers.values().collect();
@@ -138,16 +144,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Links { command: LinksCommand::Pause { code } } => {
-            let changed = registry::set_paused(&lake, registry::Pausable::Link, &code, true, &registry::command_line()).await?;
-            println!("link {code} {}", if changed { "paused" } else { "was paused already" });
-            Ok(())
-        }
-        Command::Links { command: LinksCommand::Resume { code } } => {
-            let changed = registry::set_paused(&lake, registry::Pausable::Link, &code, false, &registry::command_line()).await?;
-            println!("link {code} {}", if changed { "resumed" } else { "was not paused" });
-            Ok(())
-        }
+        Command::Links { command: LinksCommand::Pause { code } } => pause(&lake, registry::Pausable::Link, &code, true).await,
+        Command::Links { command: LinksCommand::Resume { code } } => pause(&lake, registry::Pausable::Link, &code, false).await,
         Command::Links { command: LinksCommand::Add { offer, member, destination, code, public_url } } => {
             let link = registry::add_link(&lake, NewLink { offer_id: offer, member_id: member, destination_url: destination, code }, &registry::command_line()).await?;
             println!("{}\t{}", link.code, links_url(&public_url, &link.code));

@@ -655,10 +655,7 @@ async fn export_round_trips_through_csv_json_and_parquet() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parquet_exports_read_in_duckdb() {
-    let duckdb = Command::new("python3").args(["-c", "import duckdb"]).status().map(|s| s.success()).unwrap_or(false);
-    if !duckdb {
-        assert!(std::env::var("CLICKTRAIL_REQUIRE_SERVICES").as_deref() != Ok("1"), "CI must have duckdb (pip install duckdb)");
-        eprintln!("skipped: python3 with duckdb is not installed");
+    if !have_duckdb() {
         return;
     }
     let (d, _lake) = fixture().await;
@@ -1092,12 +1089,19 @@ async fn html_report_shows_the_lake_and_opens_in_chromium() {
 
 // ---------------------------------------------------------------- connect --duckdb
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connect_prints_views_that_duckdb_reads() {
+/// Whether python3 with duckdb is here; when not, the test skips (CI must have it).
+fn have_duckdb() -> bool {
     let duckdb = Command::new("python3").args(["-c", "import duckdb"]).status().map(|s| s.success()).unwrap_or(false);
     if !duckdb {
         assert!(std::env::var("CLICKTRAIL_REQUIRE_SERVICES").as_deref() != Ok("1"), "CI must have duckdb (pip install duckdb)");
         eprintln!("skipped: python3 with duckdb is not installed");
+    }
+    duckdb
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_prints_views_that_duckdb_reads() {
+    if !have_duckdb() {
         return;
     }
     let (d, lake) = fixture().await;
