@@ -60,6 +60,9 @@ HIT_COLUMNS = [
     ("adjustment_id", "string"), ("coupon", "string"),
 ]
 
+# Read by no rule: never cached.
+UNUSED_HIT_COLUMNS = {"referer", "ip_hash", "params"}
+
 # The report tables, columns in file order with their types (lake/src/reports.rs; a test checks).
 _S, _I, _D, _T = "string", "bigint", "date", "timestamp"
 TABLES = {
@@ -549,8 +552,9 @@ def main(argv):
     raw.createOrReplaceTempView("raw_hits")
     log(f"reading {len(paths)} hits files")
     input_rows = raw.count()
+    used = ", ".join(c for c, _ in HIT_COLUMNS if c not in UNUSED_HIT_COLUMNS)
     kept = spark.sql(f"""
-        SELECT *, unix_micros(ts) AS t FROM raw_hits
+        SELECT {used}, unix_micros(ts) AS t FROM raw_hits
         WHERE unix_micros(ts) >= {scan_lo}
           AND unix_micros(ts) < CASE WHEN kind = 'click' THEN {clicks_hi} ELSE {scan_hi} END
     """)
