@@ -6,7 +6,7 @@
 //! `LazyFrame` transformations; [`write`] is the only place that materializes (collects)
 //! and stores; [`run`] wires them for a date range; [`nightly`] decides which dates are
 //! stale and runs them under a lease; [`gen`] builds deterministic synthetic lakes for
-//! tests and benchmarks.
+//! tests and benchmarks; [`spark`] runs the same rules on Apache Spark (`--engine spark`).
 
 pub mod arrow_out;
 pub mod error;
@@ -18,6 +18,7 @@ pub mod read;
 pub mod rules;
 pub mod run;
 pub mod settle;
+pub mod spark;
 pub mod stages;
 pub mod write;
 

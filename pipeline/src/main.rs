@@ -62,6 +62,54 @@ fn windows_zone(wz: &WindowsZone) -> anyhow::Result<(Vec<lake::window::Window>, 
     Ok((windows, parse_tz(&wz.tz)?))
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum EngineName {
+    /// This binary, on this machine.
+    Polars,
+    /// Apache Spark through spark-submit (the same rules and tables; README, "When one machine is not enough").
+    Spark,
+}
+
+#[derive(Args, Clone)]
+struct EngineArgs {
+    /// What computes the tables: polars (this process) or spark (spark-submit runs spark/clicktrail_spark.py).
+    #[arg(long, env = "CLICKTRAIL_ENGINE", value_enum, default_value = "polars")]
+    engine: EngineName,
+    /// With --engine spark: the spark-submit to run (a name on PATH or a path).
+    #[arg(long, env = "CLICKTRAIL_SPARK_SUBMIT", default_value = "spark-submit", value_name = "PATH")]
+    spark_submit: String,
+    /// With --engine spark: the Spark master (local[2], yarn, spark://host:7077, k8s://…).
+    #[arg(long, env = "CLICKTRAIL_SPARK_MASTER", default_value = "local[2]", value_name = "URL")]
+    master: String,
+    /// With --engine spark: the lake as Spark's Hadoop file systems name it; default: --lake, with s3:// read as s3a://.
+    #[arg(long, env = "CLICKTRAIL_SPARK_LAKE", value_name = "URL")]
+    spark_lake: Option<String>,
+    /// With --engine spark: extra spark-submit --conf KEY=VALUE (repeatable).
+    #[arg(long = "spark-conf", env = "CLICKTRAIL_SPARK_CONF", value_name = "KEY=VALUE", value_delimiter = ',')]
+    spark_conf: Vec<String>,
+}
+
+impl EngineArgs {
+    /// The Spark engine when chosen; Spark-only flags without it are an error.
+    fn spark(&self) -> anyhow::Result<Option<pipeline::spark::SparkEngine>> {
+        if self.engine == EngineName::Polars {
+            if self.spark_lake.is_some() || !self.spark_conf.is_empty() {
+                anyhow::bail!("--spark-lake and --spark-conf need --engine spark");
+            }
+            return Ok(None);
+        }
+        if let Some(bad) = self.spark_conf.iter().find(|c| !c.contains('=')) {
+            anyhow::bail!("invalid --spark-conf {bad:?}: not KEY=VALUE");
+        }
+        Ok(Some(pipeline::spark::SparkEngine {
+            submit: self.spark_submit.clone(),
+            master: self.master.clone(),
+            lake_url: self.spark_lake.clone(),
+            conf: self.spark_conf.clone(),
+        }))
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Computes the reports of one date or a range of dates, replacing earlier output.
@@ -80,6 +128,8 @@ enum Command {
         registry_override: Option<std::path::PathBuf>,
         #[command(flatten)]
         wz: WindowZone,
+        #[command(flatten)]
+        engine: EngineArgs,
     },
     /// Brings every date up to yesterday up to date, including dates whose inputs changed.
     Nightly {
@@ -88,6 +138,8 @@ enum Command {
         today: Option<String>,
         #[command(flatten)]
         wz: WindowsZone,
+        #[command(flatten)]
+        engine: EngineArgs,
     },
     /// Runs `nightly` every day at a time of day, in-process.
     Schedule {
@@ -134,8 +186,12 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
     }
     let lake = Lake::open(&cli.lake).with_context(|| format!("while opening the lake {:?}", cli.lake))?;
     match cli.command {
-        Command::Run { date, from, to, registry_override, wz } => {
+        Command::Run { date, from, to, registry_override, wz, engine } => {
             let (window, tz) = window_zone(&wz)?;
+            let spark = engine.spark()?;
+            if spark.is_some() && registry_override.is_some() {
+                anyhow::bail!("--registry-override is for the polars engine; a what-if on Spark is not supported");
+            }
             if let Some(dir) = registry_override {
                 let Some(label) = window.label() else {
                     anyhow::bail!(
@@ -165,28 +221,38 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("{flag} {to} is in the future in {} (today there is {today}): nothing to attribute yet", tz.name());
             }
             let p = Params::new(window, tz, from, to)?;
-            let progress = Progress::new(true);
-            let summary = pipeline::run(&lake, &p, None, "run", &progress).await.context("while running the pipeline")?;
-            progress.finish();
+            let summary = match &spark {
+                Some(engine) => {
+                    pipeline::spark::run(&lake, &p, engine, None, "run").await.context("while running the pipeline on Spark")?
+                }
+                None => {
+                    let progress = Progress::new(true);
+                    let summary = pipeline::run(&lake, &p, None, "run", &progress).await.context("while running the pipeline")?;
+                    progress.finish();
+                    summary
+                }
+            };
             println!(
-                "wrote {} date(s) of window {} ({}) from {} input rows; manifest {}",
+                "wrote {} date(s) of window {} ({}) with {} from {} input rows; manifest {}",
                 summary.manifest.dates.len(),
                 summary.manifest.window,
                 summary.manifest.tz,
+                summary.manifest.engine,
                 summary.manifest.input_rows,
                 summary.manifest_path
             );
         }
-        Command::Nightly { today, wz } => {
+        Command::Nightly { today, wz, engine } => {
             let (windows, tz) = windows_zone(&wz)?;
+            let spark = engine.spark()?;
             let today = match today {
                 Some(t) => parse_date("--today", &t)?,
                 None => nightly::today_in(&tz),
             };
             let mut failed = Vec::new();
             for window in windows {
-                let progress = Progress::new(true);
-                let outcome = nightly::nightly(&lake, window, tz, today, &progress).await;
+                let progress = Progress::new(spark.is_none());
+                let outcome = nightly::nightly_on(&lake, window, tz, today, &progress, spark.as_ref()).await;
                 progress.finish();
                 match outcome {
                     Ok(Outcome::Busy { owner, until }) => {

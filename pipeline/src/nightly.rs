@@ -249,6 +249,20 @@ async fn lease(lake: &Lake, window: &Window, owner: &str, until_us: i64, take: b
 /// Brings every date from the first hit's date up to the day before `today` (in `tz`) up
 /// to date.
 pub async fn nightly(lake: &Lake, window: Window, tz: Tz, today: NaiveDate, progress: &Progress) -> Result<Outcome> {
+    nightly_on(lake, window, tz, today, progress, None).await
+}
+
+/// [`nightly`] with the stale ranges computed by Spark when `spark` is given: the same
+/// decisions (lease, fingerprints, stale ranges), each range one Spark run. Dates that a
+/// polars nightly would only re-settle are recomputed whole (the same tables).
+pub async fn nightly_on(
+    lake: &Lake,
+    window: Window,
+    tz: Tz,
+    today: NaiveDate,
+    progress: &Progress,
+    spark: Option<&crate::spark::SparkEngine>,
+) -> Result<Outcome> {
     let owner = uuid::Uuid::new_v4().to_string();
     let expiry = || Utc::now().timestamp_micros() + LEASE.as_micros() as i64;
     if let Err(holder) = lease(lake, &window, &owner, expiry(), true).await? {
@@ -274,7 +288,7 @@ pub async fn nightly(lake: &Lake, window: Window, tz: Tz, today: NaiveDate, prog
             }
         })
     };
-    let result = catch_up(lake, window, tz, today, progress, &lost).await;
+    let result = catch_up(lake, window, tz, today, progress, &lost, spark).await;
     heartbeat.abort();
     // Release: an expired lease in our name lets the next nightly start at once.
     if let Err(e) = lease(lake, &window, &owner, 0, false).await {
@@ -283,7 +297,15 @@ pub async fn nightly(lake: &Lake, window: Window, tz: Tz, today: NaiveDate, prog
     result
 }
 
-async fn catch_up(lake: &Lake, window: Window, tz: Tz, today: NaiveDate, progress: &Progress, lost: &AtomicBool) -> Result<Outcome> {
+async fn catch_up(
+    lake: &Lake,
+    window: Window,
+    tz: Tz,
+    today: NaiveDate,
+    progress: &Progress,
+    lost: &AtomicBool,
+    spark: Option<&crate::spark::SparkEngine>,
+) -> Result<Outcome> {
     progress.step("listing the lake");
     let files = read::list_hits(lake, None).await?;
     let Some(first_hour) = files.iter().map(|f| f.hour_start).min() else {
@@ -331,7 +353,10 @@ async fn catch_up(lake: &Lake, window: Window, tz: Tz, today: NaiveDate, progres
             .collect();
         // The run records its dates' fingerprints once its files are written
         // ([`record_dates`]), from the same listing these were computed from.
-        let summary = run_settling(lake, &p, Some(files.clone()), "nightly", progress, &settle).await?;
+        let summary = match spark {
+            Some(engine) => crate::spark::run(lake, &p, engine, Some(files.clone()), "nightly").await?,
+            None => run_settling(lake, &p, Some(files.clone()), "nightly", progress, &settle).await?,
+        };
         runs.push(summary);
     }
     Ok(Outcome::Done { runs })

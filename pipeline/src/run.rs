@@ -252,6 +252,7 @@ async fn run_inner(
         output_rows,
         settled: per_date.keys().filter(|d| settle.contains(d)).copied().collect(),
         dates: per_date,
+        engine: write::ENGINE_POLARS.to_string(),
     };
     let path = write::write_manifest(lake, &p.window, &manifest).await?;
     // The dates written are current as of this listing: the next nightly skips them unless

@@ -105,7 +105,14 @@ pub async fn read_date(lake: &Lake, window: &Window, table: &str, date: NaiveDat
 /// Replaces one table's date with `df` (see the module docs for why this is atomic).
 pub async fn replace_date(lake: &Lake, window: &Window, table: &str, date: NaiveDate, df: DataFrame) -> Result<usize> {
     let rows = df.height();
-    let bytes = to_parquet(conform(df, table)?)?;
+    put_date(lake, window, table, date, to_parquet(conform(df, table)?)?).await?;
+    Ok(rows)
+}
+
+/// Replaces one table's date with an encoded Parquet file (the polars run's frames, or a
+/// file the Spark engine staged): one put of the whole object, then any other `.parquet`
+/// in the folder is deleted.
+pub async fn put_date(lake: &Lake, window: &Window, table: &str, date: NaiveDate, bytes: Bytes) -> Result<()> {
     let target = reports::date_file(window, table, date);
     lake.put_durable(&target, PutPayload::from_bytes(bytes)).await?;
     let dir = layout::report_date_dir(window, table, date);
@@ -123,7 +130,7 @@ pub async fn replace_date(lake: &Lake, window: &Window, table: &str, date: Naive
             Err(e) => return Err(PipelineError::store(&other)(e)),
         }
     }
-    Ok(rows)
+    Ok(())
 }
 
 /// One input file as recorded in a manifest.
@@ -152,11 +159,21 @@ pub struct Manifest {
     pub output_rows: BTreeMap<String, u64>,
     /// Rows written per date and table.
     pub dates: BTreeMap<NaiveDate, BTreeMap<String, u64>>,
+    /// What computed the tables: `polars` (this crate) or `spark` (`--engine spark`).
+    #[serde(default = "polars_engine")]
+    pub engine: String,
     /// Dates only re-settled from their stored tables (nightly: only adjustments were new),
     /// which rewrote `attributions`, `revenue` and `earnings` alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub settled: Vec<NaiveDate>,
 }
+
+fn polars_engine() -> String {
+    ENGINE_POLARS.to_string()
+}
+
+/// [`Manifest::engine`] of a polars run; manifests written before engines had none.
+pub const ENGINE_POLARS: &str = "polars";
 
 pub async fn write_manifest(lake: &Lake, window: &Window, manifest: &Manifest) -> Result<Path> {
     let path = reports::run_manifest(window, &manifest.run_id);

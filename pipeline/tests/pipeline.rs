@@ -1365,3 +1365,264 @@ async fn commission_valid_from_is_a_date_in_the_report_zone() {
     assert_eq!(row_of(&table(&lake, "28d", TABLE_ATTRIBUTIONS).await, hit::HIT_ID, &conv)["commission_micros"], "20000000");
     assert_eq!(row_of(&table(&lake, "7d", TABLE_ATTRIBUTIONS).await, hit::HIT_ID, &conv)["commission_micros"], "10000000");
 }
+
+// ---------------------------------------------------------------- the Spark engine (issue 15)
+
+/// spark-submit (pyspark from PyPI ships it) and a Java runtime, or a printed reason.
+fn spark_available() -> bool {
+    let runs = |program: &str, arg: &str| {
+        std::process::Command::new(program).arg(arg).output().map(|o| o.status.success()).unwrap_or(false)
+    };
+    let ok = runs("java", "-version") && runs("spark-submit", "--version");
+    if !ok {
+        assert!(
+            !services_required(),
+            "spark-submit and java are required (CLICKTRAIL_REQUIRE_SERVICES=1): pip install pyspark; apt-get install openjdk-17-jre-headless"
+        );
+        eprintln!("skipped: spark-submit or java not available (pip install pyspark; a Java 17 runtime)");
+    }
+    ok
+}
+
+/// The job's bot tokens, statuses and table columns, as its module declares them.
+fn spark_job_constants() -> serde_json::Value {
+    let script = concat!(
+        "import importlib.util, json, sys\n",
+        "spec = importlib.util.spec_from_file_location('job', sys.argv[1])\n",
+        "job = importlib.util.module_from_spec(spec)\n",
+        "spec.loader.exec_module(job)\n",
+        "print(json.dumps({'bots': job.BOT_TOKENS, 'statuses': job.STATUSES, 'adjustment_statuses': job.ADJUSTMENT_STATUSES,\n",
+        "    'states': job.ADJUSTED_STATES, 'tables': {t: [c for c, _ in cols] for t, cols in job.TABLES.items()},\n",
+        "    'hits': [c for c, _ in job.HIT_COLUMNS]}))\n",
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(workspace_root().join("spark/clicktrail_spark.py"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn spark_job_has_the_same_bot_list_statuses_and_columns() {
+    let job = spark_job_constants();
+    let list = |key: &str| -> Vec<String> { serde_json::from_value(job[key].clone()).unwrap() };
+    let owned = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(list("bots"), owned(pipeline::stages::bots::BOT_TOKENS));
+    let mut statuses = owned(&status::ALL);
+    statuses.push(status::TOO_FAST.to_string());
+    assert_eq!(list("statuses"), statuses);
+    assert_eq!(list("adjustment_statuses"), owned(&lake::schema::adjustment::STATUSES));
+    assert_eq!(list("states"), owned(&lake::schema::adjustment::STATES));
+    assert_eq!(list("hits"), owned(&hit::ALL));
+    for t in REPORT_TABLES {
+        let cols: Vec<String> = serde_json::from_value(job["tables"][t].clone()).unwrap();
+        assert_eq!(cols, owned(lake::reports::columns(t)), "{t}");
+    }
+    assert_eq!(pipeline::spark::JOB, std::fs::read_to_string(workspace_root().join("spark/clicktrail_spark.py")).unwrap());
+}
+
+/// Every report file of a window: its Arrow schema must be the table's, exactly.
+async fn assert_report_types(lake: &Lake, window: &str) {
+    for t in REPORT_TABLES {
+        let prefix = Path::from(format!("{}/window={window}/{t}", layout::REPORTS_DIR));
+        let paths: Vec<Path> = lake.store().list(Some(&prefix)).map_ok(|m| m.location).try_collect().await.unwrap();
+        assert!(!paths.is_empty(), "{window} {t}: no files");
+        for p in paths {
+            let bytes = lake.get_optional(&p).await.unwrap().unwrap();
+            let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
+            let got: Vec<_> = b.schema().fields().iter().map(|f| (f.name().clone(), f.data_type().clone(), f.is_nullable())).collect();
+            let want: Vec<_> = lake::reports::table_schema(t)
+                .fields()
+                .iter()
+                .map(|f| (f.name().clone(), f.data_type().clone(), f.is_nullable()))
+                .collect();
+            assert_eq!(got, want, "{p}");
+        }
+    }
+}
+
+/// A lake for the engines to agree on: generated traffic with adjustments and coupons
+/// around the Paris DST change (2026-03-29), plus hand-made edges: the fraud floor exactly
+/// and below, coupon validity days, a visitor tie, both ends of the window, a foreign file
+/// missing the optional columns, and a retried upload of a whole file.
+async fn spark_equality_lake(lake: &Lake) {
+    let cfg = GenConfig {
+        seed: 11,
+        hits: 40_000,
+        start: date(2026, 3, 16),
+        days: 21,
+        visitors: 3_000,
+        members: 150,
+        offers: 6,
+        ..Default::default()
+    };
+    gen::generate(lake, &cfg).await.unwrap();
+    put_registry(
+        lake,
+        "offer_id,destination_url,postback_token,currency,cookie_days,lock_days,min_lag_seconds,coupon_priority\n\
+         offer0,https://a.example/,t,USD,28,10,3600,click\noffer1,https://b.example/,t,EUR,28,45,0,coupon\n\
+         offer2,https://c.example/,t,USD,28,30,86400,click\n",
+        "offer_id,member_id,event,percent,flat,valid_from\n\
+         offer0,,,12.5,,\noffer0,m1,,20,,\noffer0,,signup,,1.25,\noffer0,,,7.3333,0.01,2026-03-27\n\
+         offer1,,,10,0.25,2026-03-25\noffer2,,purchase,3.5,,\noffer2,,click,,0.01,\noffer0,m2,click,,0.05,2026-03-29\n",
+    )
+    .await;
+    lake.put_durable(
+        &layout::coupons(),
+        PutPayload::from_static(
+            b"code,offer_id,member_id,valid_from,valid_to\n\
+              SAVE1,offer0,m5,,\nsave2,offer0,m6,2026-03-26,2026-03-30\nSAVE3,offer1,m7,2026-03-28,\n\
+              SAVE4,offer1,m8,,2026-03-27\nSAVE1,offer2,m9,,\nSAVE2,offer1,m5,,\nEDGE,offer3,m4,2026-03-29,2026-03-30\n",
+        ),
+    )
+    .await
+    .unwrap();
+    let paris = |d: u32, h: u32, m: u32, s: u32| chrono_tz::Europe::Paris.with_ymd_and_hms(2026, 3, d, h, m, s).unwrap().timestamp_micros();
+    let mut e = Lakefile::default();
+    let k = e.click(paris(28, 10, 0, 0), "offer0", "m_floor", "v_floor_a");
+    e.conv(HitKind::Postback, paris(28, 11, 0, 0), "offer0", Some(&k), None, Some("floor-a"), Some((1_000_000, "USD")));
+    let k2 = e.click(paris(28, 12, 0, 0), "offer0", "m_floor", "v_floor_b");
+    e.conv(HitKind::Postback, paris(28, 13, 0, 0) - 1, "offer0", Some(&k2), None, Some("floor-b"), Some((1_000_000, "USD")));
+    // Coupon-only conversions on the first and last valid day of EDGE (the DST day is 23 h
+    // long in Paris) and a microsecond outside them.
+    for (ts, order) in [
+        (paris(29, 0, 0, 0) - 1, "edge-a"),
+        (paris(29, 0, 0, 0), "edge-b"),
+        (paris(31, 0, 0, 0) - 1, "edge-c"),
+        (paris(31, 0, 0, 0), "edge-d"),
+    ] {
+        e.conv(HitKind::Postback, ts, "offer3", None, None, Some(order), Some((2_000_000, "USD")));
+        e.hits.last_mut().unwrap().coupon = Some("edge".into());
+    }
+    // A visitor tie: two clicks in the same microsecond; the greater click_id wins.
+    let tie = paris(29, 9, 0, 0);
+    e.click_as(tie, "offer4", "m_tie_a", "v_tie", "01900000-0000-7000-8000-00000000000a", "Mozilla/5.0 (Android) Chrome/122.0");
+    e.click_as(tie, "offer4", "m_tie_b", "v_tie", "01900000-0000-7000-8000-00000000000b", "Mozilla/5.0 (Android) Chrome/122.0");
+    e.conv(HitKind::Pixel, tie + 3_600 * SECOND, "offer4", None, Some("v_tie"), Some("tie-1"), Some((5_000_000, "USD")));
+    // Both ends of a 36h window (and of 7d: both inside), by click_id and by visitor.
+    let w36 = 36 * 3_600 * SECOND;
+    let k5 = e.click(paris(30, 8, 0, 0), "offer5", "m_edge", "v_edge");
+    e.conv(HitKind::Postback, paris(30, 8, 0, 0) + w36, "offer5", Some(&k5), None, Some("w-at"), Some((7_000_000, "USD")));
+    let k6 = e.click(paris(30, 9, 0, 0), "offer5", "m_edge", "v_edge2");
+    e.conv(HitKind::Postback, paris(30, 9, 0, 0) + w36 + 1, "offer5", Some(&k6), None, Some("w-past"), None);
+    e.conv(HitKind::Pixel, paris(30, 9, 0, 0) + w36, "offer5", None, Some("v_edge2"), None, None);
+    // A refund and a rejection of the edge conversions (§7), one with a retried id.
+    e.adjust(paris(31, 12, 0, 0), "offer5", "w-at", "refund", Some(2_000_000), None, Some("rf-1"));
+    e.adjust(paris(31, 12, 1, 0), "offer5", "w-at", "refund", Some(2_000_000), None, Some("rf-1"));
+    e.adjust(paris(31, 13, 0, 0), "offer4", "tie-1", "reject", None, None, None);
+    e.write(lake, "edges").await;
+    // The collector retried an upload under another name: every hit twice.
+    e.write(lake, "edges-retry").await;
+
+    // Another writer: some columns only, in another order, plus one of its own.
+    use arrow_array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
+    use std::sync::Arc;
+    let ts = paris(29, 15, 0, 0);
+    let schema = Arc::new(arrow_schema::Schema::new(vec![
+        arrow_schema::Field::new(hit::KIND, arrow_schema::DataType::Utf8, false),
+        arrow_schema::Field::new(hit::HIT_ID, arrow_schema::DataType::Utf8, false),
+        arrow_schema::Field::new(hit::OFFER_ID, arrow_schema::DataType::Utf8, false),
+        arrow_schema::Field::new(hit::TS, lake::schema::ts_type(), false),
+        arrow_schema::Field::new(hit::VISITOR_ID, arrow_schema::DataType::Utf8, true),
+        arrow_schema::Field::new("extra", arrow_schema::DataType::Utf8, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from(vec!["click", "pixel"])) as ArrayRef,
+            Arc::new(StringArray::from(vec!["foreign-1", "foreign-2"])),
+            Arc::new(StringArray::from(vec!["offer1", "offer1"])),
+            Arc::new(TimestampMicrosecondArray::from(vec![ts, ts + SECOND]).with_timezone("UTC")),
+            Arc::new(StringArray::from(vec![Some("v_foreign"), Some("v_foreign")])),
+            Arc::new(StringArray::from(vec![Some("x"), None])),
+        ],
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let path = layout::hits_file(Utc.timestamp_micros(ts).unwrap(), "foreign");
+    lake.store().put(&path, PutPayload::from(buf)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spark_engine_equals_the_pipeline() {
+    if !spark_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().join("lake").to_str().unwrap()).unwrap();
+    spark_equality_lake(&lake).await;
+    let engine = pipeline::spark::SparkEngine::default();
+    let (from, to) = (date(2026, 3, 23), date(2026, 4, 3));
+    for (window, tz) in [("7d", "Europe/Paris"), ("36h", "America/Los_Angeles")] {
+        run(&lake, window, tz, from, to).await;
+        assert_report_types(&lake, window).await;
+        let mut ours = Vec::new();
+        for t in REPORT_TABLES {
+            ours.push(table(&lake, window, t).await);
+        }
+        let p = Params::new(window.parse().unwrap(), parse_tz(tz).unwrap(), from, to).unwrap();
+        let summary = pipeline::spark::run(&lake, &p, &engine, None, "test").await.unwrap();
+        assert_eq!(summary.manifest.engine, "spark");
+        assert_eq!(summary.manifest.dates.len(), 12);
+        assert!(summary.manifest.input_rows > 40_000, "{}", summary.manifest.input_rows);
+        assert_report_types(&lake, window).await;
+        for (t, ours) in REPORT_TABLES.iter().zip(&ours) {
+            let spark = table(&lake, window, t).await;
+            assert!(ours.height() > 0, "{window} {t} is empty");
+            assert_frames_equal(&format!("{window} {t} (polars vs spark)"), ours, &spark);
+        }
+        let att = table(&lake, window, TABLE_ATTRIBUTIONS).await;
+        let statuses: BTreeSet<String> = strings(&att, report::STATUS).into_iter().flatten().collect();
+        assert_eq!(statuses.len(), 7, "every status occurs: {statuses:?}");
+        let states: BTreeSet<String> = strings(&att, report::ADJUSTED_STATE).into_iter().flatten().collect();
+        assert_eq!(states.len(), 4, "every adjusted state occurs: {states:?}");
+        let adj: BTreeSet<String> =
+            strings(&table(&lake, window, layout::TABLE_ADJUSTMENTS).await, report::STATUS).into_iter().flatten().collect();
+        assert!(adj.len() >= 3, "adjustment statuses: {adj:?}");
+        let vias: BTreeSet<String> = strings(&att, report::VIA).into_iter().flatten().collect();
+        assert_eq!(vias.len(), 3, "click, visitor and coupon: {vias:?}");
+    }
+    // The staging folders are gone; only the report tables and bookkeeping remain.
+    let staged: Vec<_> = lake
+        .store()
+        .list(Some(&Path::from(format!("{}/{}", layout::REPORTS_DIR, pipeline::spark::STAGING_DIR))))
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(staged.is_empty(), "{staged:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_or_missing_spark_submit_changes_no_date() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().join("lake").to_str().unwrap()).unwrap();
+    let mut b = Lakefile::default();
+    let k = b.click(at(2026, 1, 1, 10, 0, 0), "o", "m", "v");
+    b.conv(HitKind::Postback, at(2026, 1, 1, 11, 0, 0), "o", Some(&k), None, Some("A"), Some((1_000_000, "USD")));
+    b.write(&lake, "a").await;
+    run(&lake, "28d", "UTC", date(2026, 1, 1), date(2026, 1, 1)).await;
+    let file = lake::reports::date_file(&"28d".parse().unwrap(), TABLE_ATTRIBUTIONS, date(2026, 1, 1));
+    let before = lake.get_optional(&file).await.unwrap().unwrap();
+    let p = Params::new("28d".parse().unwrap(), chrono_tz::Tz::UTC, date(2026, 1, 1), date(2026, 1, 1)).unwrap();
+    for (submit, needle) in [("/nonexistent/spark-submit", "not found"), ("false", "the Spark job failed")] {
+        let engine = pipeline::spark::SparkEngine { submit: submit.into(), ..Default::default() };
+        let err = pipeline::spark::run(&lake, &p, &engine, None, "test").await.unwrap_err().to_string();
+        assert!(err.contains(needle), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+        assert_eq!(lake.get_optional(&file).await.unwrap().unwrap(), before, "{submit}: the date is unchanged");
+    }
+    // The binary says the same in one line and exits non-zero.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pipeline"))
+        .args(["run", "--date", "2026-01-01", "--engine", "spark", "--spark-submit", "/nonexistent/spark-submit", "--lake"])
+        .arg(lake.local_root().unwrap())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.lines().last().unwrap_or("").contains("/nonexistent/spark-submit not found"), "{stderr}");
+}
