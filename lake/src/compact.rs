@@ -319,6 +319,28 @@ async fn list_hour(lake: &Lake, date: NaiveDate, hour: u32) -> Result<Vec<Listed
     Ok(metas.iter().map(Listed::from_meta).filter(|f| hour_child(&f.path) == Some((date, hour))).collect())
 }
 
+/// The compacted file (path and bytes) that holds the rows of `path`, a raw hits file
+/// compaction has removed; `None` when no compacted file of its hour does. For readers that
+/// recorded a hits file by name (the adjustment-import ledger).
+pub async fn holder_of(lake: &Lake, path: &str) -> Result<Option<(String, Bytes)>, LakeError> {
+    let Some((date, hour)) = hour_child(path) else { return Ok(None) };
+    let name = path.rsplit('/').next().unwrap_or(path);
+    for f in list_hour(lake, date, hour).await? {
+        if parse_compacted_name(f.name()).is_none() {
+            continue;
+        }
+        let bytes = match lake.store().get(&Path::from(f.path.as_str())).await {
+            Ok(r) => r.bytes().await.map_err(|e| LakeError::store(&f.path, e))?,
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(LakeError::store(&f.path, e)),
+        };
+        if read_leaves(&f.path, &bytes)?.is_some_and(|leaves| leaves.iter().any(|l| l.name == name)) {
+            return Ok(Some((f.path, bytes)));
+        }
+    }
+    Ok(None)
+}
+
 /// One file of an hour, as planned.
 struct Entry {
     listed: Listed,
