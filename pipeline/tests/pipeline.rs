@@ -1572,3 +1572,27 @@ async fn s3_compaction() {
     let cfg = GenConfig { hits: 500, visitors: 200, members: 10, offers: 2, files_per_hour: 6, ..Default::default() };
     kill_compaction_at_random_points(&lake, &url, &cfg, 10).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_while_compaction_deletes_its_files_gives_the_same_reports() {
+    let cfg = GenConfig { hits: 3_000, days: 2, visitors: 300, members: 20, offers: 2, files_per_hour: 30, ..Default::default() };
+    let mem = memory_lake();
+    gen::generate(&mem, &cfg).await.unwrap();
+    run(&mem, "28d", "UTC", date(2026, 1, 1), date(2026, 1, 2)).await;
+    let want = all_tables(&mem, "28d").await;
+    let opts = lake::compact::CompactOptions { grace: std::time::Duration::ZERO, ..Default::default() };
+    for delay_ms in [0u64, 20, 60] {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+        gen::generate(&lake, &cfg).await.unwrap();
+        let compaction = async {
+            tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+            lake::compact::compact(&lake, None, &opts).await.unwrap()
+        };
+        let (_, summary) = tokio::join!(run(&lake, "28d", "UTC", date(2026, 1, 1), date(2026, 1, 2)), compaction);
+        assert!(summary.compacted > 0);
+        for (a, b) in want.iter().zip(all_tables(&lake, "28d").await.iter()) {
+            assert_frames_equal(&format!("compaction {delay_ms} ms into a run"), a, b);
+        }
+    }
+}
