@@ -4,6 +4,7 @@
 #
 #   bench/compact.sh                                      # local lake and moto S3
 #   BENCH_LOCAL_HITS=200000 BENCH_S3=0 bench/compact.sh   # a quick look, local only
+#   BENCH_LOCAL=0 bench/compact.sh                        # S3 again, the local numbers kept
 #
 # Each lake is generated as ten collectors flushing every 60 s leave it (`pipeline gen
 # --files-per-hour 600`), then measured before and after `pipeline compact`:
@@ -22,13 +23,14 @@ runs="${BENCH_RUNS:-3}"
 files_per_hour="${BENCH_FILES_PER_HOUR:-600}"
 local_hits="${BENCH_LOCAL_HITS:-1000000}"
 local_days="${BENCH_LOCAL_DAYS:-2}"
+local_bench="${BENCH_LOCAL:-1}"
 s3="${BENCH_S3:-1}"
 s3_hits="${BENCH_S3_HITS:-300000}"
 s3_days="${BENCH_S3_DAYS:-1}"
 s3_port="${BENCH_S3_PORT:-5057}"
 start=2026-01-01
 mkdir -p "$out"
-rm -f "$out"/times-*.txt "$out"/lake-*.txt "$out/equal.txt"
+rm -f "$out/equal.txt"
 
 command -v /usr/bin/time >/dev/null || { echo "needs /usr/bin/time (apt-get install time)" >&2; exit 1; }
 (cd "$root" && cargo build --release --bin pipeline)
@@ -73,14 +75,16 @@ bench_lake() {
 }
 
 local_lake="$out/lake-local"
-rm -rf "$local_lake"
-bench_lake local "$local_lake" "$local_hits" "$local_days"
+if [ "$local_bench" = 1 ]; then
+  rm -rf "$local_lake"
+  bench_lake local "$local_lake" "$local_hits" "$local_days"
+fi
 
 twin="$out/lake-local-twin"
-rm -rf "$twin"
-gen "$twin" "$local_hits" "$local_days" >/dev/null
-env CLICKTRAIL_LOG=warn "$bin" run --lake "$twin" --from "$start" --to "$(last_day "$local_days")" --window 28d --tz UTC >/dev/null
-if python3 -c 'import duckdb' 2>/dev/null; then
+if [ -d "$local_lake/reports" ] && python3 -c 'import duckdb' 2>/dev/null; then
+  rm -rf "$twin"
+  gen "$twin" "$local_hits" "$local_days" >/dev/null
+  env CLICKTRAIL_LOG=warn "$bin" run --lake "$twin" --from "$start" --to "$(last_day "$local_days")" --window 28d --tz UTC >/dev/null
   python3 - "$local_lake" "$twin" "$out/equal.txt" <<'PY'
 import duckdb, os, sys
 a, b, note = sys.argv[1:4]
@@ -89,7 +93,8 @@ tables = sorted(t for t in os.listdir(os.path.join(a, "reports", "window=28d")) 
 diff = {}
 for t in tables:
     q = lambda x, y: f"SELECT count(*) FROM (SELECT * FROM read_parquet('{glob(x, t)}') EXCEPT ALL SELECT * FROM read_parquet('{glob(y, t)}'))"
-    diff[t] = duckdb.sql(q(a, b)).fetchone()[0] + duckdb.sql(q(b, a)).fetchone()[0]
+    con = duckdb.connect()
+    diff[t] = con.execute(q(a, b)).fetchone()[0] + con.execute(q(b, a)).fetchone()[0]
 text = f"equal ({len(tables)} tables)" if all(v == 0 for v in diff.values()) else f"DIFFERENT: {diff}"
 print(f"reports after compaction vs an uncompacted twin: {text}", file=sys.stderr)
 open(note, "w").write(text)
