@@ -28,6 +28,10 @@ bench-collector:
 bench-pipeline:
     bash bench/pipeline.sh
 
+# Small hit files against compacted ones: list, run and memory before and after `pipeline compact`, local and moto S3 (writes BENCH.md, "Compaction")
+bench-compact:
+    bash bench/compact.sh
+
 # Lint
 lint:
     cargo clippy --workspace --all-targets -- -D warnings

@@ -145,19 +145,47 @@ async fn read_ledger(lake: &Lake) -> Result<Vec<AdjustmentImport>, LakeError> {
     }
 }
 
-/// The `adjustment_id`s in a hits file written by an earlier import.
-async fn adjustment_ids_in(lake: &Lake, path: &str) -> Result<Vec<String>, ImportError> {
+/// The `adjustment_id`s an earlier import wrote. Its hits file, once compaction (`pipeline
+/// compact`) has merged it into its hour's compacted file, is found through that file's
+/// leaves; the import's rows there are its offer's adjustments stamped with its time.
+async fn adjustment_ids_in(lake: &Lake, import: &AdjustmentImport) -> Result<Vec<String>, ImportError> {
+    let path = import.hits_file.as_str();
     let err = |message: String| ImportError::EarlierImport { path: path.to_string(), message };
     let location = object_store::path::Path::from(path);
-    let bytes = lake.store().get(&location).await.map_err(|e| err(e.to_string()))?.bytes().await.map_err(|e| err(e.to_string()))?;
+    let (bytes, only_import) = match lake.store().get(&location).await {
+        Ok(r) => (r.bytes().await.map_err(|e| err(e.to_string()))?, None),
+        Err(object_store::Error::NotFound { .. }) => {
+            let Some((_, bytes)) = lake::compact::holder_of(lake, path).await.map_err(|e| err(e.to_string()))? else {
+                return Err(err("missing, and no compacted file of its hour holds it".into()));
+            };
+            let at = DateTime::parse_from_rfc3339(&import.imported_at).map_err(|e| err(format!("imported_at {:?}: {e}", import.imported_at)))?;
+            (bytes, Some(at.timestamp_micros()))
+        }
+        Err(e) => return Err(err(e.to_string())),
+    };
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| err(e.to_string()))?;
-    let mask = ProjectionMask::columns(builder.parquet_schema(), [hit::ADJUSTMENT_ID]);
+    let columns: &[&str] = if only_import.is_some() { &[hit::ADJUSTMENT_ID, hit::KIND, hit::OFFER_ID, hit::TS] } else { &[hit::ADJUSTMENT_ID] };
+    let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
     let mut ids = Vec::new();
     for batch in builder.with_projection(mask).build().map_err(|e| err(e.to_string()))? {
         let batch = batch.map_err(|e| err(e.to_string()))?;
         let Some(col) = batch.column_by_name(hit::ADJUSTMENT_ID) else { continue };
         let col = col.as_string_opt::<i32>().ok_or_else(|| err("adjustment_id is not a string column".into()))?;
-        ids.extend(col.iter().flatten().filter(|s| !s.is_empty()).map(str::to_string));
+        let keep: Vec<bool> = match only_import {
+            None => vec![true; batch.num_rows()],
+            Some(at) => {
+                let strings = |name: &str| batch.column_by_name(name).and_then(|c| c.as_string_opt::<i32>().cloned());
+                let (Some(kind), Some(offer)) = (strings(hit::KIND), strings(hit::OFFER_ID)) else { continue };
+                let ts = batch
+                    .column_by_name(hit::TS)
+                    .and_then(|c| c.as_primitive_opt::<arrow_array::types::TimestampMicrosecondType>().cloned())
+                    .ok_or_else(|| err("ts is not a µs timestamp column".into()))?;
+                (0..batch.num_rows())
+                    .map(|i| kind.value(i) == HitKind::Adjustment.as_str() && offer.value(i) == import.offer_id && ts.value(i) == at)
+                    .collect()
+            }
+        };
+        ids.extend(col.iter().zip(keep).filter(|(_, k)| *k).filter_map(|(s, _)| s).filter(|s| !s.is_empty()).map(str::to_string));
     }
     Ok(ids)
 }
@@ -201,7 +229,7 @@ pub async fn import_adjustments(lake: &Lake, offer_id: &str, file: &str, bytes: 
         }
         let mut seen_ids = HashSet::new();
         for i in earlier.iter().filter(|i| !i.hits_file.is_empty()) {
-            seen_ids.extend(adjustment_ids_in(lake, &i.hits_file).await?);
+            seen_ids.extend(adjustment_ids_in(lake, i).await?);
         }
         let known_imports: HashSet<String> = earlier.iter().map(|i| i.import_id.clone()).collect();
         let mut hits: Vec<Hit> = rows.iter().filter(|h| h.adjustment_id.as_ref().is_none_or(|id| !seen_ids.contains(id))).cloned().collect();

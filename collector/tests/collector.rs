@@ -1325,6 +1325,18 @@ async fn adjustments_import_checks_every_row_and_is_idempotent() {
     assert_eq!(hits.iter().map(|h| h.hit_id.clone()).collect::<HashSet<_>>().len(), 10);
     let s1 = hits.iter().find(|h| h.adjustment_id.as_deref() == Some("r-3") && h.offer_id == "shoes").unwrap();
     assert_eq!(s1.event.as_deref(), Some("signup"));
+
+    // Regression (issue 14): once `pipeline compact` has merged the imports' files into
+    // their hour's compacted file, the ids they wrote are still found and skipped.
+    let lake = Lake::open(&lake_url).unwrap();
+    let opts = lake::compact::CompactOptions { grace: std::time::Duration::ZERO, now: chrono::Utc::now() + chrono::Duration::hours(2), ..Default::default() };
+    let s = lake::compact::compact(&lake, None, &opts).await.unwrap();
+    assert!(s.compacted >= 1 && s.failed.is_empty(), "{s:?}");
+    assert!(hits_files(&lake_dir).iter().all(|f| f.contains("/compacted-")));
+    let again = write("again2.csv", "order_id,action,adjustment_id\nA-2,reject,r-2\nA-1,refund,r-1\nA-7,reject,r-7\n");
+    let (ok, out, err) = cli(&lake_url, &["adjustments", "import", &again, "--offer", "shoes"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("1 rows written, 2 skipped"), "{out}");
 }
 
 #[tokio::test]

@@ -24,6 +24,8 @@ pub enum LakeError {
         line: u64,
         reason: String,
     },
+    #[error("{path}: {reason}")]
+    BadFile { path: String, reason: String },
     #[error("{0}")]
     Invalid(String),
     #[error("gave up updating {path} after {attempts} concurrent-update conflicts")]

@@ -6,6 +6,7 @@
 //! column name itself.
 
 pub mod cli;
+pub mod compact;
 pub mod error;
 pub mod layout;
 pub mod money;

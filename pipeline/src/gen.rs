@@ -16,6 +16,7 @@ use lake::schema::{hit_schema, HitKind};
 use lake::{layout, Lake};
 use object_store::{ObjectStoreExt, PutPayload};
 use rand::rngs::StdRng;
+use futures::{StreamExt, TryStreamExt};
 use rand::{Rng, SeedableRng};
 
 use crate::error::{PipelineError, Result};
@@ -36,6 +37,8 @@ pub struct GenConfig {
     /// Offers and members taken from a registry instead of synthetic `offerN`/`mN` ids
     /// (`offers` and `members` are then ignored).
     pub registry: Option<GenRegistry>,
+    /// Files per hour ([`split_hour`]); 1 writes one file per hour as before.
+    pub files_per_hour: u32,
 }
 
 /// The offers, currencies and links to generate traffic for.
@@ -82,6 +85,7 @@ impl Default for GenConfig {
             members: 2_000,
             visitors: 300_000,
             registry: None,
+            files_per_hour: 1,
         }
     }
 }
@@ -430,13 +434,48 @@ pub async fn generate(lake: &Lake, cfg: &GenConfig) -> Result<u64> {
             continue;
         }
         let ts = Utc.timestamp_micros(h0).single().unwrap_or_default();
-        let bytes = to_parquet(&rows)?;
         let copies = if g.rng.random_bool(0.01) { 2 } else { 1 };
-        for copy in 0..copies {
-            let path = layout::hits_file(ts, &format!("gen-{}-{hour:06}-{copy}", cfg.seed));
-            lake.store().put(&path, PutPayload::from(bytes.clone())).await.map_err(PipelineError::store(&path))?;
-            written += rows.len() as u64;
+        if cfg.files_per_hour <= 1 {
+            let bytes = to_parquet(&rows)?;
+            for copy in 0..copies {
+                let path = layout::hits_file(ts, &format!("gen-{}-{hour:06}-{copy}", cfg.seed));
+                lake.store().put(&path, PutPayload::from(bytes.clone())).await.map_err(PipelineError::store(&path))?;
+                written += rows.len() as u64;
+            }
+            continue;
         }
+        let parts = split_hour(&rows, h0, cfg.files_per_hour);
+        let mut puts = Vec::new();
+        for (part, part_rows) in parts.iter().enumerate() {
+            if part_rows.is_empty() {
+                continue;
+            }
+            let bytes = bytes::Bytes::from(to_parquet(part_rows)?);
+            for copy in 0..copies {
+                let path = layout::hits_file(ts, &format!("gen-{}-{hour:06}-{copy}-p{part:04}", cfg.seed));
+                let store = lake.store().clone();
+                let bytes = bytes.clone();
+                puts.push(async move { store.put(&path, PutPayload::from(bytes)).await.map_err(PipelineError::store(&path)) });
+                written += part_rows.len() as u64;
+            }
+        }
+        futures::stream::iter(puts).buffer_unordered(16).try_collect::<Vec<_>>().await?;
     }
     Ok(written)
+}
+
+/// Deals one hour's rows (sorted) out to `n` files as collectors flushing would leave
+/// them: for `n` ≤ 60 one collector flushing every `60/n` minutes (time slices); above,
+/// `ceil(n/60)` collectors flushing every minute, each hit on one of them (by its id).
+pub fn split_hour(rows: &[Hit], hour_start: i64, n: u32) -> Vec<Vec<Hit>> {
+    let slots = n.min(60) as usize;
+    let collectors = n.div_ceil(60) as usize;
+    let mut parts: Vec<Vec<Hit>> = vec![Vec::new(); slots * collectors];
+    for h in rows {
+        let offset = (h.ts - hour_start).clamp(0, MICROS_PER_HOUR - 1);
+        let slot = (offset as i128 * slots as i128 / i128::from(MICROS_PER_HOUR)) as usize;
+        let collector = (blake3::hash(h.hit_id.as_bytes()).as_bytes()[0] as usize) % collectors;
+        parts[slot * collectors + collector].push(h.clone());
+    }
+    parts
 }

@@ -110,6 +110,34 @@ impl EngineArgs {
     }
 }
 
+#[derive(Args, Clone)]
+struct Grace {
+    /// How long after its end an hour counts as closed and is compacted (15m, 1h, 0s): the collectors' --flush-interval (60 s) plus their upload retries and clock skew. A file arriving later is still safe: the next compaction merges it.
+    #[arg(long = "grace", env = "CLICKTRAIL_COMPACT_GRACE", default_value = "15m")]
+    grace: String,
+}
+
+#[derive(Args, Clone)]
+struct NightlyCompact {
+    /// Do not compact closed hours before computing.
+    #[arg(long, env = "CLICKTRAIL_NO_COMPACT")]
+    no_compact: bool,
+    /// How long after its end an hour counts as closed and is compacted (see `compact --grace`).
+    #[arg(long = "compact-grace", env = "CLICKTRAIL_COMPACT_GRACE", default_value = "15m")]
+    grace: String,
+}
+
+fn parse_grace(flag: &str, text: &str) -> anyhow::Result<std::time::Duration> {
+    humantime::parse_duration(text).map_err(|e| anyhow::anyhow!("invalid {flag} {text:?}: {e} (write it like 15m, 1h or 0s)"))
+}
+
+impl NightlyCompact {
+    fn options(&self) -> anyhow::Result<Option<lake::compact::CompactOptions>> {
+        let grace = parse_grace("--compact-grace", &self.grace)?;
+        Ok((!self.no_compact).then(|| lake::compact::CompactOptions { grace, ..Default::default() }))
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Computes the reports of one date or a range of dates, replacing earlier output.
@@ -131,7 +159,7 @@ enum Command {
         #[command(flatten)]
         engine: EngineArgs,
     },
-    /// Brings every date up to yesterday up to date, including dates whose inputs changed.
+    /// Brings every date up to yesterday up to date, including dates whose inputs changed; first compacts the closed hours before today (see `compact`).
     Nightly {
         /// Act as if today were this date, YYYY-MM-DD (catching up as of a past day, benchmarks); default: today in --tz.
         #[arg(long, env = "CLICKTRAIL_TODAY")]
@@ -140,6 +168,8 @@ enum Command {
         wz: WindowsZone,
         #[command(flatten)]
         engine: EngineArgs,
+        #[command(flatten)]
+        compact: NightlyCompact,
     },
     /// Runs `nightly` every day at a time of day, in-process.
     Schedule {
@@ -148,6 +178,24 @@ enum Command {
         at: String,
         #[command(flatten)]
         wz: WindowsZone,
+        #[command(flatten)]
+        compact: NightlyCompact,
+    },
+    /// Rewrites each closed hour's small hit files into one file sorted by ts.
+    ///
+    /// Each closed hour's files (hits/date=D/hour=H/*.parquet) become one file sorted by ts, written durably before the old ones are deleted. No row is lost or changed; an hour already compacted with nothing new is left alone; safe to kill or to run twice at once. While it runs, a reader listing an hour may see a row twice: dedup on hit_id (the pipeline does).
+    Compact {
+        /// One UTC date of hits folders, YYYY-MM-DD (default: every date in the lake).
+        #[arg(long, env = "CLICKTRAIL_DATE", conflicts_with_all = ["from", "to"])]
+        date: Option<String>,
+        /// First UTC date of a range, YYYY-MM-DD.
+        #[arg(long, env = "CLICKTRAIL_FROM", requires = "to")]
+        from: Option<String>,
+        /// Last UTC date of a range (inclusive), YYYY-MM-DD.
+        #[arg(long, env = "CLICKTRAIL_TO", requires = "from")]
+        to: Option<String>,
+        #[command(flatten)]
+        grace: Grace,
     },
     /// Writes a deterministic synthetic hits lake (for tests and benchmarks).
     Gen {
@@ -170,6 +218,9 @@ enum Command {
         /// members and link codes, instead of synthetic ones.
         #[arg(long)]
         from_registry: bool,
+        /// Files per hour, as collectors flushing leave them: up to 60, one collector flushing every 60/N minutes; above, ceil(N/60) collectors flushing every minute (600: ten collectors). The rows are the same as with 1.
+        #[arg(long, env = "CLICKTRAIL_GEN_FILES_PER_HOUR", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=6000))]
+        files_per_hour: u32,
     },
 }
 
@@ -242,9 +293,10 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 summary.manifest_path
             );
         }
-        Command::Nightly { today, wz, engine } => {
+        Command::Nightly { today, wz, engine, compact } => {
             let (windows, tz) = windows_zone(&wz)?;
             let spark = engine.spark()?;
+            let compact = compact.options()?;
             let today = match today {
                 Some(t) => parse_date("--today", &t)?,
                 None => nightly::today_in(&tz),
@@ -252,7 +304,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             let mut failed = Vec::new();
             for window in windows {
                 let progress = Progress::new(spark.is_none());
-                let outcome = nightly::nightly_on(&lake, window, tz, today, &progress, spark.as_ref()).await;
+                let outcome = nightly::nightly_with(&lake, window, tz, today, &progress, spark.as_ref(), compact.clone()).await;
                 progress.finish();
                 match outcome {
                     Ok(Outcome::Busy { owner, until }) => {
@@ -277,12 +329,37 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("nightly failed for window {}; its dates stay stale and the next nightly retries them", failed.join(", "));
             }
         }
-        Command::Schedule { at, wz } => {
+        Command::Schedule { at, wz, compact } => {
             let (windows, tz) = windows_zone(&wz)?;
+            let compact = compact.options()?;
             let at = nightly::parse_at(&at)?;
-            nightly::schedule(&lake, windows, tz, at).await?;
+            nightly::schedule(&lake, windows, tz, at, compact).await?;
         }
-        Command::Gen { seed, hits, start, days, visitors, from_registry } => {
+        Command::Compact { date, from, to, grace } => {
+            let grace = parse_grace("--grace", &grace.grace)?;
+            let dates = match (date, from, to) {
+                (Some(d), _, _) => {
+                    let d = parse_date("--date", &d)?;
+                    Some((d, d))
+                }
+                (None, Some(f), Some(t)) => Some((parse_date("--from", &f)?, parse_date("--to", &t)?)),
+                _ => None,
+            };
+            if let Some((from, to)) = dates.filter(|(f, t)| f > t) {
+                anyhow::bail!("--from {from} is after --to {to}");
+            }
+            let opts = lake::compact::CompactOptions { grace, ..Default::default() };
+            let s = lake::compact::compact(&lake, dates, &opts).await.context("while compacting")?;
+            println!(
+                "{} closed hour(s): {} compacted and {} cleaned up ({} files before, {} removed, {} written, {} rows), {} already compact",
+                s.hours, s.compacted, s.cleaned, s.files_in, s.files_removed, s.compacted, s.rows, s.already_compact
+            );
+            if !s.failed.is_empty() {
+                let list: Vec<String> = s.failed.iter().map(|(hour, e)| format!("{hour}: {e}")).collect();
+                anyhow::bail!("{} hour(s) left as they were: {}", s.failed.len(), list.join("; "));
+            }
+        }
+        Command::Gen { seed, hits, start, days, visitors, from_registry, files_per_hour } => {
             let start = parse_date("--start", &start)?;
             let registry = if from_registry {
                 let read = |path: object_store::path::Path| {
@@ -297,7 +374,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             } else {
                 None
             };
-            let cfg = pipeline::gen::GenConfig { seed, hits, start, days, visitors, registry, ..Default::default() };
+            let cfg = pipeline::gen::GenConfig { seed, hits, start, days, visitors, registry, files_per_hour, ..Default::default() };
             let n = pipeline::gen::generate(&lake, &cfg).await.context("while generating hits")?;
             println!("wrote {n} hit rows into {}", cli.lake);
         }

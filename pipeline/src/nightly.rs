@@ -33,6 +33,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use chrono::{NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
+use lake::compact::CompactOptions;
 use lake::reports;
 use lake::window::Window;
 use lake::{Lake, LakeError};
@@ -123,15 +124,19 @@ pub fn fingerprints(
     last: NaiveDate,
     deps: &Dependencies,
 ) -> BTreeMap<NaiveDate, String> {
-    let mut hours: BTreeMap<i64, blake3::Hasher> = BTreeMap::new();
+    // Each hour's fingerprint is the lake's (`lake::compact::hour_fingerprint`): compacting
+    // an hour leaves it as it was, so compaction never makes a date stale.
+    let mut listed: BTreeMap<i64, Vec<lake::compact::Listed>> = BTreeMap::new();
     for f in files {
-        let h = hours.entry(f.hour_start).or_default();
-        h.update(f.path.as_bytes());
-        h.update(&f.size.to_le_bytes());
-        h.update(f.e_tag.as_deref().unwrap_or("").as_bytes());
-        h.update(b"\n");
+        listed.entry(f.hour_start).or_default().push(lake::compact::Listed { path: f.path.clone(), size: f.size, e_tag: f.e_tag.clone() });
     }
-    let hours: BTreeMap<i64, blake3::Hash> = hours.into_iter().map(|(k, h)| (k, h.finalize())).collect();
+    let hours: BTreeMap<i64, [u8; 32]> = listed
+        .into_iter()
+        .map(|(k, mut fs)| {
+            fs.sort_by(|a, b| a.path.cmp(&b.path));
+            (k, lake::compact::hour_fingerprint(&fs))
+        })
+        .collect();
     let mut out = BTreeMap::new();
     for date in first.iter_days().take_while(|d| *d <= last) {
         let p = Params { window: *window, tz: *tz, from: date, to: date };
@@ -141,7 +146,7 @@ pub fn fingerprints(
         let back = deps.lock_micros + 2 * window.micros();
         for (hour, fp) in hours.range((ds - back - MICROS_PER_HOUR + 1)..de) {
             head.update(&hour.to_le_bytes());
-            head.update(fp.as_bytes());
+            head.update(fp);
         }
         let mut tail = blake3::Hasher::new();
         for rule in deps.rules.rules_on(date) {
@@ -150,7 +155,7 @@ pub fn fingerprints(
         }
         for (hour, fp) in hours.range(de..(de + deps.lock_micros)) {
             tail.update(&hour.to_le_bytes());
-            tail.update(fp.as_bytes());
+            tail.update(fp);
         }
         out.insert(date, format!("{}.{}", head.finalize().to_hex(), tail.finalize().to_hex()));
     }
@@ -247,21 +252,26 @@ async fn lease(lake: &Lake, window: &Window, owner: &str, until_us: i64, take: b
 }
 
 /// Brings every date from the first hit's date up to the day before `today` (in `tz`) up
-/// to date.
+/// to date, compacting the closed hours before `today` first (default options).
 pub async fn nightly(lake: &Lake, window: Window, tz: Tz, today: NaiveDate, progress: &Progress) -> Result<Outcome> {
-    nightly_on(lake, window, tz, today, progress, None).await
+    nightly_with(lake, window, tz, today, progress, None, Some(CompactOptions::default())).await
 }
 
-/// [`nightly`] with the stale ranges computed by Spark when `spark` is given: the same
-/// decisions (lease, fingerprints, stale ranges), each range one Spark run. Dates that a
-/// polars nightly would only re-settle are recomputed whole (the same tables).
-pub async fn nightly_on(
+/// [`nightly`] with its two choices: `spark`, the engine that computes the stale ranges
+/// (`None`: this process; with Spark the same decisions, lease, fingerprints and stale
+/// ranges, each range one Spark run, and dates a polars nightly would only re-settle are
+/// recomputed whole), and `compact`, the compaction of closed hours done first (`None`:
+/// none). Only hours that end before `today` starts in `tz` are compacted: the hours of
+/// the dates nightly computes. Compaction keeps every hour's fingerprint, so it makes no
+/// date stale.
+pub async fn nightly_with(
     lake: &Lake,
     window: Window,
     tz: Tz,
     today: NaiveDate,
     progress: &Progress,
     spark: Option<&crate::spark::SparkEngine>,
+    compact: Option<CompactOptions>,
 ) -> Result<Outcome> {
     let owner = uuid::Uuid::new_v4().to_string();
     let expiry = || Utc::now().timestamp_micros() + LEASE.as_micros() as i64;
@@ -288,7 +298,7 @@ pub async fn nightly_on(
             }
         })
     };
-    let result = catch_up(lake, window, tz, today, progress, &lost, spark).await;
+    let result = catch_up(lake, window, tz, today, progress, &lost, spark, compact).await;
     heartbeat.abort();
     // Release: an expired lease in our name lets the next nightly start at once.
     if let Err(e) = lease(lake, &window, &owner, 0, false).await {
@@ -297,6 +307,7 @@ pub async fn nightly_on(
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn catch_up(
     lake: &Lake,
     window: Window,
@@ -305,9 +316,28 @@ async fn catch_up(
     progress: &Progress,
     lost: &AtomicBool,
     spark: Option<&crate::spark::SparkEngine>,
+    compact: Option<CompactOptions>,
 ) -> Result<Outcome> {
     progress.step("listing the lake");
-    let files = read::list_hits(lake, None).await?;
+    let mut files = read::list_hits(lake, None).await?;
+    if let Some(mut opts) = compact {
+        progress.step("compacting closed hours");
+        opts.until_us = Some(crate::params::day_start_micros(&tz, today));
+        let listed = files.iter().map(|f| lake::compact::Listed { path: f.path.clone(), size: f.size, e_tag: f.e_tag.clone() }).collect();
+        let summary = lake::compact::compact_listed(lake, listed, &opts).await?;
+        tracing::info!(
+            hours = summary.hours,
+            compacted = summary.compacted,
+            cleaned = summary.cleaned,
+            files_removed = summary.files_removed,
+            failed = summary.failed.len(),
+            "compacted closed hours"
+        );
+        if summary.changed() {
+            progress.step("listing the lake again");
+            files = read::list_hits(lake, None).await?;
+        }
+    }
     let Some(first_hour) = files.iter().map(|f| f.hour_start).min() else {
         tracing::info!("no hits in the lake; nothing to do");
         return Ok(Outcome::Done { runs: Vec::new() });
@@ -418,14 +448,15 @@ pub fn until_next(at: NaiveTime, tz: &Tz, now: chrono::DateTime<Utc>) -> Duratio
 /// Runs `nightly` for each window every day at `at` in `tz`, forever. A failed night is
 /// logged and retried the next day (its dates stay stale, so nothing is skipped); one
 /// window's failure does not stop the others.
-pub async fn schedule(lake: &Lake, windows: Vec<Window>, tz: Tz, at: NaiveTime) -> Result<()> {
+pub async fn schedule(lake: &Lake, windows: Vec<Window>, tz: Tz, at: NaiveTime, compact: Option<CompactOptions>) -> Result<()> {
     let names: Vec<String> = windows.iter().map(ToString::to_string).collect();
     loop {
         let wait = until_next(at, &tz, Utc::now());
         tracing::info!(windows = %names.join(","), tz = tz.name(), at = %at.format("%H:%M"), wait_s = wait.as_secs(), "next nightly scheduled");
         tokio::time::sleep(wait).await;
         for window in &windows {
-            match nightly(lake, *window, tz, today_in(&tz), &Progress::quiet()).await {
+            let compact = compact.clone().map(|o| CompactOptions { now: Utc::now(), ..o });
+            match nightly_with(lake, *window, tz, today_in(&tz), &Progress::quiet(), None, compact).await {
                 Ok(Outcome::Done { runs }) => tracing::info!(window = %window, ranges = runs.len(), "nightly finished"),
                 Ok(Outcome::Busy { owner, until }) => tracing::warn!(window = %window, %owner, %until, "nightly skipped: lock held"),
                 Err(e) => tracing::error!(window = %window, error = %e, "nightly failed; its dates stay stale and are retried next time"),

@@ -103,18 +103,31 @@ impl Inputs {
 }
 
 /// Makes the files local (downloading from a remote lake) and checks every footer.
+///
+/// A local lake's files are hard-linked into a dot-folder of the lake (same filesystem),
+/// so that a compaction deleting them while the run reads (`pipeline compact`) takes
+/// nothing from under it; where links cannot be made the files are read in place.
 pub async fn fetch(lake: &Lake, files: Vec<HitFile>) -> Result<Inputs> {
     let (locals, tmp): (Vec<(HitFile, PathBuf)>, _) = match lake.local_root() {
-        Some(_) => (
-            files
-                .into_iter()
-                .map(|f| {
-                    let local = lake.local_path(&Path::from(f.path.as_str())).unwrap_or_default();
-                    (f, local)
-                })
-                .collect(),
-            None,
-        ),
+        Some(root) => {
+            let tmp = tempfile::Builder::new().prefix(".clicktrail-read-").tempdir_in(root).ok();
+            let mut out = Vec::with_capacity(files.len());
+            for (i, f) in files.into_iter().enumerate() {
+                let mut local = lake.local_path(&Path::from(f.path.as_str())).unwrap_or_default();
+                if let Some(dir) = &tmp {
+                    let link = dir.path().join(format!("{i:08}{PARQUET_EXT}"));
+                    match std::fs::hard_link(&local, &link) {
+                        Ok(()) => local = link,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                            return Err(PipelineError::BadHitsFile { path: f.path.clone(), reason: "gone since it was listed".into() });
+                        }
+                        Err(_) => {}
+                    }
+                }
+                out.push((f, local));
+            }
+            (out, tmp.map(Arc::new))
+        }
         None => {
             let tmp = tempfile::Builder::new().prefix("clicktrail-hits-").tempdir().map_err(PipelineError::io("temporary folder"))?;
             let dir = tmp.path().to_path_buf();
@@ -145,6 +158,16 @@ pub async fn fetch(lake: &Lake, files: Vec<HitFile>) -> Result<Inputs> {
     .await
     .map_err(|e| PipelineError::Invalid(format!("footer check task failed: {e}")))??;
     Ok(Inputs { files, _tmp: tmp })
+}
+
+/// Whether any of `files` is no longer in the lake (deleted since it was listed).
+pub async fn any_gone(lake: &Lake, files: &[HitFile]) -> bool {
+    for f in files {
+        if let Err(object_store::Error::NotFound { .. }) = lake.store().head(&Path::from(f.path.as_str())).await {
+            return true;
+        }
+    }
+    false
 }
 
 /// Streams one object of the lake into a local file.

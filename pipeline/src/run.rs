@@ -203,14 +203,26 @@ async fn run_inner(
     progress.add(3 + 2 * p.dates().len() as u64);
 
     progress.step("listing hits");
-    let files = match files {
+    let mut files: Vec<HitFile> = match files {
         Some(all) => all.into_iter().filter(|f| f.hour_start + read::MICROS_PER_HOUR > lb && f.hour_start < hi_ext).collect(),
         None => read::list_hits(lake, Some((lb, hi_ext))).await?,
     };
-    let listed = files.clone();
     progress.done();
     progress.step(&format!("fetching and checking {} hit files", files.len()));
-    let inputs = read::fetch(lake, files).await?;
+    // A compaction may delete listed files before they are fetched (its new file is in
+    // place by then): list again and retry.
+    let mut attempt = 0;
+    let (inputs, listed) = loop {
+        match read::fetch(lake, files.clone()).await {
+            Ok(inputs) => break (inputs, files),
+            Err(e) if attempt < 3 && read::any_gone(lake, &files).await => {
+                attempt += 1;
+                tracing::info!(error = %e, attempt, "hit files changed while fetching (a compaction?); listing again");
+                files = read::list_hits(lake, Some((lb, hi_ext))).await?;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     tracing::debug!(files = inputs.files.len(), rows = inputs.files.iter().map(|f| f.rows).sum::<i64>(), "inputs ready");
     progress.done();
 

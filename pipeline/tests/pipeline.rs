@@ -1626,3 +1626,274 @@ async fn a_failed_or_missing_spark_submit_changes_no_date() {
     assert!(!out.status.success());
     assert!(stderr.lines().last().unwrap_or("").contains("/nonexistent/spark-submit not found"), "{stderr}");
 }
+
+// ---------------------------------------------------------------- compaction (issue 14)
+
+/// Every row of every hits file, as `(hit_id, row text)` (columns by name, nulls left out,
+/// timestamps as µs), sorted. Panics on a file that does not decode whole: no half-written
+/// file may ever be visible.
+async fn hit_rows(lake: &Lake) -> Vec<(String, String)> {
+    // A killed client's last requests may still reach an object store after the kill: a
+    // file listed may be gone a moment later; list again then.
+    for _ in 0..20 {
+        if let Some(rows) = hit_rows_once(lake).await {
+            return rows;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("the hits kept changing")
+}
+
+async fn hit_rows_once(lake: &Lake) -> Option<Vec<(String, String)>> {
+    use arrow::array::Array;
+    use arrow::util::display::array_value_to_string;
+    let metas: Vec<object_store::ObjectMeta> = lake.store().list(Some(&Path::from(layout::HITS_DIR))).try_collect().await.unwrap();
+    let mut out = Vec::new();
+    for m in metas.iter().filter(|m| m.location.as_ref().ends_with(layout::PARQUET_EXT)) {
+        let bytes = match lake.store().get(&m.location).await {
+            Ok(got) => got.bytes().await.unwrap(),
+            Err(object_store::Error::NotFound { .. }) => return None,
+            Err(e) => panic!("{e}"),
+        };
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap_or_else(|e| panic!("{} is not whole: {e}", m.location))
+            .build()
+            .unwrap();
+        for b in reader {
+            let b = b.unwrap_or_else(|e| panic!("{} is not whole: {e}", m.location));
+            let columns: Vec<(String, arrow::array::ArrayRef)> = b
+                .schema()
+                .fields()
+                .iter()
+                .zip(b.columns())
+                .map(|(f, c)| {
+                    let c = match c.data_type() {
+                        arrow_schema::DataType::Timestamp(_, _) => arrow::compute::cast(c, &arrow_schema::DataType::Int64).unwrap(),
+                        _ => c.clone(),
+                    };
+                    (f.name().clone(), c)
+                })
+                .collect();
+            for r in 0..b.num_rows() {
+                let mut cells: Vec<String> =
+                    columns.iter().filter(|(_, c)| !c.is_null(r)).map(|(n, c)| format!("{n}={}", array_value_to_string(c, r).unwrap())).collect();
+                cells.sort();
+                let id = columns.iter().find(|(n, _)| n == hit::HIT_ID).map(|(_, c)| array_value_to_string(c, r).unwrap()).unwrap();
+                out.push((id, cells.join(",")));
+            }
+        }
+    }
+    out.sort();
+    Some(out)
+}
+
+/// hit_id → its one row; panics when two copies of a hit differ (a changed row).
+fn one_row_per_hit(rows: &[(String, String)]) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    for (id, row) in rows {
+        if let Some(before) = out.insert(id.clone(), row.clone()) {
+            assert_eq!(&before, row, "two different rows for hit {id}");
+        }
+    }
+    out
+}
+
+/// Hits files per hour folder.
+async fn files_per_hour(lake: &Lake) -> BTreeMap<String, usize> {
+    let metas: Vec<object_store::ObjectMeta> = lake.store().list(Some(&Path::from(layout::HITS_DIR))).try_collect().await.unwrap();
+    let mut out = BTreeMap::new();
+    for m in metas.iter().filter(|m| m.location.as_ref().ends_with(layout::PARQUET_EXT)) {
+        let dir = m.location.as_ref().rsplit_once('/').unwrap().0.to_string();
+        *out.entry(dir).or_insert(0) += 1;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_changes_no_report_and_makes_nothing_stale() {
+    let lake = memory_lake();
+    let cfg = GenConfig { hits: 4_000, days: 4, visitors: 300, members: 20, offers: 2, files_per_hour: 12, ..Default::default() };
+    gen::generate(&lake, &cfg).await.unwrap();
+    let rows = hit_rows(&lake).await;
+    assert!(files_per_hour(&lake).await.values().any(|n| *n >= 10));
+    let w: Window = "3d".parse().unwrap();
+    run(&lake, "3d", "UTC", date(2026, 1, 1), date(2026, 1, 4)).await;
+    let before = all_tables(&lake, "3d").await;
+    // Nightly compacts the closed hours first, and nothing it fingerprinted changed.
+    match nightly::nightly(&lake, w, chrono_tz::Tz::UTC, date(2026, 1, 5), &Progress::quiet()).await.unwrap() {
+        Outcome::Done { runs } => assert!(runs.is_empty(), "recomputed {:?}", runs.iter().map(|r| (r.manifest.from, r.manifest.to)).collect::<Vec<_>>()),
+        Outcome::Busy { .. } => panic!("not locked"),
+    }
+    let per_hour = files_per_hour(&lake).await;
+    assert_eq!(per_hour.len(), 96);
+    assert!(per_hour.values().all(|n| *n == 1), "{per_hour:?}");
+    assert_eq!(hit_rows(&lake).await, rows, "every row, exactly as often as before");
+    run(&lake, "3d", "UTC", date(2026, 1, 1), date(2026, 1, 4)).await;
+    for (a, b) in before.iter().zip(all_tables(&lake, "3d").await.iter()) {
+        assert_frames_equal("after compaction", a, b);
+    }
+    // A late file into a compacted hour: one recompute, then compaction makes none.
+    let mut late = Lakefile::default();
+    late.click(at(2026, 1, 3, 12, 0, 0), "offer0", "m_late", "v_late");
+    late.write(&lake, "late").await;
+    let recomputed = |o: Outcome| match o {
+        Outcome::Done { runs } => runs.len(),
+        Outcome::Busy { .. } => panic!("not locked"),
+    };
+    let no_compact = nightly::nightly_with(&lake, w, chrono_tz::Tz::UTC, date(2026, 1, 5), &Progress::quiet(), None, None).await.unwrap();
+    assert!(recomputed(no_compact) > 0);
+    assert_eq!(files_per_hour(&lake).await["hits/date=2026-01-03/hour=12"], 2);
+    let with_compact = nightly::nightly(&lake, w, chrono_tz::Tz::UTC, date(2026, 1, 5), &Progress::quiet()).await.unwrap();
+    assert_eq!(recomputed(with_compact), 0, "compacting the late file changed no fingerprint");
+    assert_eq!(files_per_hour(&lake).await["hits/date=2026-01-03/hour=12"], 1);
+}
+
+/// Runs `pipeline compact` on `url` and kills it (SIGKILL) after a random delay, `kills`
+/// times; before each run a new day of small files arrives (so each run has work to be
+/// killed in), every third time also a late file into an older hour, and every fourth
+/// time two compactions run at once. After every kill each hit is there with its one
+/// unchanged row after dedup and every file decodes whole; after a last, uninterrupted run
+/// every row is there exactly as often as it was written and each hour is one file.
+async fn kill_compaction_at_random_points(lake: &Lake, url: &str, cfg: &GenConfig, kills: u32) {
+    use rand::{Rng, SeedableRng};
+    let bin = env!("CARGO_BIN_EXE_pipeline");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(14);
+    let compact = || {
+        let mut c = std::process::Command::new(bin);
+        c.args(["compact", "--lake", url, "--grace", "0s"]).env("CLICKTRAIL_LOG", "warn").stdout(std::process::Stdio::null());
+        c
+    };
+    // Kill points are drawn up to a little past the last compaction seen finishing; while
+    // none finishes, that bound grows.
+    let mut bound = std::time::Duration::from_millis(300);
+    let (mut mid_way, mut finished) = (0, 0);
+    let mut expected = Vec::new();
+    for i in 0..kills {
+        let day = GenConfig { seed: 1000 + u64::from(i), start: cfg.start + chrono::Duration::days(i64::from(i)), days: 1, ..cfg.clone() };
+        gen::generate(lake, &day).await.unwrap();
+        if i % 3 == 2 {
+            let mut late = Lakefile::default();
+            let ts = cfg.start.and_hms_opt(rng.random_range(0..24), 30, 0).unwrap().and_utc().timestamp_micros()
+                + rng.random_range(0..i64::from(i)) * DAY;
+            late.click(ts + i64::from(i) * SECOND, "offer0", &format!("m_late{i}"), "v_late");
+            late.write(lake, &format!("late-{i}")).await;
+        }
+        expected = hit_rows(lake).await;
+        let started = std::time::Instant::now();
+        let mut children = vec![compact().stderr(std::process::Stdio::null()).spawn().unwrap()];
+        if i % 4 == 3 {
+            children.push(compact().stderr(std::process::Stdio::null()).spawn().unwrap());
+        }
+        let delay = std::time::Duration::from_micros(rng.random_range(0..(bound.as_micros() as u64 * 12 / 10)));
+        std::thread::sleep(delay);
+        let mut any_finished = false;
+        for c in &mut children {
+            if c.try_wait().unwrap().is_some() {
+                finished += 1;
+                any_finished = true;
+                bound = started.elapsed();
+            }
+            let _ = c.kill();
+            c.wait().unwrap();
+        }
+        if !any_finished {
+            bound = bound.mul_f64(1.3).min(std::time::Duration::from_secs(30));
+        }
+        let now = hit_rows(lake).await;
+        assert_eq!(one_row_per_hit(&now), one_row_per_hit(&expected), "kill {i} after {delay:?}: every hit, unchanged, after dedup");
+        if now.len() > expected.len() {
+            mid_way += 1; // killed between a write and its last delete
+        }
+    }
+    eprintln!("{kills} kills: {mid_way} left rows twice (half-compacted), {finished} compactions had finished");
+    assert!(compact().status().unwrap().success());
+    let per_hour = files_per_hour(lake).await;
+    assert!(per_hour.values().all(|n| *n == 1), "{per_hour:?}");
+    assert_eq!(hit_rows(lake).await, expected, "every row exactly as often as written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_compaction_at_random_points_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("lake").display().to_string();
+    let lake = Lake::open(&url).unwrap();
+    let cfg = GenConfig { hits: 800, visitors: 300, members: 20, offers: 2, files_per_hour: 20, ..Default::default() };
+    kill_compaction_at_random_points(&lake, &url, &cfg, 30).await;
+    // Left-over temporary files are dot-named and never end in .parquet.
+    for e in walk(dir.path()) {
+        let name = e.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.ends_with(".parquet") || name.starts_with('.') || !e.starts_with(dir.path().join("lake/hits")), "{name}");
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_compaction() {
+    let Ok(base) = std::env::var("CLICKTRAIL_TEST_S3_URL") else {
+        assert!(!services_required(), "CLICKTRAIL_TEST_S3_URL is required (CLICKTRAIL_REQUIRE_SERVICES=1)");
+        eprintln!("skipped: CLICKTRAIL_TEST_S3_URL not set");
+        return;
+    };
+    // Two compactions at once through the library, then the reports against a memory twin.
+    let url = format!("{}/compact-{}", base.trim_end_matches('/'), uuid::Uuid::new_v4().simple());
+    let lake = Lake::open(&url).unwrap();
+    let mem = memory_lake();
+    let cfg = GenConfig { hits: 2_000, days: 2, visitors: 200, members: 10, offers: 2, files_per_hour: 6, ..Default::default() };
+    gen::generate(&lake, &cfg).await.unwrap();
+    gen::generate(&mem, &cfg).await.unwrap();
+    let rows = hit_rows(&lake).await;
+    let opts = lake::compact::CompactOptions { grace: std::time::Duration::ZERO, ..Default::default() };
+    let (a, b) = tokio::join!(lake::compact::compact(&lake, None, &opts), lake::compact::compact(&lake, None, &opts));
+    assert!(a.unwrap().failed.is_empty() && b.unwrap().failed.is_empty());
+    assert_eq!(one_row_per_hit(&hit_rows(&lake).await), one_row_per_hit(&rows));
+    let s = lake::compact::compact(&lake, None, &opts).await.unwrap();
+    assert_eq!(s.compacted, 0, "{s:?}");
+    assert!(files_per_hour(&lake).await.values().all(|n| *n == 1));
+    assert_eq!(hit_rows(&lake).await, rows);
+    run(&lake, "28d", "UTC", date(2026, 1, 1), date(2026, 1, 2)).await;
+    run(&mem, "28d", "UTC", date(2026, 1, 1), date(2026, 1, 2)).await;
+    for t in REPORT_TABLES {
+        assert_frames_equal(t, &table(&lake, "28d", t).await, &table(&mem, "28d", t).await);
+    }
+    // And kills of the real binary against the S3-speaking server.
+    let url = format!("{}/compact-kill-{}", base.trim_end_matches('/'), uuid::Uuid::new_v4().simple());
+    let lake = Lake::open(&url).unwrap();
+    let cfg = GenConfig { hits: 500, visitors: 200, members: 10, offers: 2, files_per_hour: 6, ..Default::default() };
+    kill_compaction_at_random_points(&lake, &url, &cfg, 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_while_compaction_deletes_its_files_gives_the_same_reports() {
+    let cfg = GenConfig { hits: 3_000, days: 2, visitors: 300, members: 20, offers: 2, files_per_hour: 30, ..Default::default() };
+    let mem = memory_lake();
+    gen::generate(&mem, &cfg).await.unwrap();
+    run(&mem, "28d", "UTC", date(2026, 1, 1), date(2026, 1, 2)).await;
+    let want = all_tables(&mem, "28d").await;
+    let opts = lake::compact::CompactOptions { grace: std::time::Duration::ZERO, ..Default::default() };
+    for delay_ms in [0u64, 20, 60] {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+        gen::generate(&lake, &cfg).await.unwrap();
+        let compaction = async {
+            tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+            lake::compact::compact(&lake, None, &opts).await.unwrap()
+        };
+        let (_, summary) = tokio::join!(run(&lake, "28d", "UTC", date(2026, 1, 1), date(2026, 1, 2)), compaction);
+        assert!(summary.compacted > 0);
+        for (a, b) in want.iter().zip(all_tables(&lake, "28d").await.iter()) {
+            assert_frames_equal(&format!("compaction {delay_ms} ms into a run"), a, b);
+        }
+    }
+}
