@@ -18,7 +18,7 @@ need wrk wrk
 need nginx nginx-light
 
 cargo build --release -q --bin collector
-BIN=target/release/collector
+BIN=${CARGO_TARGET_DIR:-target}/release/collector
 WORK=$(mktemp -d)
 trap 'kill $CPID $NPID 2>/dev/null || true; rm -rf "$WORK"' EXIT
 

@@ -3,16 +3,21 @@
 //! incoming parameters kept and `ct_click_id` (and the offer's cookie days, `ct_cd`)
 //! added. `HEAD` answers the same, records nothing.
 
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cookie::{Cookie, SameSite};
 use lake::registry::is_valid_code;
 use lake::schema::HitKind;
-use url::Url;
+use url::{Position, Url};
 
-use super::{cookie_value, is_visitor_id, join_params, query_segments, ApiError, Peer, SharedState, CLICK_ID_PARAM, DEEP_LINK_PARAM, VISITOR_COOKIE};
+use super::{cookie_value, is_visitor_id, ApiError, Peer, SharedState, CLICK_ID_PARAM, DEEP_LINK_PARAM, VISITOR_COOKIE};
 use super::firstparty::COOKIE_DAYS_PARAM;
+use crate::hit::{uuid_v4, uuid_v7};
 use crate::spool::Durability;
 
 /// Two URLs are on the same site when their registrable domains (eTLD+1) match, or, for
@@ -36,34 +41,76 @@ pub fn same_site(a: &Url, b: &Url) -> bool {
     }
 }
 
+/// The destination URL parsed, from this thread's cache: a link's destination is parsed
+/// once per thread, not on every click (the cache is emptied when it holds
+/// [`PARSED_KEPT`] destinations, so registry edits cannot grow it without bound).
+fn parsed_destination(destination: &str) -> Result<Url, url::ParseError> {
+    thread_local! {
+        static PARSED: RefCell<HashMap<String, Url>> = RefCell::new(HashMap::new());
+    }
+    PARSED.with_borrow_mut(|parsed| {
+        if let Some(url) = parsed.get(destination) {
+            return Ok(url.clone());
+        }
+        let url = Url::parse(destination)?;
+        if parsed.len() >= PARSED_KEPT {
+            parsed.clear();
+        }
+        parsed.insert(destination.to_string(), url.clone());
+        Ok(url)
+    })
+}
+
+/// Destinations kept parsed per thread.
+const PARSED_KEPT: usize = 4096;
+
+/// The key of a query segment (`k=v` or `k`), decoded only when it needs to be.
+fn segment_key(seg: &str) -> Cow<'_, str> {
+    let raw = seg.split_once('=').map_or(seg, |(k, _)| k);
+    if raw.bytes().any(|b| b == b'%' || b == b'+') {
+        form_urlencoded::parse(seg.as_bytes()).next().map(|(k, _)| Cow::Owned(k.into_owned())).unwrap_or_default()
+    } else {
+        Cow::Borrowed(raw)
+    }
+}
+
+/// Whether query text may go into the `Location` as it is: what `Url::set_query` would
+/// leave unchanged (visible ASCII but for `"`, `#`, `<`, `>` and `'`).
+fn query_safe(text: &str) -> bool {
+    text.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'#' | b'<' | b'>' | b'\''))
+}
+
 pub async fn redirect(
     State(app): State<SharedState>,
     Path(code): Path<String>,
-    RawQuery(query): RawQuery,
-    method: Method,
     Peer(peer): Peer,
-    headers: HeaderMap,
+    // The request itself rather than a `HeaderMap`, which axum would clone.
+    req: Request,
 ) -> Result<Response, ApiError> {
     if !is_valid_code(&code) {
         return Err(ApiError::UnknownLink);
     }
+    let headers = req.headers();
     let registry = app.registry.get_having(|r| r.link(&code).is_some()).await;
     let link = registry.link(&code).ok_or(ApiError::UnknownLink)?;
     let offer = registry.offer(&link.offer_id).ok_or(ApiError::UnknownLink)?;
-    let destination = registry.destination(link).ok_or(ApiError::UnknownLink)?;
-    let destination = Url::parse(&destination).map_err(|e| ApiError::Internal(format!("link {code}: bad destination: {e}")))?;
+    // The link's own destination, or its offer's (`Registry::destination`, without a copy).
+    let destination = if link.destination_url.is_empty() { &offer.destination_url } else { &link.destination_url };
+    let destination = parsed_destination(destination).map_err(|e| ApiError::Internal(format!("link {code}: bad destination: {e}")))?;
 
     // The incoming parameters are passed on and stored exactly as sent (`%20` stays `%20`).
     let mut deep_link = None;
-    let mut kept: Vec<String> = Vec::new();
-    for (k, v, raw) in query_segments(query.as_deref()) {
-        match k.as_str() {
-            DEEP_LINK_PARAM if deep_link.is_none() => deep_link = Some(v),
+    let mut kept: Vec<&str> = Vec::new();
+    for seg in req.uri().query().unwrap_or_default().split('&').filter(|seg| !seg.is_empty()) {
+        match &*segment_key(seg) {
+            DEEP_LINK_PARAM if deep_link.is_none() => {
+                deep_link = Some(form_urlencoded::parse(seg.as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default());
+            }
             DEEP_LINK_PARAM | CLICK_ID_PARAM | COOKIE_DAYS_PARAM => {}
-            _ => kept.push(raw.to_string()),
+            _ => kept.push(seg),
         }
     }
-    let mut target = match deep_link.filter(|d| !d.is_empty()) {
+    let target = match deep_link.filter(|d| !d.is_empty()) {
         None => destination,
         Some(deep) => {
             // A path (`/product/42`) is on the destination's site by definition.
@@ -74,30 +121,53 @@ pub async fn redirect(
             url
         }
     };
-    let click_id = uuid::Uuid::now_v7().to_string();
-    // The destination's own query as written, less any stale click id, then ours.
-    let mut query_out: Vec<String> = query_segments(target.query())
-        .into_iter()
-        .filter(|(k, _, _)| k != CLICK_ID_PARAM && k != COOKIE_DAYS_PARAM)
-        .map(|(_, _, raw)| raw.to_string())
-        .collect();
-    query_out.extend(kept.iter().cloned());
-    query_out.push(format!("{CLICK_ID_PARAM}={click_id}"));
-    // The offer's cookie lifetime travels with the click, so the snippet (loaded without
-    // `?offer=`) and the first-party landing keep the click id exactly as long as the offer says.
-    query_out.push(format!("{COOKIE_DAYS_PARAM}={}", offer.cookie_days));
-    target.set_query(Some(&query_out.join("&")));
-    let visitor_id = cookie_value(&headers, VISITOR_COOKIE)
-        .filter(|v| is_visitor_id(v))
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let mut hit = app.new_hit(HitKind::Click, offer.offer_id.clone(), headers, peer);
+    let click_id = uuid_v7(hit.ts);
+    // The destination's own query as written, less any stale click id, then ours; and the
+    // offer's cookie lifetime, which travels with the click so that the snippet (loaded
+    // without `?offer=`) and the first-party landing keep the click id exactly as long as
+    // the offer says.
+    let mut query_out = String::with_capacity(target.as_str().len() + 128);
+    let mut add = |seg: &str| {
+        if !query_out.is_empty() {
+            query_out.push('&');
+        }
+        query_out.push_str(seg);
+    };
+    for seg in target.query().unwrap_or_default().split('&').filter(|seg| !seg.is_empty()) {
+        let key = segment_key(seg);
+        if key != CLICK_ID_PARAM && key != COOKIE_DAYS_PARAM {
+            add(seg);
+        }
+    }
+    for seg in &kept {
+        add(seg);
+    }
+    add(&format!("{CLICK_ID_PARAM}={click_id}&{COOKIE_DAYS_PARAM}={}", offer.cookie_days));
+    let location = if query_safe(&query_out) {
+        // What `set_query` would give, without parsing the whole URL again.
+        let mut out = String::with_capacity(target.as_str().len() + query_out.len() + 2);
+        out.push_str(&target[..Position::AfterPath]);
+        out.push('?');
+        out.push_str(&query_out);
+        if let Some(fragment) = target.fragment() {
+            out.push('#');
+            out.push_str(fragment);
+        }
+        out
+    } else {
+        let mut target = target;
+        target.set_query(Some(&query_out));
+        target.into()
+    };
+    let visitor_id = cookie_value(headers, VISITOR_COOKIE).filter(|v| is_visitor_id(v)).unwrap_or_else(uuid_v4);
 
-    if method != Method::HEAD {
-        let mut hit = app.new_hit(HitKind::Click, offer.offer_id.clone(), &headers, peer);
+    if req.method() != Method::HEAD {
         hit.member_id = Some(link.member_id.clone());
         hit.link_code = Some(link.code.clone());
         hit.click_id = Some(click_id);
         hit.visitor_id = Some(visitor_id.clone());
-        hit.params = join_params(&kept);
+        hit.params = (!kept.is_empty()).then(|| kept.join("&"));
         app.record(&hit, Durability::Written).await?;
     }
 
@@ -111,8 +181,8 @@ pub async fn redirect(
         // must be SameSite=None to reach them; browsers refuse None without Secure.
         .same_site(if secure { SameSite::None } else { SameSite::Lax })
         .build();
-    let location = HeaderValue::from_str(target.as_str()).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let set_cookie = HeaderValue::from_str(&cookie.to_string()).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let location = HeaderValue::try_from(location).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let set_cookie = HeaderValue::try_from(cookie.to_string()).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok((
         StatusCode::FOUND,
         [

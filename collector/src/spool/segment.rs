@@ -15,7 +15,10 @@ const HEADER: usize = 8;
 const MAX_FRAME: usize = 1 << 20;
 
 pub fn encode_frame(hit: &Hit) -> Vec<u8> {
-    let mut frame = vec![0u8; HEADER];
+    // Room for a typical click (user agent, ids, params) so the JSON is written without
+    // growing the buffer.
+    let mut frame = Vec::with_capacity(512);
+    frame.extend_from_slice(&[0u8; HEADER]);
     // Serializing a struct of strings and integers cannot fail.
     serde_json::to_writer(&mut frame, hit).expect("hit serializes");
     let len = (frame.len() - HEADER) as u32;
@@ -64,6 +67,87 @@ impl SegmentFile {
     }
 }
 
+/// A segment read frame by frame, so that no more than a chunk of it is in memory (the
+/// sink turns a 64 MiB segment into Parquet a row group at a time). Reading stops at the
+/// first torn or corrupt frame, as [`decode_frames`] does.
+pub struct SegmentReader {
+    file: io::BufReader<File>,
+    /// The file's length.
+    len: u64,
+    /// Bytes of intact frames read so far.
+    valid: u64,
+    done: bool,
+    payload: Vec<u8>,
+}
+
+impl SegmentReader {
+    pub fn open(path: &Path) -> io::Result<SegmentReader> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        Ok(SegmentReader { file: io::BufReader::with_capacity(1 << 16, file), len, valid: 0, done: false, payload: Vec::new() })
+    }
+
+    /// The next hit, or `None` at the end of the intact frames.
+    pub fn next_hit(&mut self) -> io::Result<Option<Hit>> {
+        if self.done {
+            return Ok(None);
+        }
+        let hit = self.read_frame()?;
+        if hit.is_none() {
+            self.done = true;
+        }
+        Ok(hit)
+    }
+
+    /// Up to `max` more hits (none: the end of the intact frames).
+    pub fn next_hits(&mut self, max: usize) -> io::Result<Vec<Hit>> {
+        let mut out = Vec::with_capacity(max.min(1 << 16));
+        while out.len() < max {
+            match self.next_hit()? {
+                Some(hit) => out.push(hit),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Bytes after the last intact frame read so far: once the reader is at its end, the
+    /// segment's corrupt or torn tail (0 for an intact segment).
+    pub fn corrupt_tail(&self) -> u64 {
+        self.len - self.valid
+    }
+
+    /// The length of the intact frames read so far.
+    pub fn valid_len(&self) -> u64 {
+        self.valid
+    }
+
+    fn read_frame(&mut self) -> io::Result<Option<Hit>> {
+        if self.len - self.valid < HEADER as u64 {
+            return Ok(None);
+        }
+        let mut header = [0u8; HEADER];
+        self.file.read_exact(&mut header)?;
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        if len == 0 || len > MAX_FRAME || self.len - self.valid - (HEADER as u64) < len as u64 {
+            return Ok(None);
+        }
+        self.payload.resize(len, 0);
+        self.file.read_exact(&mut self.payload)?;
+        if crc32fast::hash(&self.payload) != crc {
+            return Ok(None);
+        }
+        match serde_json::from_slice::<Hit>(&self.payload) {
+            Ok(hit) => {
+                self.valid += (HEADER + len) as u64;
+                Ok(Some(hit))
+            }
+            Err(_) => Ok(None),
+        }
+    }
+}
+
 pub fn read_segment(path: &Path) -> io::Result<SegmentFile> {
     let mut buf = Vec::new();
     File::open(path)?.read_to_end(&mut buf)?;
@@ -107,17 +191,18 @@ pub struct Recovered {
 pub fn recover(dir: &Path) -> io::Result<Vec<Recovered>> {
     let mut out = Vec::new();
     for open in list(dir, OPEN_EXT)? {
-        let mut buf = Vec::new();
-        File::open(&open)?.read_to_end(&mut buf)?;
-        let (_, valid) = decode_frames(&buf);
+        // Frame by frame: a 64 MiB segment is not read into memory to find its end.
+        let mut reader = SegmentReader::open(&open)?;
+        while reader.next_hit()?.is_some() {}
+        let valid = reader.valid_len();
         if valid == 0 {
             std::fs::remove_file(&open)?;
             continue;
         }
-        if valid < buf.len() {
-            tracing::warn!(segment = %open.display(), torn_bytes = buf.len() - valid, "cut a torn tail off a spool segment");
+        if reader.corrupt_tail() > 0 {
+            tracing::warn!(segment = %open.display(), torn_bytes = reader.corrupt_tail(), "cut a torn tail off a spool segment");
             let f = OpenOptions::new().write(true).open(&open)?;
-            f.set_len(valid as u64)?;
+            f.set_len(valid)?;
             f.sync_all()?;
         } else {
             File::open(&open)?.sync_all()?;
@@ -155,6 +240,31 @@ mod tests {
         assert_eq!(seg.hits, vec![a, b]);
         assert_eq!(seg.corrupt_tail, 0);
         assert!(created_ms(&sealed[0]).is_some());
+    }
+
+    #[test]
+    fn the_reader_streams_what_decode_frames_reads_and_stops_at_the_same_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let hits: Vec<Hit> = (0..10).map(|i| Hit::new(if i % 3 == 0 { HitKind::Pixel } else { HitKind::Click }, format!("o{i}"))).collect();
+        let mut bytes: Vec<u8> = hits.iter().flat_map(encode_frame).collect();
+        let whole = bytes.len();
+        bytes.extend(&encode_frame(&hits[0])[..12]);
+        let path = dir.path().join("s.sealed");
+        std::fs::write(&path, &bytes).unwrap();
+        let mut reader = SegmentReader::open(&path).unwrap();
+        let mut read = Vec::new();
+        loop {
+            let chunk = reader.next_hits(3).unwrap();
+            if chunk.is_empty() {
+                break;
+            }
+            assert!(chunk.len() <= 3);
+            read.extend(chunk);
+        }
+        assert_eq!(read, hits);
+        assert_eq!(reader.valid_len(), whole as u64);
+        assert_eq!(reader.corrupt_tail(), 12);
+        assert_eq!(decode_frames(&bytes), (hits, whole));
     }
 
     #[test]
