@@ -7,7 +7,10 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+use std::net::SocketAddr;
+
 use axum::extract::{Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cookie::{Cookie, SameSite};
@@ -15,7 +18,7 @@ use lake::registry::is_valid_code;
 use lake::schema::HitKind;
 use url::{Position, Url};
 
-use super::{cookie_value, is_visitor_id, ApiError, Peer, SharedState, CLICK_ID_PARAM, DEEP_LINK_PARAM, VISITOR_COOKIE};
+use super::{cookie_value, is_visitor_id, ApiError, AppState, Peer, SharedState, CLICK_ID_PARAM, DEEP_LINK_PARAM, VISITOR_COOKIE};
 use super::firstparty::COOKIE_DAYS_PARAM;
 use crate::hit::{uuid_v4, uuid_v7};
 use crate::spool::Durability;
@@ -80,19 +83,21 @@ fn query_safe(text: &str) -> bool {
     text.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'#' | b'<' | b'>' | b'\''))
 }
 
-pub async fn redirect(
-    State(app): State<SharedState>,
-    Path(code): Path<String>,
-    Peer(peer): Peer,
-    // The request itself rather than a `HeaderMap`, which axum would clone.
-    req: Request,
-) -> Result<Response, ApiError> {
-    if !is_valid_code(&code) {
+pub async fn redirect(State(app): State<SharedState>, Path(code): Path<String>, Peer(peer): Peer, req: Request) -> Response {
+    // The request's head rather than a `HeaderMap`, which axum would clone.
+    let (parts, _) = req.into_parts();
+    click(&app, &code, &parts, peer).await.into_response()
+}
+
+/// The click itself, for the route above and for the server's direct path
+/// ([`super::serve_click`]), which skips the router for a plain `GET /l/{code}`.
+pub async fn click(app: &AppState, code: &str, req: &Parts, peer: Option<SocketAddr>) -> Result<Response, ApiError> {
+    if !is_valid_code(code) {
         return Err(ApiError::UnknownLink);
     }
-    let headers = req.headers();
-    let registry = app.registry.get_having(|r| r.link(&code).is_some()).await;
-    let link = registry.link(&code).ok_or(ApiError::UnknownLink)?;
+    let headers = &req.headers;
+    let registry = app.registry.get_having(|r| r.link(code).is_some()).await;
+    let link = registry.link(code).ok_or(ApiError::UnknownLink)?;
     let offer = registry.offer(&link.offer_id).ok_or(ApiError::UnknownLink)?;
     // The link's own destination, or its offer's (`Registry::destination`, without a copy).
     let destination = if link.destination_url.is_empty() { &offer.destination_url } else { &link.destination_url };
@@ -101,7 +106,7 @@ pub async fn redirect(
     // The incoming parameters are passed on and stored exactly as sent (`%20` stays `%20`).
     let mut deep_link = None;
     let mut kept: Vec<&str> = Vec::new();
-    for seg in req.uri().query().unwrap_or_default().split('&').filter(|seg| !seg.is_empty()) {
+    for seg in req.uri.query().unwrap_or_default().split('&').filter(|seg| !seg.is_empty()) {
         match &*segment_key(seg) {
             DEEP_LINK_PARAM if deep_link.is_none() => {
                 deep_link = Some(form_urlencoded::parse(seg.as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default());
@@ -162,7 +167,7 @@ pub async fn redirect(
     };
     let visitor_id = cookie_value(headers, VISITOR_COOKIE).filter(|v| is_visitor_id(v)).unwrap_or_else(uuid_v4);
 
-    if req.method() != Method::HEAD {
+    if req.method != Method::HEAD {
         hit.member_id = Some(link.member_id.clone());
         hit.link_code = Some(link.code.clone());
         hit.click_id = Some(click_id);
