@@ -122,7 +122,9 @@ pub struct Sink {
 
 fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        // Level 1: the sink runs on the cores that answer clicks, and level 3 cost it
+        // about a tenth of the collector's instructions per click for files a little smaller.
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .build()
 }

@@ -64,6 +64,38 @@ fn parsed_destination(destination: &str) -> Result<Url, url::ParseError> {
     })
 }
 
+/// The `Set-Cookie` value of the visitor cookie. Its attributes are written by the cookie
+/// crate once per thread and lifetime, then reused: the value, a checked visitor id or a
+/// UUID ([`is_visitor_id`]), needs no quoting.
+fn visitor_cookie(visitor_id: &str, cookie_days: u32, secure: bool) -> String {
+    thread_local! {
+        static ATTRIBUTES: RefCell<HashMap<(u32, bool), String>> = RefCell::new(HashMap::new());
+    }
+    ATTRIBUTES.with_borrow_mut(|attributes| {
+        if attributes.len() >= PARSED_KEPT {
+            attributes.clear();
+        }
+        let rest = attributes.entry((cookie_days, secure)).or_insert_with(|| {
+            let cookie = Cookie::build((VISITOR_COOKIE, ""))
+                .path("/")
+                .max_age(cookie::time::Duration::days(i64::from(cookie_days)))
+                .http_only(true)
+                .secure(secure)
+                // Pixels fire from the brand's pages, a cross-site context: over https the
+                // cookie must be SameSite=None to reach them; browsers refuse None without Secure.
+                .same_site(if secure { SameSite::None } else { SameSite::Lax })
+                .build();
+            cookie.to_string().split_off(VISITOR_COOKIE.len() + 1)
+        });
+        let mut out = String::with_capacity(VISITOR_COOKIE.len() + 1 + visitor_id.len() + rest.len());
+        out.push_str(VISITOR_COOKIE);
+        out.push('=');
+        out.push_str(visitor_id);
+        out.push_str(rest);
+        out
+    })
+}
+
 /// Destinations kept parsed per thread.
 const PARSED_KEPT: usize = 4096;
 
@@ -177,17 +209,9 @@ pub async fn click(app: &AppState, code: &str, req: &Parts, peer: Option<SocketA
     }
 
     let secure = app.public_url.scheme() == "https";
-    let cookie = Cookie::build((VISITOR_COOKIE, visitor_id))
-        .path("/")
-        .max_age(cookie::time::Duration::days(i64::from(offer.cookie_days)))
-        .http_only(true)
-        .secure(secure)
-        // Pixels fire from the brand's pages, a cross-site context: over https the cookie
-        // must be SameSite=None to reach them; browsers refuse None without Secure.
-        .same_site(if secure { SameSite::None } else { SameSite::Lax })
-        .build();
     let location = HeaderValue::try_from(location).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let set_cookie = HeaderValue::try_from(cookie.to_string()).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let set_cookie = HeaderValue::try_from(visitor_cookie(&visitor_id, offer.cookie_days, secure))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok((
         StatusCode::FOUND,
         [
@@ -202,8 +226,24 @@ pub async fn click(app: &AppState, code: &str, req: &Parts, peer: Option<SocketA
 
 #[cfg(test)]
 mod tests {
-    use super::same_site;
+    use super::{same_site, visitor_cookie};
+    use cookie::{Cookie, SameSite};
     use url::Url;
+
+    #[test]
+    fn the_visitor_cookie_is_the_one_the_crate_writes() {
+        for (days, secure) in [(28, false), (7, true), (28, false), (365, true)] {
+            let want = Cookie::build(("ct_vid", "f2552b9d-716b-46db-9c3e-8eff7dadfb76"))
+                .path("/")
+                .max_age(cookie::time::Duration::days(i64::from(days)))
+                .http_only(true)
+                .secure(secure)
+                .same_site(if secure { SameSite::None } else { SameSite::Lax })
+                .build()
+                .to_string();
+            assert_eq!(visitor_cookie("f2552b9d-716b-46db-9c3e-8eff7dadfb76", days, secure), want);
+        }
+    }
 
     #[test]
     fn sites() {

@@ -1,10 +1,20 @@
-//! Segment files: a sequence of frames `[len: u32 LE][crc32: u32 LE][payload: JSON hit]`.
+//! Segment files: a sequence of frames `[len: u32 LE][crc32: u32 LE][payload: hit]`.
 //! A segment is named by a UUIDv7 (its creation time), which also names its Parquet
 //! files in the lake, so a retried upload overwrites rather than duplicates.
+//!
+//! A payload is a hit in the binary layout below (its first byte [`BINARY_V1`]), or, in
+//! segments written by earlier versions and still read, a JSON object (first byte `{`).
+//! JSON cost the click path and the sink about a quarter of the collector's instructions
+//! per click (BENCH.md); the binary layout is fields in a fixed order:
+//!
+//! `[1][kind: u8][ts: i64 LE][amount: 0 | 1 + i64 LE]` and then, for each string field of
+//! [`Hit`] in [`STRING_FIELDS`] order, `[len: u32 LE][UTF-8 bytes]`, `len` `u32::MAX` for none.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+
+use lake::schema::HitKind;
 
 use crate::hit::Hit;
 
@@ -13,19 +23,128 @@ use super::{OPEN_EXT, SEALED_EXT};
 const HEADER: usize = 8;
 /// No hit comes near this; a larger length means a torn or corrupt frame.
 const MAX_FRAME: usize = 1 << 20;
+/// The first byte of a payload in the binary layout.
+const BINARY_V1: u8 = 1;
+/// The length written for a string field that is not set.
+const NONE: u32 = u32::MAX;
+/// How many string fields a payload carries, in the order of [`string_fields`].
+const STRING_FIELDS: usize = 16;
+
+/// The string fields of a hit, in payload order.
+fn string_fields(h: &Hit) -> [Option<&str>; STRING_FIELDS] {
+    [
+        Some(h.hit_id.as_str()),
+        Some(h.offer_id.as_str()),
+        h.member_id.as_deref(),
+        h.link_code.as_deref(),
+        h.click_id.as_deref(),
+        h.visitor_id.as_deref(),
+        h.event.as_deref(),
+        h.order_id.as_deref(),
+        h.currency.as_deref(),
+        h.user_agent.as_deref(),
+        h.referer.as_deref(),
+        h.ip_hash.as_deref(),
+        h.params.as_deref(),
+        h.action.as_deref(),
+        h.adjustment_id.as_deref(),
+        h.coupon.as_deref(),
+    ]
+}
 
 pub fn encode_frame(hit: &Hit) -> Vec<u8> {
-    // Room for a typical click (user agent, ids, params) so the JSON is written without
-    // growing the buffer.
-    let mut frame = Vec::with_capacity(512);
+    let fields = string_fields(hit);
+    let size = HEADER + 1 + 1 + 8 + 9 + fields.iter().map(|f| 4 + f.map_or(0, str::len)).sum::<usize>();
+    let mut frame = Vec::with_capacity(size);
     frame.extend_from_slice(&[0u8; HEADER]);
-    // Serializing a struct of strings and integers cannot fail.
-    serde_json::to_writer(&mut frame, hit).expect("hit serializes");
+    frame.push(BINARY_V1);
+    frame.push(HitKind::ALL.iter().position(|k| *k == hit.kind).unwrap_or_default() as u8);
+    frame.extend_from_slice(&hit.ts.to_le_bytes());
+    match hit.amount_micros {
+        Some(a) => {
+            frame.push(1);
+            frame.extend_from_slice(&a.to_le_bytes());
+        }
+        None => frame.push(0),
+    }
+    for field in fields {
+        match field {
+            // A hit's strings are far below 4 GiB (requests are limited to 16 KiB).
+            Some(v) => {
+                frame.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                frame.extend_from_slice(v.as_bytes());
+            }
+            None => frame.extend_from_slice(&NONE.to_le_bytes()),
+        }
+    }
     let len = (frame.len() - HEADER) as u32;
     let crc = crc32fast::hash(&frame[HEADER..]);
     frame[0..4].copy_from_slice(&len.to_le_bytes());
     frame[4..8].copy_from_slice(&crc.to_le_bytes());
     frame
+}
+
+/// The hit in a payload (binary, or JSON from an earlier version); `None` if malformed.
+fn decode_payload(payload: &[u8]) -> Option<Hit> {
+    match payload.first()? {
+        &BINARY_V1 => decode_binary(&payload[1..]),
+        b'{' => serde_json::from_slice(payload).ok(),
+        _ => None,
+    }
+}
+
+fn decode_binary(mut p: &[u8]) -> Option<Hit> {
+    fn take<'a>(p: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        if p.len() < n {
+            return None;
+        }
+        let (head, rest) = p.split_at(n);
+        *p = rest;
+        Some(head)
+    }
+    fn int(p: &mut &[u8]) -> Option<i64> {
+        Some(i64::from_le_bytes(take(p, 8)?.try_into().ok()?))
+    }
+    let kind = *HitKind::ALL.get(usize::from(take(&mut p, 1)?[0]))?;
+    let ts = int(&mut p)?;
+    let amount_micros = match take(&mut p, 1)?[0] {
+        0 => None,
+        1 => Some(int(&mut p)?),
+        _ => return None,
+    };
+    let mut strings: [Option<String>; STRING_FIELDS] = Default::default();
+    for s in &mut strings {
+        let len = u32::from_le_bytes(take(&mut p, 4)?.try_into().ok()?);
+        if len != NONE {
+            *s = Some(String::from_utf8(take(&mut p, len as usize)?.to_vec()).ok()?);
+        }
+    }
+    if !p.is_empty() {
+        return None;
+    }
+    let [hit_id, offer_id, member_id, link_code, click_id, visitor_id, event, order_id, currency, user_agent, referer, ip_hash, params, action, adjustment_id, coupon] =
+        strings;
+    Some(Hit {
+        hit_id: hit_id?,
+        kind,
+        ts,
+        offer_id: offer_id?,
+        member_id,
+        link_code,
+        click_id,
+        visitor_id,
+        event,
+        order_id,
+        amount_micros,
+        currency,
+        user_agent,
+        referer,
+        ip_hash,
+        params,
+        action,
+        adjustment_id,
+        coupon,
+    })
 }
 
 /// Decodes frames from the start of `buf`; returns the hits and the length of the valid
@@ -43,9 +162,9 @@ pub fn decode_frames(buf: &[u8]) -> (Vec<Hit>, usize) {
         if crc32fast::hash(payload) != crc {
             break;
         }
-        match serde_json::from_slice::<Hit>(payload) {
-            Ok(hit) => hits.push(hit),
-            Err(_) => break,
+        match decode_payload(payload) {
+            Some(hit) => hits.push(hit),
+            None => break,
         }
         pos += HEADER + len;
     }
@@ -138,12 +257,12 @@ impl SegmentReader {
         if crc32fast::hash(&self.payload) != crc {
             return Ok(None);
         }
-        match serde_json::from_slice::<Hit>(&self.payload) {
-            Ok(hit) => {
+        match decode_payload(&self.payload) {
+            Some(hit) => {
                 self.valid += (HEADER + len) as u64;
                 Ok(Some(hit))
             }
-            Err(_) => Ok(None),
+            None => Ok(None),
         }
     }
 }
@@ -265,6 +384,40 @@ mod tests {
         assert_eq!(reader.valid_len(), whole as u64);
         assert_eq!(reader.corrupt_tail(), 12);
         assert_eq!(decode_frames(&bytes), (hits, whole));
+    }
+
+    /// A frame as versions before the binary layout wrote it.
+    fn json_frame(hit: &Hit) -> Vec<u8> {
+        let payload = serde_json::to_vec(hit).unwrap();
+        let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
+        frame.extend(crc32fast::hash(&payload).to_le_bytes());
+        frame.extend(payload);
+        frame
+    }
+
+    #[test]
+    fn binary_frames_carry_every_field_and_json_frames_of_earlier_versions_still_read() {
+        let bare = Hit::new(HitKind::Click, "o".into());
+        let mut full = Hit::new(HitKind::Adjustment, "offer é".into());
+        full.amount_micros = Some(-12_345_678);
+        let text = |s: &str| Some(s.to_string());
+        (full.member_id, full.link_code, full.click_id, full.visitor_id) = (text("m"), text("c"), text("k"), text("v"));
+        (full.event, full.order_id, full.currency, full.user_agent) = (text("purchase"), text("o-1"), text("EUR"), text("Mozilla/5.0 \"x\""));
+        (full.referer, full.ip_hash, full.params, full.action) = (text(""), text("ab"), text("a=%20&b=2"), text("refund"));
+        (full.adjustment_id, full.coupon) = (text("adj"), text("SAVE10"));
+        let kinds = [HitKind::Pixel, HitKind::Postback];
+        let mut hits = vec![bare, full];
+        hits.extend(kinds.map(|k| Hit::new(k, "p".into())));
+        let mut bytes: Vec<u8> = hits.iter().flat_map(encode_frame).collect();
+        bytes.extend(json_frame(&hits[1]));
+        bytes.extend(json_frame(&hits[0]));
+        let mut want = hits.clone();
+        want.extend([hits[1].clone(), hits[0].clone()]);
+        assert_eq!(decode_frames(&bytes), (want, bytes.len()));
+        // A payload of neither layout, or a binary one cut short, is corrupt.
+        assert_eq!(decode_payload(b"\x02abc"), None);
+        let frame = encode_frame(&hits[1]);
+        assert_eq!(decode_payload(&frame[HEADER..frame.len() - 1]), None);
     }
 
     #[test]

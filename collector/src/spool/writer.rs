@@ -45,6 +45,9 @@ struct SyncMark {
 #[derive(Default)]
 struct Queue {
     buf: Vec<u8>,
+    /// The buffer of the last round, emptied, kept for the next one: a round does not
+    /// grow a new buffer from nothing.
+    spare: Vec<u8>,
     /// Sequence number of the last frame queued.
     next_seq: u64,
     /// Sequence number of the last frame taken by a write round.
@@ -154,12 +157,16 @@ impl Core {
     /// The leader's work: writes what is queued, round after round, until the queue is
     /// empty, and publishes each round's outcome to the waiting appenders.
     fn write_rounds(&self) {
-        let mut buf = Vec::new();
+        let mut buf = std::mem::take(&mut self.queue.lock().unwrap_or_else(|e| e.into_inner()).spare);
         loop {
             let (first, last) = {
                 let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
                 if q.buf.is_empty() {
                     q.leader = false;
+                    // Keep one buffer of a sensible size (a burst's can be large).
+                    if buf.capacity() <= 1 << 20 {
+                        q.spare = buf;
+                    }
                     break;
                 }
                 std::mem::swap(&mut buf, &mut q.buf);
