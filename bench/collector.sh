@@ -25,8 +25,13 @@ need wrk wrk
 need nginx nginx-light
 need h2load nghttp2-client
 
-cargo build --release -q --bin collector
-BIN=${CARGO_TARGET_DIR:-target}/release/collector
+# COLLECTOR_BIN: benchmark that binary instead (an earlier build, for a before/after).
+if [ -n "${COLLECTOR_BIN:-}" ]; then
+  BIN=$COLLECTOR_BIN
+else
+  cargo build --release -q --bin collector
+  BIN=${CARGO_TARGET_DIR:-target}/release/collector
+fi
 WORK=$(mktemp -d)
 trap 'kill $CPID $NPID 2>/dev/null || true; rm -rf "$WORK"' EXIT
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)

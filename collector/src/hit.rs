@@ -99,6 +99,82 @@ impl Hit {
 
     /// The UTC hour bucket (micros since the epoch, floored to the hour) of `ts`.
     pub fn hour_bucket(&self) -> i64 {
+        HitRef::of(self).hour_bucket()
+    }
+}
+
+/// A hit's fields borrowed from where they are (a [`Hit`], or a spool frame read in
+/// place): what the spool encodes and the sink's columns take, without a copy of each string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HitRef<'a> {
+    pub kind: HitKind,
+    pub ts: i64,
+    pub amount_micros: Option<i64>,
+    /// The string fields in [`HitRef::STRINGS`] order.
+    pub strings: [Option<&'a str>; HitRef::STRINGS],
+}
+
+impl<'a> HitRef<'a> {
+    /// The string fields: `hit_id`, `offer_id`, `member_id`, `link_code`, `click_id`,
+    /// `visitor_id`, `event`, `order_id`, `currency`, `user_agent`, `referer`, `ip_hash`,
+    /// `params`, `action`, `adjustment_id`, `coupon` (the schema's order, less `kind`).
+    pub const STRINGS: usize = 16;
+
+    pub fn of(h: &'a Hit) -> HitRef<'a> {
+        HitRef {
+            kind: h.kind,
+            ts: h.ts,
+            amount_micros: h.amount_micros,
+            strings: [
+                Some(h.hit_id.as_str()),
+                Some(h.offer_id.as_str()),
+                h.member_id.as_deref(),
+                h.link_code.as_deref(),
+                h.click_id.as_deref(),
+                h.visitor_id.as_deref(),
+                h.event.as_deref(),
+                h.order_id.as_deref(),
+                h.currency.as_deref(),
+                h.user_agent.as_deref(),
+                h.referer.as_deref(),
+                h.ip_hash.as_deref(),
+                h.params.as_deref(),
+                h.action.as_deref(),
+                h.adjustment_id.as_deref(),
+                h.coupon.as_deref(),
+            ],
+        }
+    }
+
+    /// The hit as an owned [`Hit`]; `None` without a `hit_id` or an `offer_id`.
+    pub fn to_hit(&self) -> Option<Hit> {
+        let [hit_id, offer_id, member_id, link_code, click_id, visitor_id, event, order_id, currency, user_agent, referer, ip_hash, params, action, adjustment_id, coupon] =
+            self.strings.map(|s| s.map(str::to_string));
+        Some(Hit {
+            hit_id: hit_id?,
+            kind: self.kind,
+            ts: self.ts,
+            offer_id: offer_id?,
+            member_id,
+            link_code,
+            click_id,
+            visitor_id,
+            event,
+            order_id,
+            amount_micros: self.amount_micros,
+            currency,
+            user_agent,
+            referer,
+            ip_hash,
+            params,
+            action,
+            adjustment_id,
+            coupon,
+        })
+    }
+
+    /// The UTC hour bucket of `ts`, as [`Hit::hour_bucket`].
+    pub fn hour_bucket(&self) -> i64 {
         self.ts.div_euclid(lake::window::MICROS_PER_HOUR) * lake::window::MICROS_PER_HOUR
     }
 }
@@ -113,7 +189,7 @@ pub struct HitBatchBuilder {
 }
 
 /// The string columns of the hit schema, in order, but `ts` and `amount_micros`.
-const STRING_COLUMNS: usize = 17;
+const STRING_COLUMNS: usize = HitRef::STRINGS + 1;
 
 impl HitBatchBuilder {
     pub fn with_capacity(rows: usize) -> HitBatchBuilder {
@@ -134,27 +210,16 @@ impl HitBatchBuilder {
     }
 
     pub fn push(&mut self, h: &Hit) {
-        let values: [Option<&str>; STRING_COLUMNS] = [
-            Some(h.hit_id.as_str()),
-            Some(h.kind.as_str()),
-            Some(h.offer_id.as_str()),
-            h.member_id.as_deref(),
-            h.link_code.as_deref(),
-            h.click_id.as_deref(),
-            h.visitor_id.as_deref(),
-            h.event.as_deref(),
-            h.order_id.as_deref(),
-            h.currency.as_deref(),
-            h.user_agent.as_deref(),
-            h.referer.as_deref(),
-            h.ip_hash.as_deref(),
-            h.params.as_deref(),
-            h.action.as_deref(),
-            h.adjustment_id.as_deref(),
-            h.coupon.as_deref(),
-        ];
-        for (b, v) in self.strings.iter_mut().zip(values) {
-            b.append_option(v);
+        self.push_ref(&HitRef::of(h));
+    }
+
+    pub fn push_ref(&mut self, h: &HitRef<'_>) {
+        // The builders are in schema order: `hit_id`, `kind`, then the rest of `strings`.
+        let (first, rest) = self.strings.split_at_mut(2);
+        first[0].append_option(h.strings[0]);
+        first[1].append_value(h.kind.as_str());
+        for (b, v) in rest.iter_mut().zip(&h.strings[1..]) {
+            b.append_option(*v);
         }
         self.ts.append_value(h.ts);
         self.amount.append_option(h.amount_micros);

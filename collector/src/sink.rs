@@ -20,7 +20,7 @@ use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 use tokio::sync::watch;
 
-use crate::hit::{Hit, HitBatchBuilder};
+use crate::hit::{Hit, HitBatchBuilder, HitRef};
 use crate::metrics::Metrics;
 use crate::spool::{SegmentReader, Spool};
 
@@ -76,6 +76,16 @@ impl HitsFileWriter {
         Ok(())
     }
 
+    /// Adds a hit read in place; the caller writes the row group when [`Self::is_full`].
+    pub fn push_ref(&mut self, hit: &HitRef<'_>) {
+        self.rows.push_ref(hit);
+    }
+
+    /// A row group's worth of rows is waiting.
+    pub fn is_full(&self) -> bool {
+        self.rows.len() >= ROW_GROUP_ROWS
+    }
+
     async fn write_row_group(&mut self) -> Result<(), SinkError> {
         let batch = self.rows.finish().map_err(|e| self.error(e))?;
         self.written += batch.num_rows();
@@ -109,6 +119,40 @@ pub async fn write_hits_file(lake: &Lake, object: &object_store::path::Path, hit
     }
     file.finish(lake).await?;
     Ok(())
+}
+
+/// One step of a segment's upload, on a blocking thread: reads up to [`READ_CHUNK`] hits
+/// into their hours' files, stopping early when a file has a row group to write. Returns
+/// the hits read and whether the segment has more.
+fn read_chunk(reader: &mut SegmentReader, files: &mut BTreeMap<i64, HitsFileWriter>, lake: &Lake, segment: &str) -> Result<(usize, bool), SinkError> {
+    let seg_err = |source| SinkError::Segment { path: segment.to_string(), source };
+    let mut read = 0;
+    while read < READ_CHUNK {
+        let mut full = false;
+        let placed = reader
+            .next_with(|hit| {
+                let file = match files.entry(hit.hour_bucket()) {
+                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        let ts = Utc.timestamp_micros(*e.key()).single().unwrap_or_default();
+                        e.insert(HitsFileWriter::create(lake, layout::hits_file(ts, segment))?)
+                    }
+                };
+                file.push_ref(hit);
+                full = file.is_full();
+                Ok::<_, SinkError>(())
+            })
+            .map_err(seg_err)?;
+        match placed {
+            None => return Ok((read, false)),
+            Some(result) => result?,
+        }
+        read += 1;
+        if full {
+            break;
+        }
+    }
+    Ok((read, true))
 }
 
 /// Least time between two flushes started because the spool refused hits.
@@ -161,54 +205,40 @@ impl Sink {
         Ok(total)
     }
 
-    /// Uploads one sealed segment: read a chunk at a time, each hit routed to the file of
-    /// its UTC hour, each file written a row group at a time (so memory holds a chunk and
-    /// one row group per hour, not the segment). Within a chunk, rows are put in `(ts,
-    /// hit_id)` order; the segment is in arrival order, which is that order but for hits
-    /// whose appends crossed. The same segment always gives the same files.
+    /// Uploads one sealed segment: read a chunk at a time on a blocking thread, each hit
+    /// put straight from the segment's bytes into the columns of the file of its UTC hour,
+    /// each file written a row group at a time (so memory holds a chunk's read buffer and at
+    /// most a row group per hour, not the segment). Rows keep the segment's order, the
+    /// order of arrival. The same segment always gives the same files.
     async fn upload_segment(&self, path: &FsPath) -> Result<usize, SinkError> {
         let seg_err = |source| SinkError::Segment { path: path.display().to_string(), source };
+        let join_err = |e: tokio::task::JoinError| seg_err(std::io::Error::other(e));
         let id = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let owned = path.to_path_buf();
-        let mut reader = Some(
-            tokio::task::spawn_blocking(move || SegmentReader::open(&owned))
-                .await
-                .map_err(|e| seg_err(std::io::Error::other(e)))?
-                .map_err(seg_err)?,
-        );
+        let mut reader = tokio::task::spawn_blocking(move || SegmentReader::open(&owned)).await.map_err(join_err)?.map_err(seg_err)?;
         let mut files: BTreeMap<i64, HitsFileWriter> = BTreeMap::new();
         let mut total = 0;
         loop {
-            let mut r = reader.take().expect("the reader is put back after each chunk");
-            let (r, chunk) = tokio::task::spawn_blocking(move || {
-                let chunk = r.next_hits(READ_CHUNK);
-                (r, chunk)
-            })
-            .await
-            .map_err(|e| seg_err(std::io::Error::other(e)))?;
-            let mut chunk = chunk.map_err(seg_err)?;
-            reader = Some(r);
-            if chunk.is_empty() {
-                break;
+            let (lake, segment) = (self.lake.clone(), id.clone());
+            let step = tokio::task::spawn_blocking(move || {
+                let result = read_chunk(&mut reader, &mut files, &lake, &segment);
+                (reader, files, result)
+            });
+            let (r, f, result) = step.await.map_err(join_err)?;
+            (reader, files) = (r, f);
+            let (read, more) = result?;
+            total += read;
+            for file in files.values_mut().filter(|f| f.is_full()) {
+                file.write_row_group().await?;
             }
-            total += chunk.len();
-            chunk.sort_by(|a, b| (a.ts, &a.hit_id).cmp(&(b.ts, &b.hit_id)));
-            for hit in &chunk {
-                let hour = hit.hour_bucket();
-                let file = match files.entry(hour) {
-                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::btree_map::Entry::Vacant(e) => {
-                        let ts = Utc.timestamp_micros(hour).single().unwrap_or_default();
-                        e.insert(HitsFileWriter::create(&self.lake, layout::hits_file(ts, &id))?)
-                    }
-                };
-                file.push(hit).await?;
+            if !more {
+                break;
             }
         }
         for file in files.into_values() {
             file.finish(&self.lake).await?;
         }
-        let corrupt_tail = reader.as_ref().map_or(0, |r| r.corrupt_tail());
+        let corrupt_tail = reader.corrupt_tail();
         if corrupt_tail > 0 {
             // Keep the unreadable bytes for an operator rather than deleting them.
             let keep = path.with_extension("corrupt");
@@ -414,7 +444,7 @@ mod tests {
             assert!(back.iter().all(|h| h.hour_bucket() == ts.timestamp_micros()));
             all.extend(back);
         }
-        // Every hit once, each file in (ts, hit_id) order within a chunk.
+        // Every hit once, in its hour.
         let mut want = hits.clone();
         want.sort_by(|a, b| a.hit_id.cmp(&b.hit_id));
         all.sort_by(|a, b| a.hit_id.cmp(&b.hit_id));

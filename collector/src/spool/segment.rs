@@ -8,7 +8,7 @@
 //! per click (BENCH.md); the binary layout is fields in a fixed order:
 //!
 //! `[1][kind: u8][ts: i64 LE][amount: 0 | 1 + i64 LE]` and then, for each string field of
-//! [`Hit`] in [`STRING_FIELDS`] order, `[len: u32 LE][UTF-8 bytes]`, `len` `u32::MAX` for none.
+//! [`HitRef::STRINGS`] order, `[len: u32 LE][UTF-8 bytes]`, `len` `u32::MAX` for none.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use lake::schema::HitKind;
 
-use crate::hit::Hit;
+use crate::hit::{Hit, HitRef};
 
 use super::{OPEN_EXT, SEALED_EXT};
 
@@ -27,33 +27,8 @@ const MAX_FRAME: usize = 1 << 20;
 const BINARY_V1: u8 = 1;
 /// The length written for a string field that is not set.
 const NONE: u32 = u32::MAX;
-/// How many string fields a payload carries, in the order of [`string_fields`].
-const STRING_FIELDS: usize = 16;
-
-/// The string fields of a hit, in payload order.
-fn string_fields(h: &Hit) -> [Option<&str>; STRING_FIELDS] {
-    [
-        Some(h.hit_id.as_str()),
-        Some(h.offer_id.as_str()),
-        h.member_id.as_deref(),
-        h.link_code.as_deref(),
-        h.click_id.as_deref(),
-        h.visitor_id.as_deref(),
-        h.event.as_deref(),
-        h.order_id.as_deref(),
-        h.currency.as_deref(),
-        h.user_agent.as_deref(),
-        h.referer.as_deref(),
-        h.ip_hash.as_deref(),
-        h.params.as_deref(),
-        h.action.as_deref(),
-        h.adjustment_id.as_deref(),
-        h.coupon.as_deref(),
-    ]
-}
-
 pub fn encode_frame(hit: &Hit) -> Vec<u8> {
-    let fields = string_fields(hit);
+    let fields = HitRef::of(hit).strings;
     let size = HEADER + 1 + 1 + 8 + 9 + fields.iter().map(|f| 4 + f.map_or(0, str::len)).sum::<usize>();
     let mut frame = Vec::with_capacity(size);
     frame.extend_from_slice(&[0u8; HEADER]);
@@ -84,16 +59,36 @@ pub fn encode_frame(hit: &Hit) -> Vec<u8> {
     frame
 }
 
+/// A decoded payload: the binary layout is read in place; JSON (an earlier version's)
+/// becomes an owned hit.
+enum Payload<'a> {
+    Binary(HitRef<'a>),
+    Json(Hit),
+}
+
+impl Payload<'_> {
+    fn as_ref(&self) -> HitRef<'_> {
+        match self {
+            Payload::Binary(r) => *r,
+            Payload::Json(h) => HitRef::of(h),
+        }
+    }
+}
+
 /// The hit in a payload (binary, or JSON from an earlier version); `None` if malformed.
 fn decode_payload(payload: &[u8]) -> Option<Hit> {
+    decode(payload)?.as_ref().to_hit()
+}
+
+fn decode(payload: &[u8]) -> Option<Payload<'_>> {
     match payload.first()? {
-        &BINARY_V1 => decode_binary(&payload[1..]),
-        b'{' => serde_json::from_slice(payload).ok(),
+        &BINARY_V1 => decode_binary(&payload[1..]).map(Payload::Binary),
+        b'{' => serde_json::from_slice(payload).ok().map(Payload::Json),
         _ => None,
     }
 }
 
-fn decode_binary(mut p: &[u8]) -> Option<Hit> {
+fn decode_binary(mut p: &[u8]) -> Option<HitRef<'_>> {
     fn take<'a>(p: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         if p.len() < n {
             return None;
@@ -112,39 +107,18 @@ fn decode_binary(mut p: &[u8]) -> Option<Hit> {
         1 => Some(int(&mut p)?),
         _ => return None,
     };
-    let mut strings: [Option<String>; STRING_FIELDS] = Default::default();
+    let mut strings = [None; HitRef::STRINGS];
     for s in &mut strings {
         let len = u32::from_le_bytes(take(&mut p, 4)?.try_into().ok()?);
         if len != NONE {
-            *s = Some(String::from_utf8(take(&mut p, len as usize)?.to_vec()).ok()?);
+            *s = Some(std::str::from_utf8(take(&mut p, len as usize)?).ok()?);
         }
     }
-    if !p.is_empty() {
+    // Every hit has an id and an offer.
+    if !p.is_empty() || strings[0].is_none() || strings[1].is_none() {
         return None;
     }
-    let [hit_id, offer_id, member_id, link_code, click_id, visitor_id, event, order_id, currency, user_agent, referer, ip_hash, params, action, adjustment_id, coupon] =
-        strings;
-    Some(Hit {
-        hit_id: hit_id?,
-        kind,
-        ts,
-        offer_id: offer_id?,
-        member_id,
-        link_code,
-        click_id,
-        visitor_id,
-        event,
-        order_id,
-        amount_micros,
-        currency,
-        user_agent,
-        referer,
-        ip_hash,
-        params,
-        action,
-        adjustment_id,
-        coupon,
-    })
+    Some(HitRef { kind, ts, amount_micros, strings })
 }
 
 /// Decodes frames from the start of `buf`; returns the hits and the length of the valid
@@ -208,14 +182,21 @@ impl SegmentReader {
 
     /// The next hit, or `None` at the end of the intact frames.
     pub fn next_hit(&mut self) -> io::Result<Option<Hit>> {
-        if self.done {
+        Ok(self.next_with(|h| h.to_hit())?.flatten())
+    }
+
+    /// Hands the next hit, read in place, to `f`; `None` at the end of the intact frames.
+    pub fn next_with<T>(&mut self, f: impl FnOnce(&HitRef<'_>) -> T) -> io::Result<Option<T>> {
+        if self.done || !self.read_frame()? {
+            self.done = true;
             return Ok(None);
         }
-        let hit = self.read_frame()?;
-        if hit.is_none() {
+        let Some(payload) = decode(&self.payload) else {
             self.done = true;
-        }
-        Ok(hit)
+            return Ok(None);
+        };
+        self.valid += (HEADER + self.payload.len()) as u64;
+        Ok(Some(f(&payload.as_ref())))
     }
 
     /// Up to `max` more hits (none: the end of the intact frames).
@@ -241,29 +222,22 @@ impl SegmentReader {
         self.valid
     }
 
-    fn read_frame(&mut self) -> io::Result<Option<Hit>> {
+    /// Reads the next frame's payload into `self.payload`: `false` for none (the end, or a
+    /// torn or corrupt frame).
+    fn read_frame(&mut self) -> io::Result<bool> {
         if self.len - self.valid < HEADER as u64 {
-            return Ok(None);
+            return Ok(false);
         }
         let mut header = [0u8; HEADER];
         self.file.read_exact(&mut header)?;
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
         let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
         if len == 0 || len > MAX_FRAME || self.len - self.valid - (HEADER as u64) < len as u64 {
-            return Ok(None);
+            return Ok(false);
         }
         self.payload.resize(len, 0);
         self.file.read_exact(&mut self.payload)?;
-        if crc32fast::hash(&self.payload) != crc {
-            return Ok(None);
-        }
-        match decode_payload(&self.payload) {
-            Some(hit) => {
-                self.valid += (HEADER + len) as u64;
-                Ok(Some(hit))
-            }
-            None => Ok(None),
-        }
+        Ok(crc32fast::hash(&self.payload) == crc)
     }
 }
 
