@@ -49,7 +49,15 @@ impl IpHasher {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
             v4 => v4,
         };
-        let h = blake3::keyed_hash(&self.key, ip.to_string().as_bytes());
+        let h = match ip {
+            // The address's text as `Display` writes it (the hash's input since v1), without `fmt`.
+            IpAddr::V4(v4) => {
+                let mut text = [0u8; 15];
+                let n = ipv4_text(v4, &mut text);
+                blake3::keyed_hash(&self.key, &text[..n])
+            }
+            v6 => blake3::keyed_hash(&self.key, v6.to_string().as_bytes()),
+        };
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut out = String::with_capacity(32);
         for b in &h.as_bytes()[..16] {
@@ -58,6 +66,28 @@ impl IpHasher {
         }
         out
     }
+}
+
+/// Writes `ip` in dotted decimal into `out`; returns the length.
+fn ipv4_text(ip: std::net::Ipv4Addr, out: &mut [u8; 15]) -> usize {
+    let mut n = 0;
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            out[n] = b'.';
+            n += 1;
+        }
+        if octet >= 100 {
+            out[n] = b'0' + octet / 100;
+            n += 1;
+        }
+        if octet >= 10 {
+            out[n] = b'0' + octet / 10 % 10;
+            n += 1;
+        }
+        out[n] = b'0' + octet % 10;
+        n += 1;
+    }
+    n
 }
 
 #[cfg(test)]
@@ -75,6 +105,21 @@ mod tests {
         assert_eq!(a.hash(ip).len(), 32);
         let mapped: IpAddr = "::ffff:203.0.113.7".parse().unwrap();
         assert_eq!(a.hash(ip), a.hash(mapped));
+    }
+
+    #[test]
+    fn ipv4_text_is_what_display_writes() {
+        for ip in ["0.0.0.0", "127.0.0.1", "255.255.255.255", "10.200.3.45", "192.168.100.9", "1.20.100.0"] {
+            let ip: std::net::Ipv4Addr = ip.parse().unwrap();
+            let mut text = [0u8; 15];
+            let n = ipv4_text(ip, &mut text);
+            assert_eq!(std::str::from_utf8(&text[..n]).unwrap(), ip.to_string());
+        }
+        // Hashes are those of the address's text, as before.
+        let h = IpHasher::new("salt-a");
+        let key = blake3::derive_key(CONTEXT, b"salt-a");
+        let want = blake3::keyed_hash(&key, b"203.0.113.7").to_hex()[..32].to_string();
+        assert_eq!(h.hash("203.0.113.7".parse().unwrap()), want);
     }
 
     #[test]

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use futures::future::Either;
 use axum::http::HeaderName;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -169,9 +170,15 @@ pub async fn serve(listener: TcpListener, collector: Collector, shutdown: impl F
                 };
                 let _ = stream.set_nodelay(true);
                 let router = app.clone();
+                let state = collector.state.clone();
                 let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    // Clicks, nearly all the traffic, skip the router (see `is_plain_click`).
+                    if http::is_plain_click(&req) {
+                        let state = state.clone();
+                        return Either::Left(async move { Ok(http::serve_click(&state, req, Some(peer)).await) });
+                    }
                     req.extensions_mut().insert(ClientAddr(peer));
-                    router.clone().call(req)
+                    Either::Right(router.clone().call(req))
                 });
                 let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
                 tokio::spawn(async move {

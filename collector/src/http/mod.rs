@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, HeaderMap, HeaderName, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -108,9 +108,13 @@ async fn refuse_long_bodies(req: Request, next: Next) -> Response {
 async fn count_rejects(State(state): State<SharedState>, req: Request, next: Next) -> Response {
     let probe = req.uri().path() == "/readyz";
     let resp = next.run(req).await;
-    if probe {
-        return resp;
+    if !probe {
+        count_reject(&state, &resp);
     }
+    resp
+}
+
+fn count_reject(state: &AppState, resp: &Response) {
     let reason = match resp.status() {
         StatusCode::BAD_REQUEST => "bad_request",
         StatusCode::UNAUTHORIZED => "unauthorized",
@@ -121,9 +125,28 @@ async fn count_rejects(State(state): State<SharedState>, req: Request, next: Nex
         StatusCode::REQUEST_TIMEOUT => "timeout",
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
         s if s.is_server_error() => "internal",
-        _ => return resp,
+        _ => return,
     };
     state.metrics.reject(reason);
+}
+
+/// Whether a request is a plain click, `GET` or `HEAD /l/{code}` without a body and with
+/// a code that needs no decoding, which the server hands to [`serve_click`] without the
+/// router: its layers (body limits, the reject counter) have nothing to do for it but
+/// count a refusal, which `serve_click` does; everything else goes through [`router`].
+pub fn is_plain_click<B>(req: &axum::http::Request<B>) -> bool {
+    (req.method() == Method::GET || req.method() == Method::HEAD)
+        && req.uri().path().strip_prefix("/l/").is_some_and(|code| !code.is_empty() && !code.contains(['/', '%']))
+        && !req.headers().contains_key(header::CONTENT_LENGTH)
+        && !req.headers().contains_key(header::TRANSFER_ENCODING)
+}
+
+/// Answers a request [`is_plain_click`] accepted, as the router's `/l/{code}` route would.
+pub async fn serve_click<B>(state: &AppState, req: axum::http::Request<B>, peer: Option<SocketAddr>) -> Response {
+    let (parts, _) = req.into_parts();
+    let code = parts.uri.path().strip_prefix("/l/").unwrap_or_default();
+    let resp = click::click(state, code, &parts, peer).await.into_response();
+    count_reject(state, &resp);
     resp
 }
 
@@ -239,7 +262,28 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::{constant_time_eq, is_plain_click};
+
+    #[test]
+    fn only_plain_clicks_skip_the_router() {
+        let req = |method: &str, uri: &str, header: Option<(&str, &str)>| {
+            let mut b = axum::http::Request::builder().method(method).uri(uri);
+            if let Some((k, v)) = header {
+                b = b.header(k, v);
+            }
+            b.body(()).unwrap()
+        };
+        assert!(is_plain_click(&req("GET", "/l/bench1?utm_source=x", None)));
+        assert!(is_plain_click(&req("HEAD", "/l/bench1", Some(("user-agent", "x")))));
+        // Codes that need decoding, other paths, methods and bodies take the router.
+        assert!(!is_plain_click(&req("GET", "/l/bench%31", None)));
+        assert!(!is_plain_click(&req("GET", "/l/bench1/", None)));
+        assert!(!is_plain_click(&req("GET", "/l/", None)));
+        assert!(!is_plain_click(&req("GET", "/lx/bench1", None)));
+        assert!(!is_plain_click(&req("POST", "/l/bench1", None)));
+        assert!(!is_plain_click(&req("GET", "/l/bench1", Some(("content-length", "20000")))));
+        assert!(!is_plain_click(&req("GET", "/l/bench1", Some(("transfer-encoding", "chunked")))));
+    }
 
     #[test]
     fn secrets_compare_whatever_their_lengths() {

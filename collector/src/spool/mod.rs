@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::hit::Hit;
-pub use segment::{read_segment, SegmentFile};
+pub use segment::{encode_frame, read_segment, SegmentFile, SegmentReader};
 
 /// How long a written click or pixel may wait for its fsync (the contract allows 50 ms).
 pub const SYNC_DELAY: Duration = Duration::from_millis(10);

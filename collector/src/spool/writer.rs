@@ -45,6 +45,9 @@ struct SyncMark {
 #[derive(Default)]
 struct Queue {
     buf: Vec<u8>,
+    /// The buffer of the last round, emptied, kept for the next one: a round does not
+    /// grow a new buffer from nothing.
+    spare: Vec<u8>,
     /// Sequence number of the last frame queued.
     next_seq: u64,
     /// Sequence number of the last frame taken by a write round.
@@ -59,6 +62,15 @@ struct Queue {
 struct WriteMark {
     written: u64,
     failed: std::collections::VecDeque<(u64, u64)>,
+}
+
+/// The leader of a group write: writes the queued rounds when dropped.
+struct Lead<'a>(&'a Core);
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        self.0.write_rounds();
+    }
 }
 
 /// Failed ranges remembered for waiters that wake late.
@@ -111,8 +123,9 @@ impl Core {
 
     /// Appends a frame and returns, once it is written to the active segment, its sequence
     /// number. Group write: the first appender to find no write in progress becomes the
-    /// leader and writes everything queued, round after round, with one `write` per round;
-    /// the others wait for the round that holds their frame.
+    /// leader, yields once so that the requests ready on its worker queue theirs, and
+    /// writes everything queued, round after round, with one `write` per round; the others
+    /// wait for the round that holds their frame.
     pub(super) async fn append(&self, frame: &[u8]) -> Result<u64, SpoolError> {
         let (seq, lead) = {
             let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
@@ -123,34 +136,14 @@ impl Core {
             (q.next_seq, lead)
         };
         if lead {
-            let mut buf = Vec::new();
-            loop {
-                let (first, last) = {
-                    let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-                    if q.buf.is_empty() {
-                        q.leader = false;
-                        break;
-                    }
-                    std::mem::swap(&mut buf, &mut q.buf);
-                    let first = q.written_through + 1;
-                    q.written_through = q.next_seq;
-                    (first, q.next_seq)
-                };
-                let result = self.write(&buf, last);
-                if let Err(e) = &result {
-                    *self.last_write_error.lock().unwrap_or_else(|e| e.into_inner()) = e.to_string();
-                }
-                buf.clear();
-                self.written.send_modify(|w| {
-                    w.written = last;
-                    if result.is_err() {
-                        if w.failed.len() == FAILED_RANGES_KEPT {
-                            w.failed.pop_front();
-                        }
-                        w.failed.push_back((first, last));
-                    }
-                });
-            }
+            // Let the other requests this worker has ready queue their frames first: one
+            // `write` then carries all of them (the leader's answer waits one scheduler
+            // pass, a few microseconds; a `write` into ext4 costs more than that per call).
+            // The rounds run when `lead` is dropped, so a leader cancelled while it yields
+            // (a timed-out request) still writes what it and the others queued.
+            let lead = Lead(self);
+            tokio::task::yield_now().await;
+            drop(lead);
         }
         let mut rx = self.written.subscribe();
         let w = rx.wait_for(|w| w.written >= seq).await.map_err(|_| SpoolError::Closed)?;
@@ -159,6 +152,43 @@ impl Core {
             return Err(SpoolError::Io(error));
         }
         Ok(seq)
+    }
+
+    /// The leader's work: writes what is queued, round after round, until the queue is
+    /// empty, and publishes each round's outcome to the waiting appenders.
+    fn write_rounds(&self) {
+        let mut buf = std::mem::take(&mut self.queue.lock().unwrap_or_else(|e| e.into_inner()).spare);
+        loop {
+            let (first, last) = {
+                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                if q.buf.is_empty() {
+                    q.leader = false;
+                    // Keep one buffer of a sensible size (a burst's can be large).
+                    if buf.capacity() <= 1 << 20 {
+                        q.spare = buf;
+                    }
+                    break;
+                }
+                std::mem::swap(&mut buf, &mut q.buf);
+                let first = q.written_through + 1;
+                q.written_through = q.next_seq;
+                (first, q.next_seq)
+            };
+            let result = self.write(&buf, last);
+            if let Err(e) = &result {
+                *self.last_write_error.lock().unwrap_or_else(|e| e.into_inner()) = e.to_string();
+            }
+            buf.clear();
+            self.written.send_modify(|w| {
+                w.written = last;
+                if result.is_err() {
+                    if w.failed.len() == FAILED_RANGES_KEPT {
+                        w.failed.pop_front();
+                    }
+                    w.failed.push_back((first, last));
+                }
+            });
+        }
     }
 
     /// Writes a batch of frames ending with frame `last` to the active segment.
