@@ -312,7 +312,7 @@ pub fn substitute(query: &str, sql: &str, values: &BTreeMap<String, Value>) -> R
                 }
                 let name: String = chars[start..end].iter().collect();
                 let v = values.get(&name).ok_or_else(|| {
-                    anyhow!("query {query}: the SQL uses :{name}, which is not a declared parameter (add `-- param: {name} (TYPE) …`)")
+                    anyhow!("{query}: the SQL uses :{name}, which is not a declared parameter (add `-- param: {name} (TYPE) …` to its header)")
                 })?;
                 out.push_str(&v.literal());
                 i = end;
@@ -347,8 +347,8 @@ mod tests {
         assert_eq!(format!("{e:#}"), "query top: parameter limit: \"ten\" is not an integer");
         let e = q.bind(&[("nope".into(), "1".into())]).unwrap_err();
         assert_eq!(e.to_string(), "query top: no parameter \"nope\" (it takes: limit, cur)");
-        let e = substitute("top", "SELECT :undeclared", &v).unwrap_err();
-        assert!(e.to_string().contains(":undeclared"));
+        let e = substitute("query top", "SELECT :undeclared", &v).unwrap_err();
+        assert!(e.to_string().starts_with("query top: the SQL uses :undeclared,"), "{e}");
     }
 
     #[test]

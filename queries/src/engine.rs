@@ -229,6 +229,13 @@ pub fn clean(e: &PolarsError) -> String {
     let text = e.to_string();
     let text = text.split("\n\nResolved plan").next().unwrap_or(&text);
     let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    // polars: "not found: unable to find column "x"; valid columns: [...]": a sentence.
+    if let Some(rest) = text.strip_prefix("not found: unable to find column ") {
+        if let Some((name, cols)) = rest.split_once("; valid columns: ") {
+            let cols = cols.trim_matches(|c| c == '[' || c == ']').replace('"', "");
+            return format!("there is no column {name} here; the columns are {cols}");
+        }
+    }
     // polars: "relation 'nope' was not found": say what there is.
     if let Some(name) = text.strip_prefix("relation '").and_then(|t| t.split_once("' was not found")).map(|(n, _)| n) {
         let mut tables: Vec<&str> = lake::layout::REPORT_TABLES.to_vec();
