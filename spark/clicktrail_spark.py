@@ -19,8 +19,8 @@ usage: spark-submit clicktrail_spark.py --lake URL --window-name 28d --window-us
          --from D --to D --staging URL [--hits-list FILE] [--registry URL]
 
 Output: STAGING/<table>/_d=YYYY-MM-DD/part-*.parquet (exactly one file per date that has
-rows; each file keeps its own `date` column, unlike partitionBy("date")),
-STAGING/<table>/_empty/part-*.parquet (no rows, the table's schema) and STAGING/_job.json.
+rows; each file keeps its own `date` column, unlike partitionBy("date")) and
+STAGING/_job.json. A date without rows has no file: the launcher writes its empty file.
 """
 
 import argparse
@@ -574,8 +574,6 @@ def main(argv):
         # One file per date with its `date` column kept: partition by a copy of it.
         (df.withColumn("_d", df["date"]).repartition("_d").write.mode("overwrite")
            .partitionBy("_d").parquet(f"{staging}/{table}"))
-        # The schema for dates without rows (Spark writes one empty file for an empty frame).
-        df.limit(0).coalesce(1).write.mode("overwrite").parquet(f"{staging}/{table}/_empty")
 
     summary = {"engine": "spark", "spark_version": spark.version, "input_rows": input_rows,
                "input_files": len(paths), "master": spark.sparkContext.master}
