@@ -559,13 +559,15 @@ def main(argv):
           AND unix_micros(ts) < CASE WHEN kind = 'click' THEN {clicks_hi} ELSE {scan_hi} END
     """)
     # §4.1: a retried upload repeats whole rows, so any one of them stands for the hit.
-    kept.dropDuplicates(["hit_id"]).createOrReplaceTempView("hits")
-    spark.catalog.cacheTable("hits")
+    # Each table more than one statement reads is computed once, here: a local checkpoint
+    # (kept in the executors' memory and disk) cuts its lineage, so no later statement
+    # can re-plan it from the hits files (cached plans are only matched, not guaranteed).
+    kept.dropDuplicates(["hit_id"]).localCheckpoint().createOrReplaceTempView("hits")
 
-    for name, sql, cache in statements(w, args.tz, args.date_from, args.date_to):
-        spark.sql(sql).createOrReplaceTempView(name)
-        if cache:
-            spark.catalog.cacheTable(name)
+    for name, sql, shared in statements(w, args.tz, args.date_from, args.date_to):
+        log(f"planning {name}" + (" (computed once)" if shared else ""))
+        df = spark.sql(sql)
+        (df.localCheckpoint() if shared else df).createOrReplaceTempView(name)
 
     staging = args.staging.rstrip("/")
     for table in TABLES:
