@@ -19,8 +19,8 @@ usage: spark-submit clicktrail_spark.py --lake URL --window-name 28d --window-us
          --from D --to D --staging URL [--hits-list FILE] [--registry URL]
 
 Output: STAGING/<table>/_d=YYYY-MM-DD/part-*.parquet (exactly one file per date that has
-rows; each file keeps its own `date` column, unlike partitionBy("date")),
-STAGING/<table>/_empty/part-*.parquet (no rows, the table's schema) and STAGING/_job.json.
+rows; each file keeps its own `date` column, unlike partitionBy("date")) and
+STAGING/_job.json. A date without rows has no file: the launcher writes its empty file.
 """
 
 import argparse
@@ -559,13 +559,15 @@ def main(argv):
           AND unix_micros(ts) < CASE WHEN kind = 'click' THEN {clicks_hi} ELSE {scan_hi} END
     """)
     # §4.1: a retried upload repeats whole rows, so any one of them stands for the hit.
-    kept.dropDuplicates(["hit_id"]).createOrReplaceTempView("hits")
-    spark.catalog.cacheTable("hits")
+    # Each table more than one statement reads is computed once, here: a local checkpoint
+    # (kept in the executors' memory and disk) cuts its lineage, so no later statement
+    # can re-plan it from the hits files (cached plans are only matched, not guaranteed).
+    kept.dropDuplicates(["hit_id"]).localCheckpoint().createOrReplaceTempView("hits")
 
-    for name, sql, cache in statements(w, args.tz, args.date_from, args.date_to):
-        spark.sql(sql).createOrReplaceTempView(name)
-        if cache:
-            spark.catalog.cacheTable(name)
+    for name, sql, shared in statements(w, args.tz, args.date_from, args.date_to):
+        log(f"planning {name}" + (" (computed once)" if shared else ""))
+        df = spark.sql(sql)
+        (df.localCheckpoint() if shared else df).createOrReplaceTempView(name)
 
     staging = args.staging.rstrip("/")
     for table in TABLES:
@@ -574,8 +576,6 @@ def main(argv):
         # One file per date with its `date` column kept: partition by a copy of it.
         (df.withColumn("_d", df["date"]).repartition("_d").write.mode("overwrite")
            .partitionBy("_d").parquet(f"{staging}/{table}"))
-        # The schema for dates without rows (Spark writes one empty file for an empty frame).
-        df.limit(0).coalesce(1).write.mode("overwrite").parquet(f"{staging}/{table}/_empty")
 
     summary = {"engine": "spark", "spark_version": spark.version, "input_rows": input_rows,
                "input_files": len(paths), "master": spark.sparkContext.master}

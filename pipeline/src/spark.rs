@@ -8,9 +8,10 @@
 //!    so the job reads exactly these files, in client or cluster mode.
 //! 2. `spark-submit` runs the job; its log is streamed to stderr line by line. The job
 //!    stages every table under `reports/_spark/<run>/<table>/_d=<date>/` (one file per
-//!    date, its `date` column kept) and an empty file with each table's schema.
+//!    date with rows, its `date` column kept).
 //! 3. Only when the job succeeded is anything published: each table's staged schema is
-//!    checked against [`lake::reports::table_schema`], then every date's file is put in
+//!    checked against [`lake::reports::table_schema`], then every date's file (an empty
+//!    date: the polars run's empty file) is put in
 //!    place exactly as a polars run puts its own ([`write::put_date`]: one put, atomic on
 //!    object stores and on a local lake). A failed or killed job leaves the report dates
 //!    as they were.
@@ -100,6 +101,14 @@ pub async fn run(lake: &Lake, p: &Params, engine: &SparkEngine, files: Option<Ve
         None => read::list_hits(lake, Some((lb, ub))).await?,
     };
 
+    // SPEC §1: any `.parquet` is part of the lake, but Spark skips files named `_…` or `.…`
+    // even when named explicitly (checked on Spark 4.3): refuse rather than differ.
+    if let Some(f) = listed.iter().find(|f| f.path.rsplit('/').next().is_some_and(|n| n.starts_with('_') || n.starts_with('.'))) {
+        return Err(PipelineError::Invalid(format!(
+            "hits file {} starts with '_' or '.', which Spark skips; rename it (or use the polars engine)",
+            f.path
+        )));
+    }
     let staging = Path::from(format!("{REPORTS_DIR}/{STAGING_DIR}/{run_id}"));
     let hits_list = staging.clone().join("hits.txt");
     let list: String = listed.iter().map(|f| format!("{base}/{}\n", f.path)).collect();
@@ -247,10 +256,18 @@ async fn publish(lake: &Lake, p: &Params, staging: &Path) -> Result<(BTreeMap<Na
         Some(b) => serde_json::from_slice(&b).map_err(|e| PipelineError::Invalid(format!("{staging}/_job.json: {e}")))?,
         None => return Err(PipelineError::Invalid(format!("the Spark job ended without writing {staging}/_job.json; nothing published"))),
     };
-    // Every staged file first: a table missing or of other types publishes nothing.
+    // Every staged file first: a table of other types publishes nothing. A date without
+    // rows has no staged file; it gets the polars run's empty file.
     let mut staged: BTreeMap<(&str, NaiveDate), Path> = BTreeMap::new();
     let mut empty: BTreeMap<&str, Bytes> = BTreeMap::new();
     for table in REPORT_TABLES {
+        let columns: Vec<polars::prelude::Column> = lake::reports::columns(table)
+            .iter()
+            .map(|c| polars::prelude::Column::new_empty((*c).into(), &write::report_dtype(c)))
+            .collect();
+        let frame = polars::prelude::DataFrame::new_infer_height(columns)
+            .map_err(|e| PipelineError::Invalid(format!("an empty {table} table: {e}")))?;
+        empty.insert(table, write::to_parquet(write::conform(frame, table)?)?);
         let prefix = staging.clone().join(table);
         let listed: Vec<Path> = lake
             .store()
@@ -262,18 +279,15 @@ async fn publish(lake: &Lake, p: &Params, staging: &Path) -> Result<(BTreeMap<Na
             .map_err(PipelineError::store(&prefix))?;
         for path in listed {
             let folder = path.parts().nth_back(1).map(|s| s.as_ref().to_string()).unwrap_or_default();
-            if folder == "_empty" {
-                let bytes = get(lake, &path).await?;
-                check_schema(table, &path, &bytes)?;
-                empty.insert(table, bytes);
-            } else if let Some(d) = folder.strip_prefix("_d=").and_then(|d| d.parse::<NaiveDate>().ok()) {
+            if let Some(d) = folder.strip_prefix("_d=").and_then(|d| d.parse::<NaiveDate>().ok()) {
                 if let Some(other) = staged.insert((table, d), path.clone()) {
                     return Err(PipelineError::Invalid(format!("the Spark job staged two files for {table} {d}: {other} and {path}")));
                 }
             }
         }
-        if !empty.contains_key(table) {
-            return Err(PipelineError::Invalid(format!("the Spark job staged no schema file for {table}; nothing published")));
+        // All of a table's files come from one write of one frame: one footer tells them all.
+        if let Some(path) = staged.iter().find(|((t, _), _)| *t == table).map(|(_, p)| p.clone()) {
+            check_schema(table, &path, &get(lake, &path).await?)?;
         }
     }
     let mut per_date = BTreeMap::new();

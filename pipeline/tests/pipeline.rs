@@ -1616,6 +1616,12 @@ async fn a_failed_or_missing_spark_submit_changes_no_date() {
         assert!(!err.contains('\n'), "one line: {err}");
         assert_eq!(lake.get_optional(&file).await.unwrap().unwrap(), before, "{submit}: the date is unchanged");
     }
+    // A hits file Spark would skip silently is refused up front, naming it.
+    let hidden = Path::from("hits/date=2026-01-01/hour=10/_late.parquet");
+    lake.store().put(&hidden, PutPayload::from(lake.get_optional(&Path::from("hits/date=2026-01-01/hour=10/a.parquet")).await.unwrap().unwrap())).await.unwrap();
+    let err = pipeline::spark::run(&lake, &p, &pipeline::spark::SparkEngine::default(), None, "test").await.unwrap_err().to_string();
+    assert!(err.contains("hits/date=2026-01-01/hour=10/_late.parquet"), "{err}");
+    lake.store().delete(&hidden).await.unwrap();
     // The binary says the same in one line and exits non-zero.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pipeline"))
         .args(["run", "--date", "2026-01-01", "--engine", "spark", "--spark-submit", "/nonexistent/spark-submit", "--lake"])
