@@ -236,6 +236,7 @@ fn run(args: Args) -> anyhow::Result<()> {
          {bin_rel}/queries run daily_trend --format csv --out trend.csv  # for a spreadsheet\n  \
          {bin_rel}/queries run payouts --param as_of={today}         # what is payable now (locks closed) and what is pending\n  \
          {bin_rel}/queries run refunds                                   # refund and rejection rates per member\n  \
+         {bin_rel}/queries report --out report.html                     # one HTML page: leaderboards, trend, lag, statuses, earnings\n  \
          {bin_rel}/queries sql \"SELECT status, COUNT(*) AS n FROM attributions GROUP BY status\"\n  \
          {bin_rel}/pipeline run --from {from} --to {today} --window 7d    # the same range with a 7-day window, beside the 28-day one\n  \
          {bin_rel}/queries run window_comparison --param other=7d        # then compare the two windows per member\n  \
