@@ -53,8 +53,12 @@ SELECT offer_id, member_id, currency,
        CASE WHEN nth = 1 THEN conversions END AS conversions,
        orders, revenue_micros,
        CASE WHEN clicks = 0 THEN NULL ELSE ROUND(100.0 * conversions / clicks, 2) END AS conversion_rate_pct,
+       -- Half up to the cent: floor((revenue + half a cent per click) / (a cent per click)),
+       -- in integers (// truncates toward zero, so a negative remainder steps down one).
        CASE WHEN clicks = 0 THEN NULL
-            ELSE DIV(revenue_micros + clicks * 5000, clicks * 10000) * 10000 END AS epc_micros
+            ELSE ((revenue_micros + clicks * 5000) // (clicks * 10000)
+                  - CASE WHEN (revenue_micros + clicks * 5000) % (clicks * 10000) < 0 THEN 1 ELSE 0 END) * 10000
+       END AS epc_micros
 FROM n
 ORDER BY CASE WHEN currency IS NULL THEN 1 ELSE 0 END, currency, revenue_micros DESC, conversions DESC, clicks DESC,
          offer_id, member_id

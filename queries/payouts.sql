@@ -38,7 +38,7 @@ SELECT m.member_id, m.currency,
        COALESCE(conv.pending_conversions, 0) AS pending_conversions,
        COALESCE(clk.clicks_paid, 0) AS clicks_paid,
        COALESCE(clk.click_micros, 0) AS click_payout_micros,
-       conv.next_lock_ts
+       CAST(conv.next_lock_ts AS TIMESTAMPTZ) AS next_lock_ts
 FROM m
 LEFT JOIN conv ON conv.member_id = m.member_id AND conv.currency = m.currency
 LEFT JOIN clk ON clk.member_id = m.member_id AND clk.currency = m.currency

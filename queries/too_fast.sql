@@ -27,7 +27,7 @@ WITH t AS (
 SELECT g.offer_id, g.member_id, g.conversions, g.too_fast,
        ROUND(100.0 * g.too_fast / g.conversions, 2) AS too_fast_pct,
        g.fastest_lag_seconds,
-       first.hit_id AS example_hit_id, first.ts AS example_ts, first.click_id AS example_click_id,
+       first.hit_id AS example_hit_id, CAST(first.ts AS TIMESTAMPTZ) AS example_ts, first.click_id AS example_click_id,
        first.lag_seconds AS example_lag_seconds
 FROM g JOIN first ON first.offer_id = g.offer_id AND first.member_id = g.member_id
 WHERE g.too_fast > 0

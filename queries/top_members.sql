@@ -38,8 +38,12 @@ SELECT ROW_NUMBER() OVER (ORDER BY revenue_key, conversions_key, member_id) AS r
        member_id, offers, clicks, unique_clicks, conversions, orders,
        UPPER(:currency) AS currency, revenue_micros,
        CASE WHEN clicks = 0 THEN NULL ELSE ROUND(100.0 * conversions / clicks, 2) END AS conversion_rate_pct,
+       -- Half up to the cent: floor((revenue + half a cent per click) / (a cent per click)),
+       -- in integers (// truncates toward zero, so a negative remainder steps down one).
        CASE WHEN clicks = 0 THEN NULL
-            ELSE DIV(revenue_micros + clicks * 5000, clicks * 10000) * 10000 END AS epc_micros
+            ELSE ((revenue_micros + clicks * 5000) // (clicks * 10000)
+                  - CASE WHEN (revenue_micros + clicks * 5000) % (clicks * 10000) < 0 THEN 1 ELSE 0 END) * 10000
+       END AS epc_micros
 FROM k
 ORDER BY rank
 LIMIT :limit

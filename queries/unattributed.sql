@@ -20,7 +20,7 @@ WITH u AS (
     SELECT * FROM e WHERE n = 1
 )
 SELECT g.status, g.offer_id, NULLIF(g.cur, '') AS currency, g.conversions, g.with_amount, g.amount_micros,
-       first.hit_id AS example_hit_id, first.ts AS example_ts, first.click_id AS example_click_id,
+       first.hit_id AS example_hit_id, CAST(first.ts AS TIMESTAMPTZ) AS example_ts, first.click_id AS example_click_id,
        first.visitor_id AS example_visitor_id, first.order_id AS example_order_id
 FROM g
 JOIN first ON first.status = g.status AND first.offer_id = g.offer_id AND first.cur = g.cur

@@ -99,11 +99,11 @@ impl Value {
     }
 }
 
-/// A UTC instant as a literal that compares with the report tables' timestamp columns.
+/// A UTC instant as a literal that compares with the lake's timestamp columns (UTC
+/// `TIMESTAMP`s in SQL).
 fn timestamp_literal(us: i64) -> String {
     let t = chrono::DateTime::from_timestamp_micros(us).unwrap_or_default();
-    // polars compares a UTC column only with a zoned value; STRPTIME with %z makes one.
-    format!("STRPTIME('{}+0000', '%Y-%m-%d %H:%M:%S%.f%z')", t.format("%Y-%m-%d %H:%M:%S%.6f"))
+    format!("TIMESTAMP '{}'", t.format("%Y-%m-%d %H:%M:%S%.6f"))
 }
 
 impl Param {

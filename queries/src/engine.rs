@@ -1,27 +1,30 @@
-//! Running SQL over the lake: which tables a statement names, the date range, registering
-//! the tables with polars' SQL context, and streaming the result into a sink.
+//! Running SQL over the lake in DuckDB: which tables a statement names, the date range,
+//! the views that make those tables, and streaming the answer into a sink.
 //!
 //! Tables a statement can name:
 //!
 //! | name | what |
 //! |---|---|
-//! | `clicks`, `conversions`, `revenue`, `attributions` | the report tables of `--window`, dates `--from..--to` |
+//! | `clicks`, `conversions`, `revenue`, `attributions`, `earnings`, `adjustments` | the report tables of `--window`, dates `--from..--to` |
 //! | `<table>_<p>` | the same tables of the window given by the query's `window` parameter `p` |
-//! | `hits` | the raw hits whose `ts` is on a UTC date in the range (not deduplicated) |
+//! | `<table>_all` | the same tables of every window with reports, and a `"window"` column |
+//! | `hits` | the raw hits whose `ts` is on a UTC date in the range (not deduplicated), with their UTC `date` and `hour` |
 //! | `offers`, `links` | the registry (offers without their postback tokens) |
 //!
-//! Only the tables a statement names are listed and scanned, and only the date folders of
-//! the range.
+//! Each table is a view over the Parquet files of its dates (`read_parquet` with the
+//! table's fixed column types), so DuckDB reads only the files, row groups and columns a
+//! statement needs. Only the tables a statement names are listed (all of them for `SHOW
+//! TABLES`, `DESCRIBE` and the catalog views).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::fmt::Write as _;
+use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::NaiveDate;
 use lake::layout::REPORT_TABLES;
 use lake::window::Window;
-use polars::prelude::*;
-use polars::sql::SQLContext;
+use polars::prelude::{DataFrame, Schema};
 
 use crate::catalog::Value;
 use crate::output::Sink;
@@ -35,9 +38,15 @@ pub struct Scope {
     pub to: Option<NaiveDate>,
 }
 
-/// A statement ready to run.
+/// A statement ready to run: the views it needs, and the statement with its parameters
+/// put in.
+#[derive(Debug, Clone)]
 pub struct Prepared {
-    pub lf: LazyFrame,
+    /// Names the statement in errors (`query top_members`, `SQL`).
+    pub what: String,
+    /// `CREATE VIEW`/`CREATE TABLE` statements making the tables the statement names.
+    pub setup: Vec<String>,
+    pub sql: String,
     pub from: NaiveDate,
     pub to: NaiveDate,
     pub tables: Vec<String>,
@@ -80,16 +89,29 @@ fn words(sql: &str) -> BTreeSet<String> {
 /// The report tables (with their windows), and whether hits and the registry are named.
 struct Needs {
     reports: Vec<(String, Window, &'static str)>,
+    /// Report tables named with `_all`: every window at once.
+    all: Vec<&'static str>,
+    /// The statement looks at the catalog (`SHOW TABLES`, …).
+    catalog: bool,
     hits: bool,
     offers: bool,
     links: bool,
 }
 
+/// Words that look at the catalog rather than a table: every table is made for them.
+const CATALOG_WORDS: [&str; 8] =
+    ["show", "describe", "information_schema", "duckdb_tables", "duckdb_views", "duckdb_columns", "pragma", "summarize"];
+
 fn needs(sql: &str, window: &Window, window_params: &BTreeMap<String, Window>) -> Needs {
     let w = words(sql);
+    let catalog = CATALOG_WORDS.iter().any(|c| w.contains(*c));
     let mut reports = Vec::new();
+    let mut all = Vec::new();
     for t in REPORT_TABLES {
-        if w.contains(t) {
+        if catalog || w.contains(&format!("{t}_all")) {
+            all.push(t);
+        }
+        if catalog || w.contains(t) {
             reports.push((t.to_string(), *window, t));
         }
         for (p, pw) in window_params {
@@ -99,7 +121,14 @@ fn needs(sql: &str, window: &Window, window_params: &BTreeMap<String, Window>) -
             }
         }
     }
-    Needs { reports, hits: w.contains("hits"), offers: w.contains("offers"), links: w.contains("links") }
+    Needs {
+        reports,
+        all,
+        catalog,
+        hits: catalog || w.contains("hits"),
+        offers: catalog || w.contains("offers"),
+        links: catalog || w.contains("links"),
+    }
 }
 
 /// Settles the range: `--from`/`--to` as given, otherwise the first/last date the window
@@ -112,7 +141,7 @@ async fn range(source: &Source, scope: &Scope, needs: &Needs) -> Result<(NaiveDa
         return Ok((f, t));
     }
     let mut dates = source.report_dates(&scope.window).await?;
-    if dates.is_empty() && needs.reports.is_empty() {
+    if dates.is_empty() && (needs.reports.is_empty() || needs.catalog) {
         dates = pipeline::read::list_hits(source.lake(), None)
             .await?
             .iter()
@@ -120,7 +149,7 @@ async fn range(source: &Source, scope: &Scope, needs: &Needs) -> Result<(NaiveDa
             .collect();
     }
     if dates.is_empty() {
-        if !needs.reports.is_empty() {
+        if !needs.reports.is_empty() && !needs.catalog {
             let known = source.windows().await?;
             bail!(
                 "lake {} has no reports for window {} (run `pipeline run --window {} …` first{})",
@@ -198,7 +227,7 @@ pub async fn prepare(source: &Source, what: &str, sql: &str, scope: &Scope, mut 
             );
         }
     }
-    let mut ctx = SQLContext::new();
+    let mut setup = Vec::new();
     let mut tables = Vec::new();
     for (name, window, table) in &needs.reports {
         if *window != scope.window && source.report_dates(window).await?.is_empty() {
@@ -207,80 +236,264 @@ pub async fn prepare(source: &Source, what: &str, sql: &str, scope: &Scope, mut 
                 source.lake().url()
             );
         }
-        ctx.register(name, source.scan_report(window, table, from, to).await?);
+        let files = source.report_paths(window, table, from, to).await?;
+        setup.push(report_view(name, table, &files, None, from, to));
         tables.push(name.clone());
     }
+    if !needs.all.is_empty() {
+        let windows = source.windows().await?;
+        let mut zones: Vec<(Window, String)> = Vec::new();
+        for w in &windows {
+            zones.push((*w, source.zone(w).await?.name().to_string()));
+        }
+        if let Some((w2, z2)) = zones.iter().find(|(_, z)| *z != zones[0].1) {
+            let (w1, z1) = &zones[0];
+            bail!(
+                "{what}: the <table>_all views put every window side by side, but window {w1} was computed in {z1} and window {w2} in {z2}, so their dates are different days; recompute one (`pipeline run --window {w2} --tz {z1} …`) first"
+            );
+        }
+        for table in &needs.all {
+            let mut parts = Vec::new();
+            for w in &windows {
+                let files = source.report_paths(w, table, from, to).await?;
+                parts.push((w.to_string(), files));
+            }
+            setup.push(all_view(table, &parts, from, to));
+            tables.push(format!("{table}_all"));
+        }
+    }
     if needs.hits {
-        ctx.register("hits", source.scan_hits(Some((from, to))).await?);
+        let files = source.hits_paths(Some((from, to))).await?;
+        setup.push(hits_view(&files, from, to));
         tables.push("hits".into());
     }
     if needs.offers || needs.links {
-        let (offers, links) = source.registry().await?;
-        ctx.register("offers", offers.lazy());
-        ctx.register("links", links.lazy());
+        let (offers, links) = source.registry_rows().await?;
+        setup.push(values_table("offers", &[("offer_id", "VARCHAR"), ("destination_url", "VARCHAR"), ("currency", "VARCHAR"), ("cookie_days", "BIGINT")], &offers));
+        setup.push(values_table(
+            "links",
+            &[("code", "VARCHAR"), ("offer_id", "VARCHAR"), ("member_id", "VARCHAR"), ("destination_url", "VARCHAR"), ("created_at", "VARCHAR")],
+            &links,
+        ));
         tables.extend(["offers".to_string(), "links".to_string()]);
     }
-    let lf = ctx.execute(&sql).map_err(|e| anyhow!("{what}: {}", clean(&e)))?;
-    Ok(Prepared { lf, from, to, tables })
+    Ok(Prepared { what: what.to_string(), setup, sql, from, to, tables })
 }
 
-/// A polars error as one readable line.
-pub fn clean(e: &PolarsError) -> String {
+/// `SELECT *` of a lake table (`hits` or a report table) for an export: its timestamps
+/// as UTC instants (`TIMESTAMPTZ`), so files and PostgreSQL get them marked as UTC.
+pub fn table_select(table: &str) -> String {
+    let columns: Vec<&str> = if table == "hits" { lake::schema::hit::ALL.to_vec() } else { lake::reports::columns(table).to_vec() };
+    let instants: Vec<String> = columns
+        .iter()
+        .filter(|c| matches!(lake::reports::column_type(c), arrow::datatypes::DataType::Timestamp(_, _)))
+        .map(|c| format!("CAST({} AS TIMESTAMPTZ) AS {}", ident(c), ident(c)))
+        .collect();
+    if instants.is_empty() {
+        format!("SELECT * FROM {}", ident(table))
+    } else {
+        format!("SELECT * REPLACE ({}) FROM {}", instants.join(", "), ident(table))
+    }
+}
+
+/// A SQL string literal.
+pub fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// A SQL identifier, quoted.
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The DuckDB type of a lake column (report tables and hits share one type per name).
+fn duck_type(column: &str) -> &'static str {
+    match lake::reports::column_type(column) {
+        arrow::datatypes::DataType::Date32 => "DATE",
+        arrow::datatypes::DataType::Int64 => "BIGINT",
+        // UTC instants as plain TIMESTAMPs: DuckDB without ICU has its date functions,
+        // casts and interval arithmetic for TIMESTAMP only (see `crate::tz`).
+        arrow::datatypes::DataType::Timestamp(_, _) => "TIMESTAMP",
+        _ => "VARCHAR",
+    }
+}
+
+fn date_lit(d: NaiveDate) -> String {
+    format!("DATE '{d}'")
+}
+
+/// The rows of `files` with exactly `columns`, each with its fixed type: a file without an
+/// optional column reads it as null, a column the files have beyond these is left out, and
+/// no files at all is an empty relation of the same shape.
+fn typed_scan(columns: &[&str], files: &[PathBuf]) -> String {
+    let typed: Vec<String> = columns.iter().map(|c| format!("CAST({} AS {}) AS {}", ident(c), duck_type(c), ident(c))).collect();
+    let empty: Vec<String> = columns.iter().map(|c| format!("CAST(NULL AS {}) AS {}", duck_type(c), ident(c))).collect();
+    let mut out = format!("SELECT {} FROM (SELECT {} WHERE false", typed.join(", "), empty.join(", "));
+    if !files.is_empty() {
+        let list: Vec<String> = files.iter().map(|f| quote(&f.display().to_string())).collect();
+        let _ = write!(out, " UNION ALL BY NAME SELECT * FROM read_parquet([{}], union_by_name = true, hive_partitioning = false)", list.join(", "));
+    }
+    out.push(')');
+    out
+}
+
+/// The view `name` over report `table`'s files of the dates `from..=to`.
+fn report_view(name: &str, table: &str, files: &[PathBuf], window: Option<&str>, from: NaiveDate, to: NaiveDate) -> String {
+    let columns = lake::reports::columns(table);
+    let window_col = window.map(|w| format!("{} AS \"window\", ", quote(w))).unwrap_or_default();
+    format!(
+        "CREATE OR REPLACE VIEW {} AS SELECT {window_col}* FROM ({}) WHERE \"date\" BETWEEN {} AND {}",
+        ident(name),
+        typed_scan(columns, files),
+        date_lit(from),
+        date_lit(to)
+    )
+}
+
+/// `<table>_all`: every window's rows of the dates, with a `"window"` column first.
+fn all_view(table: &str, parts: &[(String, Vec<PathBuf>)], from: NaiveDate, to: NaiveDate) -> String {
+    let name = format!("{table}_all");
+    let columns = lake::reports::columns(table);
+    let mut selects: Vec<String> = parts
+        .iter()
+        .map(|(w, files)| format!("SELECT {} AS \"window\", * FROM ({}) WHERE \"date\" BETWEEN {} AND {}", quote(w), typed_scan(columns, files), date_lit(from), date_lit(to)))
+        .collect();
+    if selects.is_empty() {
+        selects.push(format!("SELECT CAST(NULL AS VARCHAR) AS \"window\", * FROM ({})", typed_scan(columns, &[])));
+    }
+    format!("CREATE OR REPLACE VIEW {} AS {}", ident(&name), selects.join(" UNION ALL "))
+}
+
+/// `hits`: every column of the hit schema, the UTC `date` and `hour` of `ts`, the hits
+/// whose `ts` is on a UTC date in `from..=to`.
+fn hits_view(files: &[PathBuf], from: NaiveDate, to: NaiveDate) -> String {
+    let next = to.succ_opt().unwrap_or(to);
+    format!(
+        "CREATE OR REPLACE VIEW hits AS SELECT *, CAST(ts AS DATE) AS \"date\", CAST(hour(ts) AS INTEGER) AS \"hour\" FROM ({}) WHERE ts >= TIMESTAMP '{from} 00:00:00' AND ts < TIMESTAMP '{next} 00:00:00'",
+        typed_scan(&lake::schema::hit::ALL, files)
+    )
+}
+
+/// A small table from rows of text (the registry); `BIGINT` columns take integers.
+fn values_table(name: &str, columns: &[(&str, &str)], rows: &[Vec<String>]) -> String {
+    let typed: Vec<String> = columns.iter().map(|(c, t)| format!("CAST({} AS {t}) AS {}", ident(c), ident(c))).collect();
+    if rows.is_empty() {
+        let empty: Vec<String> = columns.iter().map(|(c, t)| format!("CAST(NULL AS {t}) AS {}", ident(c))).collect();
+        return format!("CREATE OR REPLACE TABLE {} AS SELECT {} WHERE false", ident(name), empty.join(", "));
+    }
+    let values: Vec<String> = rows
+        .iter()
+        .map(|r| format!("({})", r.iter().map(|v| quote(v)).collect::<Vec<_>>().join(", ")))
+        .collect();
+    let names: Vec<String> = columns.iter().map(|(c, _)| ident(c)).collect();
+    format!(
+        "CREATE OR REPLACE TABLE {} AS SELECT {} FROM (VALUES {}) AS t({})",
+        ident(name),
+        typed.join(", "),
+        values.join(", "),
+        names.join(", ")
+    )
+}
+
+/// DuckDB's error as one line: its first lines (the error and its hints), without the
+/// caret drawing of the statement.
+pub fn clean(e: &duckdb::Error) -> String {
     let text = e.to_string();
-    let text = text.split("\n\nResolved plan").next().unwrap_or(&text);
-    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    // polars: "not found: unable to find column "x"; valid columns: [...]": a sentence.
-    if let Some(rest) = text.strip_prefix("not found: unable to find column ") {
-        if let Some((name, cols)) = rest.split_once("; valid columns: ") {
-            let cols = cols.trim_matches(|c| c == '[' || c == ']').replace('"', "");
-            return format!("there is no column {name} here; the columns are {cols}");
+    let mut lines = Vec::new();
+    for line in text.lines() {
+        let l = line.trim();
+        if l.starts_with("LINE ") || l.starts_with('^') {
+            break;
+        }
+        if !l.is_empty() {
+            lines.push(l);
         }
     }
-    // polars: "relation 'nope' was not found": say what there is.
-    if let Some(name) = text.strip_prefix("relation '").and_then(|t| t.split_once("' was not found")).map(|(n, _)| n) {
-        let mut tables: Vec<&str> = lake::layout::REPORT_TABLES.to_vec();
-        tables.extend(["hits", "offers", "links"]);
-        return format!("there is no table {name:?}; the tables are {} (and <table>_<p> for a query's window parameter p)", tables.join(", "));
+    let text = lines.join(" ");
+    // "Binder Error: Referenced column "x" not found in FROM clause! Candidate bindings: …"
+    if let Some(rest) = text.split_once("Referenced column ").map(|(_, r)| r) {
+        if let Some((name, _)) = rest.split_once(" not found") {
+            let hint = rest.split_once("Candidate bindings: ").map(|(_, c)| format!("; did you mean {}?", c.trim_end_matches('.'))).unwrap_or_default();
+            return format!("there is no column {name} here{hint} (`DESCRIBE table` lists a table's columns)");
+        }
+    }
+    // "Catalog Error: Table with name nope does not exist! Did you mean …"
+    if let Some(rest) = text.split_once("Table with name ").map(|(_, r)| r) {
+        if let Some((name, _)) = rest.split_once(" does not exist") {
+            let mut tables: Vec<String> = REPORT_TABLES.iter().map(|t| t.to_string()).collect();
+            tables.extend(["hits", "offers", "links"].map(String::from));
+            return format!(
+                "there is no table {name:?}; the tables are {} (and <table>_all for every window, <table>_<p> for a query's window parameter p)",
+                tables.join(", ")
+            );
+        }
     }
     text
 }
 
-/// The result's schema (to start an output before the first batch).
-pub fn schema(what: &str, lf: &mut LazyFrame) -> Result<SchemaRef> {
-    lf.collect_schema().map_err(|e| anyhow!("{what}: {}", clean(&e)))
+/// An in-memory DuckDB with clicktrail's functions and the statement's tables.
+pub fn open(p: &Prepared) -> Result<duckdb::Connection> {
+    // Nothing is ever downloaded: an extension DuckDB would fetch (ICU for a time zone
+    // function, httpfs for a URL) is an error naming it instead.
+    let config = duckdb::Config::default()
+        .with("autoinstall_known_extensions", "false")
+        .and_then(|c| c.with("autoload_known_extensions", "false"))
+        .map_err(|e| anyhow!("{}: configuring DuckDB: {e}", p.what))?;
+    let conn = duckdb::Connection::open_in_memory_with_flags(config).map_err(|e| anyhow!("{}: starting DuckDB: {e}", p.what))?;
+    conn.register_scalar_function::<crate::tz::Timezone>("timezone")
+        .and_then(|()| conn.register_scalar_function::<crate::tz::LocalToUtc>("local_to_utc"))
+        .map_err(|e| anyhow!("{}: registering the time zone functions: {e}", p.what))?;
+    for statement in &p.setup {
+        conn.execute_batch(statement).map_err(|e| anyhow!("{}: making its tables: {}", p.what, clean(&e)))?;
+    }
+    Ok(conn)
 }
 
-/// Runs `lf` with the streaming engine, handing each batch to `sink` in order; returns the
-/// rows written. Runs on the calling thread (call from a blocking context).
-pub fn stream(what: &str, lf: LazyFrame, sink: Box<dyn Sink>) -> Result<u64> {
-    let sink: Arc<Mutex<Option<Box<dyn Sink>>>> = Arc::new(Mutex::new(Some(sink)));
-    let failed: Arc<Mutex<Option<anyhow::Error>>> = Arc::new(Mutex::new(None));
-    let (s, f) = (sink.clone(), failed.clone());
-    let callback = PlanCallback::Rust(SpecialEq::new(Arc::new(move |df: DataFrame| -> PolarsResult<bool> {
-        let mut guard = s.lock().map_err(|_| polars_err!(ComputeError: "output lock poisoned"))?;
-        let Some(out) = guard.as_mut() else { return Ok(true) };
-        match out.write(&df) {
-            Ok(()) => Ok(false),
-            Err(e) => {
-                if let Ok(mut slot) = f.lock() {
-                    *slot = Some(e);
-                }
-                Ok(true)
-            }
-        }
-    })));
-    let run = lf.sink_batches(callback, true, None).and_then(|lf| lf.collect_with_engine(Engine::Streaming));
-    if let Some(e) = failed.lock().map_err(|_| anyhow!("output lock poisoned"))?.take() {
-        return Err(e);
+/// Runs the statement: `start` gets the answer's schema before the first batch, then
+/// `each` every batch in order. Blocks (call from a blocking context).
+fn answer(p: &Prepared, start: impl FnOnce(&Schema) -> Result<()>, mut each: impl FnMut(DataFrame) -> Result<()>) -> Result<()> {
+    let what = p.what.as_str();
+    let conn = open(p)?;
+    let mut stmt = conn.prepare(&p.sql).map_err(|e| anyhow!("{what}: {}", clean(&e)))?;
+    let stream = stmt.stream_arrow([]).map_err(|e| anyhow!("{what}: {}", clean(&e)))?;
+    let arrow_schema = stream.get_schema();
+    crate::frame::check_names(&arrow_schema).map_err(|e| anyhow!("{what}: {e}"))?;
+    start(&crate::frame::schema(&arrow_schema))?;
+    for batch in stream {
+        let batch = batch.map_err(|e| anyhow!("{what}: {}", clean(&e)))?;
+        each(crate::frame::to_polars(&batch).map_err(|e| anyhow!("{what}: {e}"))?)?;
     }
-    run.map_err(|e| anyhow!("{what}: {}", clean(&e)))?;
-    let out = sink.lock().map_err(|_| anyhow!("output lock poisoned"))?.take().ok_or_else(|| anyhow!("output already finished"))?;
+    Ok(())
+}
+
+/// Runs the statement into the sink `make` builds from the answer's schema; returns the
+/// rows written. Blocks (call from a blocking context).
+pub fn run(p: &Prepared, make: impl FnOnce(&Schema) -> Result<Box<dyn Sink>>) -> Result<u64> {
+    let sink: std::cell::RefCell<Option<Box<dyn Sink>>> = std::cell::RefCell::new(None);
+    answer(
+        p,
+        |schema| {
+            *sink.borrow_mut() = Some(make(schema)?);
+            Ok(())
+        },
+        |df| sink.borrow_mut().as_mut().ok_or_else(|| anyhow!("output not started"))?.write(&df),
+    )?;
+    let out = sink.into_inner().ok_or_else(|| anyhow!("output not started"))?;
     out.finish().context("finishing the output")
 }
 
-/// Collects `lf` whole (for small results and tests).
-pub fn collect(what: &str, lf: LazyFrame) -> Result<DataFrame> {
-    lf.collect_with_engine(Engine::Streaming).map(|r| r.unwrap_single()).map_err(|e| anyhow!("{what}: {}", clean(&e)))
+/// The answer whole (for small results and tests).
+pub fn collect(p: &Prepared) -> Result<DataFrame> {
+    let out = std::cell::RefCell::new(DataFrame::empty());
+    answer(
+        p,
+        |schema| {
+            *out.borrow_mut() = DataFrame::empty_with_schema(schema);
+            Ok(())
+        },
+        |df| Ok(out.borrow_mut().vstack_mut_owned(df).map(|_| ())?),
+    )?;
+    Ok(out.into_inner())
 }
 
 #[cfg(test)]

@@ -1,22 +1,25 @@
 //! `queries`: the analysts' side of clicktrail. Named SQL questions (`queries/*.sql`), ad-hoc
 //! SQL over the lake's tables, and exports to files and PostgreSQL for BI tools. SQL runs
-//! in polars' SQL engine over lazy scans of the lake, so only the tables, dates and columns
-//! a statement touches are read, and results stream to their destination batch by batch.
+//! in DuckDB (built in, from its bundled sources) over views of the lake's Parquet files, so
+//! only the tables, dates and columns a statement touches are read, and results stream to
+//! their destination batch by batch.
 
 pub mod catalog;
 pub mod connect;
 pub mod engine;
 pub mod explain;
+pub mod frame;
 pub mod output;
 pub mod pg;
 pub mod report;
 pub mod source;
 pub mod tls;
+pub mod tz;
 
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Result};
-use polars::prelude::*;
+use polars::prelude::DataFrame;
 
 use crate::engine::Prepared;
 use crate::output::Format;
@@ -55,36 +58,51 @@ impl Target {
 
 /// Sends a prepared result to `target`; returns the rows written. `what` names it in
 /// errors; `window` labels the rows in PostgreSQL.
-pub async fn deliver(what: &str, mut prepared: Prepared, target: &Target, window: &str) -> Result<u64> {
-    let schema = engine::schema(what, &mut prepared.lf)?;
-    let lf = prepared.lf;
-    let name = what.to_string();
+pub async fn deliver(what: &str, prepared: Prepared, target: &Target, window: &str) -> Result<u64> {
     match target {
         Target::Stdout(format) => {
-            let sink = output::sink(*format, std::io::BufWriter::new(std::io::stdout()), &schema)?;
-            blocking(what, move || engine::stream(&name, lf, sink)).await
+            let format = *format;
+            blocking(what, move || {
+                engine::run(&prepared, |schema| output::sink(format, std::io::BufWriter::new(std::io::stdout()), schema))
+            })
+            .await
         }
         Target::File(path, format) => {
             let (file, handle) = output::AtomicFile::create(path)?;
-            let sink = output::sink(*format, std::io::BufWriter::with_capacity(1 << 20, handle), &schema)?;
-            let rows = blocking(what, move || engine::stream(&name, lf, sink)).await?;
+            let format = *format;
+            let rows = blocking(what, move || {
+                engine::run(&prepared, move |schema| output::sink(format, std::io::BufWriter::with_capacity(1 << 20, handle), schema))
+            })
+            .await?;
             file.commit()?;
             Ok(rows)
         }
         Target::Postgres { url, table } => {
-            let replace = pg::Replace {
-                window: window.to_string(),
-                dates: schema.get(lake::schema::report::DATE).is_some().then_some((prepared.from, prepared.to)),
-            };
+            let (from, to) = (prepared.from, prepared.to);
             let (tx, rx) = std::sync::mpsc::sync_channel::<Result<bytes::Bytes>>(4);
-            let sink = Box::new(pg::CopySink::new(&schema, window, tx.clone()));
+            let (schema_tx, schema_rx) = tokio::sync::oneshot::channel::<polars::prelude::Schema>();
+            let label = window.to_string();
             let producer = tokio::task::spawn_blocking(move || {
-                let r = engine::stream(&name, lf, sink);
+                let copy_tx = tx.clone();
+                let r = engine::run(&prepared, move |schema| {
+                    let _ = schema_tx.send(schema.clone());
+                    Ok(Box::new(pg::CopySink::new(schema, &label, copy_tx)))
+                });
                 if let Err(e) = &r {
                     let _ = tx.send(Err(anyhow!("{e:#}")));
                 }
                 r
             });
+            let Ok(schema) = schema_rx.await else {
+                // The statement failed before its first batch: its error says why.
+                let produced = producer.await.map_err(|e| stopped(what, &e))?;
+                produced?;
+                bail!("{what}: the statement gave no answer");
+            };
+            let replace = pg::Replace {
+                window: window.to_string(),
+                dates: schema.get(lake::schema::report::DATE).is_some().then_some((from, to)),
+            };
             let loaded = pg::export(url, table, &schema, &replace, rx).await;
             let produced = producer.await.map_err(|e| stopped(what, &e))?;
             let loaded = loaded?;
@@ -98,14 +116,13 @@ async fn blocking<T: Send + 'static>(what: &str, f: impl FnOnce() -> Result<T> +
     tokio::task::spawn_blocking(f).await.map_err(|e| stopped(what, &e))?
 }
 
-/// A task that died: a panic inside the SQL engine (polars) reads as one sentence naming
-/// the query, never a backtrace (the binary's panic hook keeps those quiet unless
-/// `RUST_BACKTRACE` is set).
+/// A task that died: a panic reads as one sentence naming the query, never a backtrace
+/// (the binary's panic hook keeps those quiet unless `CLICKTRAIL_BACKTRACE` is set).
 pub fn stopped(what: &str, e: &tokio::task::JoinError) -> anyhow::Error {
     if e.is_panic() {
         let text = e.to_string();
         let message = text.split_once("panicked with message ").map_or(text.as_str(), |(_, m)| m).trim_matches('"');
-        anyhow!("{what}: the SQL engine failed on this statement ({message}); nothing was written. This form of the statement hits a limit of the engine: write it another way (for example a join on equal keys, then a WHERE)")
+        anyhow!("{what}: the query stopped on an internal error ({message}); nothing was written")
     } else {
         anyhow!("{what}: stopped: {e}")
     }
@@ -113,5 +130,11 @@ pub fn stopped(what: &str, e: &tokio::task::JoinError) -> anyhow::Error {
 
 /// A result collected whole (tests and small answers).
 pub fn collect(what: &str, prepared: Prepared) -> Result<DataFrame> {
-    engine::collect(what, prepared.lf)
+    engine::collect(&prepared).map_err(|e| {
+        if prepared.what == what {
+            e
+        } else {
+            anyhow!("{what}: {e:#}")
+        }
+    })
 }

@@ -351,7 +351,7 @@ async fn run(cli: Cli) -> Result<()> {
                 if name == "hits" && matches!(target, Target::Postgres { .. }) {
                     bail!("hits are exported to files; PostgreSQL takes the report tables and named queries");
                 }
-                (format!("table {name}"), format!("SELECT * FROM {name}"), Default::default())
+                (format!("table {name}"), engine::table_select(&name), Default::default())
             } else {
                 let q = find(&all, &name)?;
                 let values: std::collections::BTreeMap<String, Value> = q.bind(&params)?;

@@ -82,7 +82,8 @@ enum Cells {
     Float(Float64Chunked),
     Bool(BooleanChunked),
     Date(Int32Chunked),
-    Datetime(Int64Chunked, TimeUnit),
+    /// The values, their unit, and whether they are UTC instants (else wall-clock times).
+    Datetime(Int64Chunked, TimeUnit, bool),
     Decimal(Int128Chunked, usize),
     Other(Series),
 }
@@ -95,7 +96,7 @@ fn cells(c: &Column) -> Result<Cells> {
         DataType::Float32 | DataType::Float64 => Cells::Float(s.cast(&DataType::Float64)?.f64()?.clone()),
         d if d.is_integer() => Cells::Int(s.cast(&DataType::Int64)?.i64()?.clone()),
         DataType::Date => Cells::Date(s.to_physical_repr().i32()?.clone()),
-        DataType::Datetime(unit, _) => Cells::Datetime(s.to_physical_repr().i64()?.clone(), *unit),
+        DataType::Datetime(unit, tz) => Cells::Datetime(s.to_physical_repr().i64()?.clone(), *unit, tz.is_some()),
         DataType::Decimal(_, scale) => Cells::Decimal(s.to_physical_repr().i128()?.clone(), *scale),
         _ => Cells::Other(s),
     })
@@ -139,15 +140,17 @@ fn render(c: &Cells, i: usize, money: bool) -> Rendered {
             }),
             is_text: true,
         },
-        Cells::Datetime(a, unit) => Rendered {
+        Cells::Datetime(a, unit, utc) => Rendered {
             text: a.get(i).map(|v| {
                 let micros = match unit {
                     TimeUnit::Nanoseconds => v.div_euclid(1000),
                     TimeUnit::Microseconds => v,
                     TimeUnit::Milliseconds => v.saturating_mul(1000),
                 };
+                // A UTC instant ends in Z; a wall-clock time (`ts AT TIME ZONE …`) has none.
+                let format = if *utc { "%Y-%m-%dT%H:%M:%S%.6fZ" } else { "%Y-%m-%dT%H:%M:%S%.6f" };
                 DateTime::from_timestamp_micros(micros)
-                    .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
+                    .map(|t| t.format(format).to_string())
                     .unwrap_or_else(|| v.to_string())
             }),
             is_text: true,

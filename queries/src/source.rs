@@ -1,8 +1,9 @@
-//! The lake's tables as polars lazy frames: the four report tables of a window (only the
-//! date folders a query needs), the raw hits, and the registry.
+//! The lake's tables for the SQL engine: the local paths of the report tables' files of a
+//! window (only the date folders a query needs), of the raw hits, and the registry's rows;
+//! and the raw hits as a polars lazy frame for `explain`.
 //!
 //! A local lake is scanned in place. Files of any other store are downloaded once into a
-//! temporary folder that lives as long as the [`Source`], so polars needs no second
+//! temporary folder that lives as long as the [`Source`], so DuckDB and polars need no
 //! object-store client and its credentials. Every report file's Parquet footer is read
 //! before the scan, so a truncated or foreign file is named instead of failing anonymously
 //! in the middle of a query.
@@ -16,7 +17,6 @@ use chrono::NaiveDate;
 use futures::{StreamExt, TryStreamExt};
 use lake::layout::{PARQUET_EXT, REPORTS_DIR};
 use lake::registry;
-use lake::reports;
 use lake::window::Window;
 use lake::Lake;
 use object_store::path::Path;
@@ -31,15 +31,6 @@ pub struct Source {
     tmp: Mutex<Option<tempfile::TempDir>>,
     /// Things that must outlive the scans (the hits' temporary copies).
     keep: Mutex<Vec<pipeline::read::Inputs>>,
-}
-
-/// The polars schema of a report table.
-pub fn report_schema(table: &str) -> SchemaRef {
-    Arc::new(reports::columns(table).iter().map(|c| Field::new((*c).into(), pipeline::write::report_dtype(c))).collect())
-}
-
-fn days(date: NaiveDate) -> i32 {
-    (date - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()).num_days() as i32
 }
 
 impl Source {
@@ -159,25 +150,6 @@ impl Source {
         Ok(computed.map_or_else(|| "UTC".to_string(), |z| z.name().to_string()))
     }
 
-    /// `window`'s `table` for the dates `from..=to`, lazily. A date with no file has no rows.
-    pub async fn scan_report(&self, window: &Window, table: &str, from: NaiveDate, to: NaiveDate) -> Result<LazyFrame> {
-        let files: Vec<Path> = self
-            .report_files(window, table)
-            .await?
-            .into_iter()
-            .filter(|(d, _)| *d >= from && *d <= to)
-            .flat_map(|(_, f)| f)
-            .collect();
-        let locals = self.localize(files).await?;
-        let schema = report_schema(table);
-        let lf = pipeline::read::scan_parquet_files(&locals, schema.clone())
-            .map_err(|e| anyhow!("planning the scan of {table} (window {window}): {e}"))?;
-        let date = col(lake::schema::report::DATE).cast(DataType::Int32);
-        Ok(lf
-            .select(schema.iter_names().map(|n| col(n.clone())).collect::<Vec<_>>())
-            .filter(date.clone().gt_eq(lit(days(from))).and(date.lt_eq(lit(days(to))))))
-    }
-
     /// The raw hits whose `ts` falls on a UTC date in `from..=to` (every hit when `None`),
     /// lazily, with every column of the hit schema (a file missing an optional column reads
     /// it as null). Raw means raw: a retried upload shows twice; the pipeline deduplicates.
@@ -196,9 +168,39 @@ impl Source {
         Ok(lf)
     }
 
-    /// The registry as two frames: offers (without their postback tokens, which are
-    /// secrets) and links. A lake without a registry gives empty frames.
-    pub async fn registry(&self) -> Result<(DataFrame, DataFrame)> {
+    /// The local paths of `window`'s `table` files for the dates `from..=to` (downloaded
+    /// from a remote lake), each footer checked.
+    pub async fn report_paths(&self, window: &Window, table: &str, from: NaiveDate, to: NaiveDate) -> Result<Vec<PathBuf>> {
+        let files: Vec<Path> = self
+            .report_files(window, table)
+            .await?
+            .into_iter()
+            .filter(|(d, _)| *d >= from && *d <= to)
+            .flat_map(|(_, f)| f)
+            .collect();
+        self.localize(files).await
+    }
+
+    /// The local paths of the hits files that can hold a `ts` on a UTC date in `from..=to`
+    /// (every hits file when `None`), kept (downloaded, or linked against a compaction under
+    /// way) as long as this source lives.
+    pub async fn hits_paths(&self, range: Option<(NaiveDate, NaiveDate)>) -> Result<Vec<PathBuf>> {
+        let micros = range.map(|(from, to)| {
+            let lo = from.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc().timestamp_micros();
+            let hi = to.succ_opt().unwrap_or(to).and_hms_opt(0, 0, 0).unwrap_or_default().and_utc().timestamp_micros();
+            (lo, hi)
+        });
+        let files = pipeline::read::list_hits(&self.lake, micros).await?;
+        let inputs = pipeline::read::fetch(&self.lake, files).await?;
+        let paths = inputs.files.iter().map(|f| f.local.clone()).collect();
+        self.keep.lock().map_err(|_| anyhow!("source lock poisoned"))?.push(inputs);
+        Ok(paths)
+    }
+
+    /// The registry as rows of text: offers (`offer_id, destination_url, currency,
+    /// cookie_days`, never the postback token, a secret) and links (`code, offer_id,
+    /// member_id, destination_url, created_at`). A lake without a registry has none.
+    pub async fn registry_rows(&self) -> Result<(Vec<Vec<String>>, Vec<Vec<String>>)> {
         let offers = match self.lake.get_optional(&lake::layout::offers()).await? {
             Some(b) => registry::parse_offers(&b)?,
             None => Vec::new(),
@@ -207,19 +209,14 @@ impl Source {
             Some(b) => registry::parse_links(&b)?,
             None => Vec::new(),
         };
-        let offers = DataFrame::new_infer_height(vec![
-            Column::new("offer_id".into(), offers.iter().map(|o| o.offer_id.as_str()).collect::<Vec<_>>()),
-            Column::new("destination_url".into(), offers.iter().map(|o| o.destination_url.as_str()).collect::<Vec<_>>()),
-            Column::new("currency".into(), offers.iter().map(|o| o.currency.as_str()).collect::<Vec<_>>()),
-            Column::new("cookie_days".into(), offers.iter().map(|o| i64::from(o.cookie_days)).collect::<Vec<_>>()),
-        ])?;
-        let links = DataFrame::new_infer_height(vec![
-            Column::new("code".into(), links.iter().map(|l| l.code.as_str()).collect::<Vec<_>>()),
-            Column::new("offer_id".into(), links.iter().map(|l| l.offer_id.as_str()).collect::<Vec<_>>()),
-            Column::new("member_id".into(), links.iter().map(|l| l.member_id.as_str()).collect::<Vec<_>>()),
-            Column::new("destination_url".into(), links.iter().map(|l| l.destination_url.as_str()).collect::<Vec<_>>()),
-            Column::new("created_at".into(), links.iter().map(|l| l.created_at.as_str()).collect::<Vec<_>>()),
-        ])?;
+        let offers = offers
+            .iter()
+            .map(|o| vec![o.offer_id.clone(), o.destination_url.clone(), o.currency.clone(), o.cookie_days.to_string()])
+            .collect();
+        let links = links
+            .iter()
+            .map(|l| vec![l.code.clone(), l.offer_id.clone(), l.member_id.clone(), l.destination_url.clone(), l.created_at.clone()])
+            .collect();
         Ok((offers, links))
     }
 
