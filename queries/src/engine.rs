@@ -409,7 +409,12 @@ pub fn clean(e: &duckdb::Error) -> String {
             lines.push(l);
         }
     }
-    let text = lines.join(" ");
+    let mut text = lines.join(" ");
+    // A function that does not take these types: DuckDB lists every overload of it (dozens
+    // for `-`); the first sentence says what is wrong.
+    if let Some((head, _)) = text.split_once(" Candidate functions:") {
+        text = format!("{head} (DuckDB's documentation lists the types each function takes)");
+    }
     // "Binder Error: Referenced column "x" not found in FROM clause! Candidate bindings: …"
     if let Some(rest) = text.split_once("Referenced column ").map(|(_, r)| r) {
         if let Some((name, _)) = rest.split_once(" not found") {
