@@ -8,8 +8,9 @@
 -- searches join conversions to the clicks on their keys; the bot flag is computed once per
 -- distinct user agent; and only conversions and adjustments are deduplicated row by row
 -- (see `hits`). The first version, slower, is bench/attribution_v1.sql. Not a named analyst
--- query: it is a script of several statements that leaves temporary tables behind. The §7 rules (and the decisions
--- where the spec is silent) are those of the last section of pipeline/README.md.
+-- query: it is a script of several statements that leaves temporary tables behind. The §7
+-- rules (and the decisions where the spec is silent) are those of the last section of
+-- pipeline/README.md.
 --
 -- Parameters (set before running, `SET VARIABLE name = value;`):
 --   hits_glob        VARCHAR  the hits files, e.g. '/lake/hits/*/*/*.parquet'
