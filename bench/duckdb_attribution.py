@@ -5,7 +5,8 @@ usage: duckdb_attribution.py LAKE_DIR WINDOW_US TZ DATE_FROM DATE_TO OUT_DIR [RE
 Writes OUT_DIR/<table>.parquet for attributions, clicks, conversions, revenue, earnings and
 adjustments. The registry (offers.csv, commissions.csv, coupons.csv) is read from REGISTRY_DIR, default
 LAKE_DIR/registry; a missing file reads as one with only its header (every offer takes the
-defaults, no commission rules). Used by the pipeline's equivalence test, bench/pipeline.sh
+defaults, no commission rules). TWIN_SQL=FILE runs FILE instead of queries/attribution.sql
+(bench/pipeline.sh times bench/attribution_v1.sql, the untuned first twin, that way). Used by the pipeline's equivalence test, bench/pipeline.sh
 and queries/tests/sql_twin_edges.py.
 """
 import os
@@ -27,7 +28,9 @@ def main(argv):
         sys.exit(__doc__.strip().splitlines()[2])
     lake, window_us, tz, date_from, date_to, out = argv[:6]
     registry = argv[6] if len(argv) == 7 else os.path.join(lake, "registry")
-    sql_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "queries", "attribution.sql")
+    # TWIN_SQL: another script with the same parameters and tables (bench/attribution_v1.sql).
+    sql_path = os.environ.get("TWIN_SQL") or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "queries", "attribution.sql")
     con = duckdb.connect()
     threads = os.environ.get("DUCKDB_THREADS")
     if threads:

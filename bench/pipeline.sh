@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Benchmark of the attribution pipeline against DuckDB running queries/attribution.sql on
-# the same generated lakes, same machine, same run. Not a test: it prints and records
-# numbers in BENCH.md, section "Pipeline".
+# Benchmark of the attribution pipeline against DuckDB running queries/attribution.sql (the
+# tuned SQL twin) on the same generated lakes, same machine, same run; beside them the first,
+# untuned twin (bench/attribution_v1.sql) and the floor: DuckDB only reading what the twin
+# reads (bench/duckdb_floor.py), for the range and for the one day. Not a test: it prints and
+# records numbers in BENCH.md, section "Pipeline".
 #
 #   bench/pipeline.sh                       # 10M and 50M hits, 3 runs each
 #   BENCH_SIZES="2000000" BENCH_RUNS=1 bench/pipeline.sh   # a quick look
+#   BENCH_V1=0 …                            # without the untuned twin (4 min a run at 50M)
 #
 # Each size: a deterministic lake from `pipeline gen` (60 days from 2026-01-01, seed 42),
 # then `pipeline run` over the last 28 days with a 28d window, DuckDB over the same, and a
 # one-day run (what nightly does on a quiet night). Wall time and peak RSS come from
-# /usr/bin/time -v; the table shows medians and the pipeline/DuckDB ratios.
+# /usr/bin/time -v; the table shows medians and the pipeline/DuckDB ratios. The load average
+# (`uptime`) before and after each size is recorded beside the numbers.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${BENCH_OUT:-$root/bench/out}"
@@ -34,6 +38,8 @@ for n in $sizes; do
   # can be measured in separate invocations (e.g. fewer runs for the largest).
   times="$out/times-$n.txt"
   : >"$times"
+  load="$out/load-$n.txt"
+  echo "before $(uptime)" >"$load"
   lake="$out/lake-$n"
   if [ ! -f "$lake/.generated" ]; then
     rm -rf "$lake"
@@ -46,9 +52,19 @@ for n in $sizes; do
       env CLICKTRAIL_LOG=warn "$bin" run --lake "$lake" --from "$from" --to "$to" --window 28d --tz UTC
     measure "duckdb-range-$n" "$out/duckdb-$n-$i.log" \
       python3 "$root/bench/duckdb_attribution.py" "$lake" "$window_us" UTC "$from" "$to" "$out/sql-$n"
+    if [ "${BENCH_V1:-1}" != 0 ]; then
+      measure "duckdbv1-range-$n" "$out/duckdb-v1-$n-$i.log" \
+        env TWIN_SQL="$root/bench/attribution_v1.sql" \
+        python3 "$root/bench/duckdb_attribution.py" "$lake" "$window_us" UTC "$from" "$to" "$out/sql-v1-$n"
+    fi
+    measure "floor-range-$n" "$out/floor-$n-$i.log" \
+      python3 "$root/bench/duckdb_floor.py" "$lake" "$window_us" UTC "$from" "$to"
+    measure "floor-day-$n" "$out/floor-day-$n-$i.log" \
+      python3 "$root/bench/duckdb_floor.py" "$lake" "$window_us" UTC "$to" "$to"
     measure "pipeline-day-$n" "$out/pipeline-day-$n-$i.log" \
       env CLICKTRAIL_LOG=warn "$bin" run --lake "$lake" --date "$to" --window 28d --tz UTC
   done
+  echo "after $(uptime)" >>"$load"
 done
 
 python3 - "$out" "$root/BENCH.md" "$from" "$to" <<'PY'
@@ -60,20 +76,46 @@ for path in glob.glob(os.path.join(out_dir, "times-*.txt")):
         name, wall, rss = line.split()
         rows.setdefault(name, []).append((float(wall), int(rss)))
 med = {k: (statistics.median(w for w, _ in v), statistics.median(r for _, r in v)) for k, v in rows.items()}
-sizes = sorted({k.rsplit('-', 1)[1] for k in med}, key=int)
+sizes = sorted({k.rsplit('-', 1)[1] for k in med if k.startswith("pipeline-range-")}, key=int)
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
 mem = subprocess.run(["sh", "-c", "free -g | awk '/Mem:/ {print $2}'"], capture_output=True, text=True).stdout.strip()
+def load(n):
+    path = os.path.join(out_dir, f"load-{n}.txt")
+    if not os.path.exists(path):
+        return "not recorded"
+    avg = [line.split("load average:")[1].strip() for line in open(path) if "load average:" in line]
+    return " → ".join(avg)
+def wall(k):
+    return f"{med[k][0]:.1f} s" if k in med else "—"
+def ratio(a, b, i=0):
+    return f"{med[a][i] / med[b][i]:.2f}×" if a in med and b in med else "—"
+def gib(k):
+    return f"{med[k][1] / 1048576:.2f} GiB" if k in med else "—"
 out = ["## Pipeline", "",
        f"`just bench-pipeline` (`bench/pipeline.sh`), {datetime.date.today()}, {os.cpu_count()} cores ({cpu}), {mem} GiB RAM, "
-       f"shared with other work. Lakes from `pipeline gen` (60 days, seed 42); run = `pipeline run --from {d_from} --to {d_to} --window 28d` "
-       f"(reads the 28 days plus the 28-day lookback); DuckDB = `queries/attribution.sql` on the same files via python duckdb; "
-       f"day = `pipeline run --date {d_to}` (a quiet nightly). Medians over the runs shown; wall time and peak RSS from `/usr/bin/time -v`.", "",
-       "| hits | runs | pipeline wall | DuckDB wall | time ratio | pipeline RSS | DuckDB RSS | RSS ratio | one day wall | one day RSS |",
-       "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+       f"shared with other work (the load average before → after each size is in the last column: the machine was not quiet). "
+       f"Lakes from `pipeline gen` (60 days, seed 42); run = `pipeline run --from {d_from} --to {d_to} --window 28d` "
+       f"(reads the 28 days plus the 28-day lookback); DuckDB = `queries/attribution.sql`, the tuned SQL twin, on the same files via python duckdb; "
+       f"v1 = `bench/attribution_v1.sql`, the first twin (the one earlier tables here compared with); "
+       f"floor = `bench/duckdb_floor.py`, DuckDB only reading and decoding the 17 columns the twin reads over its scan range "
+       f"(the range's, and for the day the one date's; both reach back lock + 2W, so on these lakes they read every hit); "
+       f"day = `pipeline run --date {d_to}` (a quiet nightly). Medians over the runs shown; wall time and peak RSS from `/usr/bin/time -v`. "
+       f"No polars floor: polars for Python is not installed here and the pipeline has no scan-only mode "
+       f"(the pipeline's own scans are timed in \"Where the pipeline's time goes\" below).", "",
+       "| hits | runs | pipeline | DuckDB tuned | **pipeline / tuned** | DuckDB v1 | pipeline / v1 | tuned / v1 | DuckDB floor | pipeline / floor | one day | day floor | **day / floor** | load average |",
+       "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
 for n in sizes:
-    p, d, day = med[f"pipeline-range-{n}"], med[f"duckdb-range-{n}"], med[f"pipeline-day-{n}"]
-    runs = len(rows[f"pipeline-range-{n}"])
-    out.append(f"| {int(n):,} | {runs} | {p[0]:.1f} s | {d[0]:.1f} s | {p[0]/d[0]:.2f}× | {p[1]/1048576:.2f} GiB | {d[1]/1048576:.2f} GiB | {p[1]/d[1]:.2f}× | {day[0]:.1f} s | {day[1]/1048576:.2f} GiB |")
+    p, d, v1, fl = f"pipeline-range-{n}", f"duckdb-range-{n}", f"duckdbv1-range-{n}", f"floor-range-{n}"
+    day, fday = f"pipeline-day-{n}", f"floor-day-{n}"
+    runs = len(rows[p])
+    out.append(f"| {int(n):,} | {runs} | {wall(p)} | {wall(d)} | **{ratio(p, d)}** | {wall(v1)} | {ratio(p, v1)} | {ratio(d, v1)} | "
+               f"{wall(fl)} | {ratio(p, fl)} | {wall(day)} | {wall(fday)} | **{ratio(day, fday)}** | {load(n)} |")
+out += ["", "Peak RSS (medians):", "",
+        "| hits | pipeline | DuckDB tuned | pipeline / tuned | DuckDB v1 | pipeline / v1 | one day |",
+        "|---:|---:|---:|---:|---:|---:|---:|"]
+for n in sizes:
+    p, d, v1, day = f"pipeline-range-{n}", f"duckdb-range-{n}", f"duckdbv1-range-{n}", f"pipeline-day-{n}"
+    out.append(f"| {int(n):,} | {gib(p)} | {gib(d)} | {ratio(p, d, 1)} | {gib(v1)} | {ratio(p, v1, 1)} | {gib(day)} |")
 section = "\n".join(out) + "\n\n"
 text = open(bench).read() if os.path.exists(bench) else "# Benchmarks\n\n"
 start = text.find("## Pipeline")
