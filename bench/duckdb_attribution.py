@@ -23,6 +23,27 @@ HEADERS = {
 }
 
 
+def set_variables(con, lake, window_us, tz, date_from, date_to, registry, tmp):
+    """Sets the twin's variables; a registry file that is missing or empty is replaced by one
+    with only its header, written into the folder tmp."""
+    paths = {}
+    for name, header in HEADERS.items():
+        path = os.path.join(registry, name)
+        if not os.path.isfile(path) or os.path.getsize(path) == 0:
+            path = os.path.join(tmp, name)
+            with open(path, "w") as f:
+                f.write(header)
+        paths[name] = path
+    con.execute("SET VARIABLE hits_glob = ?", [os.path.join(lake, "hits", "*", "*", "*.parquet")])
+    con.execute(f"SET VARIABLE window_us = {int(window_us)}::BIGINT")
+    con.execute("SET VARIABLE tz = ?", [tz])
+    con.execute(f"SET VARIABLE date_from = DATE '{date_from}'")
+    con.execute(f"SET VARIABLE date_to = DATE '{date_to}'")
+    con.execute("SET VARIABLE offers_csv = ?", [paths["offers.csv"]])
+    con.execute("SET VARIABLE commissions_csv = ?", [paths["commissions.csv"]])
+    con.execute("SET VARIABLE coupons_csv = ?", [paths["coupons.csv"]])
+
+
 def main(argv):
     if len(argv) not in (6, 7):
         sys.exit(__doc__.strip().splitlines()[2])
@@ -36,22 +57,7 @@ def main(argv):
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     with tempfile.TemporaryDirectory() as tmp:
-        paths = {}
-        for name, header in HEADERS.items():
-            path = os.path.join(registry, name)
-            if not os.path.isfile(path) or os.path.getsize(path) == 0:
-                path = os.path.join(tmp, name)
-                with open(path, "w") as f:
-                    f.write(header)
-            paths[name] = path
-        con.execute("SET VARIABLE hits_glob = ?", [os.path.join(lake, "hits", "*", "*", "*.parquet")])
-        con.execute(f"SET VARIABLE window_us = {int(window_us)}::BIGINT")
-        con.execute("SET VARIABLE tz = ?", [tz])
-        con.execute(f"SET VARIABLE date_from = DATE '{date_from}'")
-        con.execute(f"SET VARIABLE date_to = DATE '{date_to}'")
-        con.execute("SET VARIABLE offers_csv = ?", [paths["offers.csv"]])
-        con.execute("SET VARIABLE commissions_csv = ?", [paths["commissions.csv"]])
-        con.execute("SET VARIABLE coupons_csv = ?", [paths["coupons.csv"]])
+        set_variables(con, lake, window_us, tz, date_from, date_to, registry, tmp)
         with open(sql_path) as f:
             con.execute(f.read())
         os.makedirs(out, exist_ok=True)

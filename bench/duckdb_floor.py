@@ -16,7 +16,7 @@ import tempfile
 import duckdb
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from duckdb_attribution import HEADERS  # noqa: E402
+from duckdb_attribution import set_variables  # noqa: E402
 
 MARK = "SET preserve_insertion_order = false;"
 
@@ -32,22 +32,7 @@ def main(argv):
     con = duckdb.connect()
     con.execute("SET enable_progress_bar = false")
     tmp = tempfile.TemporaryDirectory()
-    paths = {}
-    for name, header in HEADERS.items():
-        path = os.path.join(registry, name)
-        if not os.path.isfile(path) or os.path.getsize(path) == 0:
-            path = os.path.join(tmp.name, name)
-            with open(path, "w") as f:
-                f.write(header)
-        paths[name] = path
-    con.execute("SET VARIABLE hits_glob = ?", [os.path.join(lake, "hits", "*", "*", "*.parquet")])
-    con.execute(f"SET VARIABLE window_us = {int(window_us)}::BIGINT")
-    con.execute("SET VARIABLE tz = ?", [tz])
-    con.execute(f"SET VARIABLE date_from = DATE '{date_from}'")
-    con.execute(f"SET VARIABLE date_to = DATE '{date_to}'")
-    con.execute("SET VARIABLE offers_csv = ?", [paths["offers.csv"]])
-    con.execute("SET VARIABLE commissions_csv = ?", [paths["commissions.csv"]])
-    con.execute("SET VARIABLE coupons_csv = ?", [paths["coupons.csv"]])
+    set_variables(con, lake, window_us, tz, date_from, date_to, registry, tmp.name)
     con.execute(prefix)
     row = con.execute(f"SELECT count(*), sum(hash(COLUMNS(*))) FROM ({scan})").fetchone()
     print(f"{row[0]} rows, {len(row) - 1} columns")

@@ -211,21 +211,16 @@ pub async fn prepare(source: &Source, what: &str, sql: &str, scope: &Scope, mut 
 
     // Two windows compared in one statement must report in one zone: otherwise their
     // "dates" are different days and every per-date comparison is silently off.
-    let windows: std::collections::BTreeSet<String> = needs.reports.iter().map(|(_, w, _)| w.to_string()).collect();
-    if windows.len() > 1 {
-        let mut zones: Vec<(String, String)> = Vec::new();
-        for w in &windows {
-            let parsed: Window = w.parse()?;
-            if !source.report_dates(&parsed).await?.is_empty() {
-                zones.push((w.clone(), source.zone(&parsed).await?.name().to_string()));
-            }
+    let mut compared: Vec<Window> = Vec::new();
+    for (_, w, _) in &needs.reports {
+        if !compared.contains(w) {
+            compared.push(*w);
         }
-        if let Some((w2, z2)) = zones.iter().find(|(_, z)| *z != zones[0].1) {
-            let (w1, z1) = &zones[0];
-            bail!(
-                "{what}: window {w1} was computed in {z1} and window {w2} in {z2}, so their dates are different days; recompute one (`pipeline run --window {w2} --tz {z1} …`) before comparing"
-            );
-        }
+    }
+    if let Some(((w1, z1), (w2, z2))) = zone_conflict(source, &compared).await? {
+        bail!(
+            "{what}: window {w1} was computed in {z1} and window {w2} in {z2}, so their dates are different days; recompute one (`pipeline run --window {w2} --tz {z1} …`) before comparing"
+        );
     }
     let mut setup = Vec::new();
     let mut tables = Vec::new();
@@ -237,17 +232,12 @@ pub async fn prepare(source: &Source, what: &str, sql: &str, scope: &Scope, mut 
             );
         }
         let files = source.report_paths(window, table, from, to).await?;
-        setup.push(report_view(name, table, &files, None, from, to));
+        setup.push(report_view(name, table, &files, from, to));
         tables.push(name.clone());
     }
     if !needs.all.is_empty() {
         let windows = source.windows().await?;
-        let mut zones: Vec<(Window, String)> = Vec::new();
-        for w in &windows {
-            zones.push((*w, source.zone(w).await?.name().to_string()));
-        }
-        if let Some((w2, z2)) = zones.iter().find(|(_, z)| *z != zones[0].1) {
-            let (w1, z1) = &zones[0];
+        if let Some(((w1, z1), (w2, z2))) = zone_conflict(source, &windows).await? {
             bail!(
                 "{what}: the <table>_all views put every window side by side, but window {w1} was computed in {z1} and window {w2} in {z2}, so their dates are different days; recompute one (`pipeline run --window {w2} --tz {z1} …`) first"
             );
@@ -278,6 +268,25 @@ pub async fn prepare(source: &Source, what: &str, sql: &str, scope: &Scope, mut 
         tables.extend(["offers".to_string(), "links".to_string()]);
     }
     Ok(Prepared { what: what.to_string(), setup, sql, from, to, tables })
+}
+
+/// The first two of `windows` (those with reports) computed in different zones, with
+/// their zones' names.
+#[allow(clippy::type_complexity)]
+async fn zone_conflict(source: &Source, windows: &[Window]) -> Result<Option<((Window, String), (Window, String))>> {
+    let mut first: Option<(Window, String)> = None;
+    for w in windows {
+        if source.report_dates(w).await?.is_empty() {
+            continue;
+        }
+        let zone = source.zone(w).await?.name().to_string();
+        match &first {
+            None => first = Some((*w, zone)),
+            Some((_, z)) if *z != zone => return Ok(first.map(|f| (f, (*w, zone)))),
+            Some(_) => {}
+        }
+    }
+    Ok(None)
 }
 
 /// `SELECT *` of a lake table (`hits` or a report table) for an export: its timestamps
@@ -337,31 +346,24 @@ fn typed_scan(columns: &[&str], files: &[PathBuf]) -> String {
     out
 }
 
+/// Report `table`'s rows in `files` of the dates `from..=to`, with the table's columns.
+fn dated_scan(table: &str, files: &[PathBuf], from: NaiveDate, to: NaiveDate) -> String {
+    format!("SELECT * FROM ({}) WHERE \"date\" BETWEEN {} AND {}", typed_scan(lake::reports::columns(table), files), date_lit(from), date_lit(to))
+}
+
 /// The view `name` over report `table`'s files of the dates `from..=to`.
-fn report_view(name: &str, table: &str, files: &[PathBuf], window: Option<&str>, from: NaiveDate, to: NaiveDate) -> String {
-    let columns = lake::reports::columns(table);
-    let window_col = window.map(|w| format!("{} AS \"window\", ", quote(w))).unwrap_or_default();
-    format!(
-        "CREATE OR REPLACE VIEW {} AS SELECT {window_col}* FROM ({}) WHERE \"date\" BETWEEN {} AND {}",
-        ident(name),
-        typed_scan(columns, files),
-        date_lit(from),
-        date_lit(to)
-    )
+fn report_view(name: &str, table: &str, files: &[PathBuf], from: NaiveDate, to: NaiveDate) -> String {
+    format!("CREATE OR REPLACE VIEW {} AS {}", ident(name), dated_scan(table, files, from, to))
 }
 
 /// `<table>_all`: every window's rows of the dates, with a `"window"` column first.
 fn all_view(table: &str, parts: &[(String, Vec<PathBuf>)], from: NaiveDate, to: NaiveDate) -> String {
-    let name = format!("{table}_all");
-    let columns = lake::reports::columns(table);
-    let mut selects: Vec<String> = parts
-        .iter()
-        .map(|(w, files)| format!("SELECT {} AS \"window\", * FROM ({}) WHERE \"date\" BETWEEN {} AND {}", quote(w), typed_scan(columns, files), date_lit(from), date_lit(to)))
-        .collect();
+    let mut selects: Vec<String> =
+        parts.iter().map(|(w, files)| format!("SELECT {} AS \"window\", * FROM ({})", quote(w), dated_scan(table, files, from, to))).collect();
     if selects.is_empty() {
-        selects.push(format!("SELECT CAST(NULL AS VARCHAR) AS \"window\", * FROM ({})", typed_scan(columns, &[])));
+        selects.push(format!("SELECT CAST(NULL AS VARCHAR) AS \"window\", * FROM ({})", dated_scan(table, &[], from, to)));
     }
-    format!("CREATE OR REPLACE VIEW {} AS {}", ident(&name), selects.join(" UNION ALL "))
+    format!("CREATE OR REPLACE VIEW {} AS {}", ident(&format!("{table}_all")), selects.join(" UNION ALL "))
 }
 
 /// `hits`: every column of the hit schema, the UTC `date` and `hour` of `ts`, the hits

@@ -90,16 +90,9 @@ fn column(name: &str, array: &ArrayRef) -> Result<Series> {
         A::UInt64 => Series::new(name, opt(a, a.as_primitive::<adt::UInt64Type>().values())),
         A::Float32 => Series::new(name, opt(a, a.as_primitive::<adt::Float32Type>().values())),
         A::Float64 => Series::new(name, opt(a, a.as_primitive::<adt::Float64Type>().values())),
-        A::Utf8 => {
-            let s = a.as_string::<i32>();
-            Series::new(name, (0..s.len()).map(|i| s.is_valid(i).then(|| s.value(i))).collect::<Vec<_>>())
-        }
-        A::LargeUtf8 => {
-            let s = a.as_string::<i64>();
-            Series::new(name, (0..s.len()).map(|i| s.is_valid(i).then(|| s.value(i))).collect::<Vec<_>>())
-        }
-        A::Utf8View => {
-            let s = a.as_string_view();
+        A::Utf8 | A::LargeUtf8 | A::Utf8View => {
+            let utf8 = arrow::compute::cast(a, &A::Utf8)?;
+            let s = utf8.as_string::<i32>();
             Series::new(name, (0..s.len()).map(|i| s.is_valid(i).then(|| s.value(i))).collect::<Vec<_>>())
         }
         A::Date32 => Series::new(name, opt(a, a.as_primitive::<adt::Date32Type>().values())).cast(&DataType::Date)?,

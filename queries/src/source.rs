@@ -154,11 +154,7 @@ impl Source {
     /// lazily, with every column of the hit schema (a file missing an optional column reads
     /// it as null). Raw means raw: a retried upload shows twice; the pipeline deduplicates.
     pub async fn scan_hits(&self, range: Option<(NaiveDate, NaiveDate)>) -> Result<LazyFrame> {
-        let micros = range.map(|(from, to)| {
-            let lo = from.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc().timestamp_micros();
-            let hi = to.succ_opt().unwrap_or(to).and_hms_opt(0, 0, 0).unwrap_or_default().and_utc().timestamp_micros();
-            (lo, hi)
-        });
+        let micros = range.map(utc_micros);
         let files = pipeline::read::list_hits(&self.lake, micros).await?;
         let inputs = pipeline::read::fetch(&self.lake, files).await?;
         let (lo, hi) = micros.unwrap_or((i64::MIN, i64::MAX));
@@ -185,11 +181,7 @@ impl Source {
     /// (every hits file when `None`), kept (downloaded, or linked against a compaction under
     /// way) as long as this source lives.
     pub async fn hits_paths(&self, range: Option<(NaiveDate, NaiveDate)>) -> Result<Vec<PathBuf>> {
-        let micros = range.map(|(from, to)| {
-            let lo = from.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc().timestamp_micros();
-            let hi = to.succ_opt().unwrap_or(to).and_hms_opt(0, 0, 0).unwrap_or_default().and_utc().timestamp_micros();
-            (lo, hi)
-        });
+        let micros = range.map(utc_micros);
         let files = pipeline::read::list_hits(&self.lake, micros).await?;
         let inputs = pipeline::read::fetch(&self.lake, files).await?;
         let paths = inputs.files.iter().map(|f| f.local.clone()).collect();
@@ -254,6 +246,13 @@ impl Source {
         .await
         .map_err(|e| anyhow!("footer check stopped: {e}"))?
     }
+}
+
+/// The UTC dates `from..=to` as `[start, end)` in µs since the epoch.
+fn utc_micros((from, to): (NaiveDate, NaiveDate)) -> (i64, i64) {
+    let lo = from.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc().timestamp_micros();
+    let hi = to.succ_opt().unwrap_or(to).and_hms_opt(0, 0, 0).unwrap_or_default().and_utc().timestamp_micros();
+    (lo, hi)
 }
 
 /// A file name for a downloaded object: its path with separators replaced.
