@@ -182,6 +182,10 @@ pub struct ServeArgs {
     /// are served as usual. Keep it under the file-descriptor limit (`ulimit -n`)
     #[arg(long, env = "CLICKTRAIL_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+    /// Threads answering HTTP, each with its own event loop and its own listening socket on
+    /// LISTEN (SO_REUSEPORT: the kernel spreads new connections over them); default: one per core
+    #[arg(long, env = "CLICKTRAIL_HTTP_THREADS", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub http_threads: Option<u32>,
     /// On SIGTERM, how long to keep trying to upload the spool before exiting (what is left stays in the spool for the next start)
     #[arg(long, env = "CLICKTRAIL_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,

@@ -125,76 +125,189 @@ impl Collector {
     }
 }
 
-/// Serves HTTP/1.1 on `listener` until `shutdown` resolves: stops accepting, lets
-/// in-flight requests finish (bounded), then flushes the spool to the lake.
-pub async fn serve(listener: TcpListener, collector: Collector, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+/// The listening sockets for `threads` HTTP threads on `addr`, all on the same port.
+///
+/// With more than one thread every socket has `SO_REUSEPORT`, so the kernel spreads new
+/// connections over the threads (each runs its own event loop, see [`serve`]). A port in use
+/// is refused as a plain bind would: the address is first bound once without
+/// `SO_REUSEPORT` (which fails when anything listens there, including another collector's
+/// group), then released and bound by the group. Port 0 picks one free port for all.
+pub async fn bind(addr: SocketAddr, threads: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let threads = threads.max(1);
+    let socket = |addr: SocketAddr, group: bool| -> std::io::Result<tokio::net::TcpSocket> {
+        let s = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        // As std's and tokio's `bind` do on Unix: a restart may bind at once, while
+        // connections of the last process linger in TIME_WAIT.
+        #[cfg(unix)]
+        s.set_reuseaddr(true)?;
+        #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
+        if group {
+            s.set_reuseport(true)?;
+        }
+        #[cfg(not(all(unix, not(any(target_os = "solaris", target_os = "illumos")))))]
+        let _ = group;
+        s.bind(addr)?;
+        Ok(s)
+    };
+    let group = threads > 1 && cfg!(all(unix, not(any(target_os = "solaris", target_os = "illumos"))));
+    if !group {
+        return Ok(vec![socket(addr, false)?.listen(LISTEN_BACKLOG)?.into_std()?]);
+    }
+    let port = {
+        let probe = socket(addr, false)?;
+        probe.local_addr()?
+    };
+    let mut all = Vec::with_capacity(threads);
+    for _ in 0..threads {
+        all.push(socket(port, true)?.listen(LISTEN_BACKLOG)?.into_std()?);
+    }
+    Ok(all)
+}
+
+/// Connections waiting in the kernel per listening socket.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Serves HTTP/1.1 on `listeners` (from [`bind`]) until `shutdown` resolves: one thread
+/// per listener, each with its own single-threaded event loop (no work stealing, no
+/// cross-thread wake-ups on the click path; the spool's group write forms per thread).
+/// Then stops accepting, lets in-flight requests finish (bounded), and flushes the spool
+/// to the lake.
+pub async fn serve(listeners: Vec<std::net::TcpListener>, collector: Collector, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    anyhow::ensure!(!listeners.is_empty(), "no listening socket");
     let app = http::router(collector.state.clone(), collector.args.request_timeout);
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_HEAD_BYTES)
-        .max_headers(MAX_HEADERS);
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    tracing::info!(addr = %listener.local_addr()?, lake = %collector.sink_lake_url(), max_connections = collector.args.max_connections, "collector listening");
-    // When-full policy of `--max-connections`: a connection holds a slot until it closes;
-    // with none free the loop stops accepting, so new connections wait in the kernel's
-    // listen backlog (and are refused by the kernel once it is full) instead of costing a
-    // file descriptor and a task each.
+    // When-full policy of `--max-connections` (over all threads): a connection holds a slot
+    // until it closes; with none free the threads stop accepting, so new connections wait
+    // in the kernel's listen backlog (and are refused by the kernel once it is full)
+    // instead of costing a file descriptor and a task each.
     let slots = Arc::new(tokio::sync::Semaphore::new(collector.args.max_connections as usize));
-    static AT_LIMIT: LogRate = LogRate::new(LOG_PERIOD);
-    static ACCEPT_FAILED: LogRate = LogRate::new(LOG_PERIOD);
-    loop {
-        if slots.available_permits() == 0 {
-            if let Some(more) = AT_LIMIT.check() {
-                tracing::warn!(max_connections = collector.args.max_connections, times_since_last_line = more, "connection limit reached; new connections wait until one closes");
-            }
-        }
-        let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => slot.context("the connection slots are closed")?,
-            _ = &mut shutdown => break,
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let addr = listeners[0].local_addr()?;
+    let threads = listeners.len();
+    let mut done = futures::stream::FuturesUnordered::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let worker = Worker {
+            app: app.clone(),
+            state: collector.state.clone(),
+            slots: slots.clone(),
+            max_connections: collector.args.max_connections,
+            stop: stop_rx.clone(),
         };
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off, keep serving.
-                        if let Some(more) = ACCEPT_FAILED.check() {
-                            tracing::warn!(error = %e, failed_since_last_line = more, "accept failed");
-                        }
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let router = app.clone();
-                let state = collector.state.clone();
-                let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    // Clicks, nearly all the traffic, skip the router (see `is_plain_click`).
-                    if http::is_plain_click(&req) {
-                        let state = state.clone();
-                        return Either::Left(async move { Ok(http::serve_click(&state, req, Some(peer)).await) });
-                    }
-                    req.extensions_mut().insert(ClientAddr(peer));
-                    Either::Right(router.clone().call(req))
-                });
-                let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                    drop(slot);
-                });
-            }
-            _ = &mut shutdown => break,
+        let (tx, rx) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
+        std::thread::Builder::new()
+            .name(format!("http-{i}"))
+            .spawn(move || {
+                let result = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("cannot start an HTTP thread's event loop")
+                    .and_then(|rt| rt.block_on(worker.run(listener)));
+                let _ = tx.send(result);
+            })
+            .context("cannot start an HTTP thread")?;
+        done.push(rx);
+    }
+    tracing::info!(addr = %addr, lake = %collector.sink_lake_url(), max_connections = collector.args.max_connections, http_threads = threads, "collector listening");
+    tokio::pin!(shutdown);
+    let mut failure: Option<anyhow::Error> = None;
+    tokio::select! {
+        _ = &mut shutdown => {}
+        Some(ended) = done.next() => {
+            failure = Some(ended.unwrap_or_else(|_| Err(anyhow::anyhow!("an HTTP thread panicked"))).err().unwrap_or_else(|| anyhow::anyhow!("an HTTP thread stopped")));
         }
     }
-    drop(listener);
     tracing::info!("shutting down: no new connections; finishing requests in flight");
-    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {
-        tracing::warn!("some connections did not finish within 10 s");
+    let _ = stop_tx.send(true);
+    while let Some(ended) = done.next().await {
+        if let Err(e) = ended.unwrap_or_else(|_| Err(anyhow::anyhow!("an HTTP thread panicked"))) {
+            failure.get_or_insert(e);
+        }
     }
-    collector.shutdown().await
+    // The spool is flushed whatever happened to the HTTP threads: acknowledged hits are in it.
+    collector.shutdown().await?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// One HTTP thread: its listener, the router, and what all threads share.
+struct Worker {
+    app: axum::Router,
+    state: SharedState,
+    slots: Arc<tokio::sync::Semaphore>,
+    max_connections: u32,
+    stop: watch::Receiver<bool>,
+}
+
+impl Worker {
+    async fn run(self, listener: std::net::TcpListener) -> anyhow::Result<()> {
+        listener.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(listener)?;
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_HEAD_BYTES)
+            .max_headers(MAX_HEADERS);
+        let graceful = GracefulShutdown::new();
+        let mut stop = self.stop.clone();
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        tokio::pin!(stopped);
+        static AT_LIMIT: LogRate = LogRate::new(LOG_PERIOD);
+        static ACCEPT_FAILED: LogRate = LogRate::new(LOG_PERIOD);
+        loop {
+            if self.slots.available_permits() == 0 {
+                if let Some(more) = AT_LIMIT.check() {
+                    tracing::warn!(max_connections = self.max_connections, times_since_last_line = more, "connection limit reached; new connections wait until one closes");
+                }
+            }
+            let slot = tokio::select! {
+                slot = self.slots.clone().acquire_owned() => slot.context("the connection slots are closed")?,
+                _ = &mut stopped => break,
+            };
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // Out of file descriptors and the like: back off, keep serving.
+                            if let Some(more) = ACCEPT_FAILED.check() {
+                                tracing::warn!(error = %e, failed_since_last_line = more, "accept failed");
+                            }
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let router = self.app.clone();
+                    let state = self.state.clone();
+                    let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                        // Clicks, nearly all the traffic, skip the router (see `is_plain_click`).
+                        if http::is_plain_click(&req) {
+                            let state = state.clone();
+                            return Either::Left(async move { Ok(http::serve_click(&state, req, Some(peer)).await) });
+                        }
+                        req.extensions_mut().insert(ClientAddr(peer));
+                        Either::Right(router.clone().call(req))
+                    });
+                    let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                        drop(slot);
+                    });
+                }
+                _ = &mut stopped => break,
+            }
+        }
+        drop(listener);
+        if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {
+            tracing::warn!("some connections did not finish within 10 s");
+        }
+        Ok(())
+    }
 }
 
 impl Collector {
@@ -206,4 +319,29 @@ impl Collector {
 /// The public URL for a listen address when none is configured.
 pub fn default_public_url(addr: SocketAddr) -> url::Url {
     url::Url::parse(&format!("http://{addr}")).expect("a socket address makes a URL")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bind;
+
+    #[tokio::test]
+    async fn a_port_in_use_is_refused_for_one_thread_and_for_a_group() {
+        let group = bind("127.0.0.1:0".parse().unwrap(), 2).await.unwrap();
+        assert_eq!(group.len(), 2);
+        let addr = group[0].local_addr().unwrap();
+        assert_eq!(group[1].local_addr().unwrap(), addr, "one port for all threads");
+        // Another collector, with one thread or a group of its own, may not join in.
+        for threads in [1, 2] {
+            let err = bind(addr, threads).await.unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{threads} threads: {err}");
+        }
+        // Nor may a collector take a port a plain listener has.
+        let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let err = bind(plain.local_addr().unwrap(), 2).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+        // And connections to the port are accepted by the group.
+        drop(plain);
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+    }
 }

@@ -81,13 +81,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let lake = Lake::open(&cli.lake).with_context(|| "while opening the lake (--lake / CLICKTRAIL_LAKE)")?;
     match cli.command {
         Command::Serve(args) => {
-            let listener = tokio::net::TcpListener::bind(args.listen)
+            let threads = args.http_threads.map_or_else(|| std::thread::available_parallelism().map_or(1, usize::from), |n| n as usize);
+            let listeners = collector::bind(args.listen, threads)
                 .await
                 .with_context(|| format!("while binding {}", args.listen))?;
-            let addr = listener.local_addr()?;
+            let addr = listeners[0].local_addr()?;
             let public_url = args.public_url.clone().unwrap_or_else(|| collector::default_public_url(addr));
             let c = collector::Collector::start(lake, args, public_url).await?;
-            collector::serve(listener, c, shutdown_signal()).await
+            collector::serve(listeners, c, shutdown_signal()).await
         }
         Command::Offers {
             command: OffersCommand::Add { offer, destination, token, currency, cookie_days, lock_days, min_lag, coupon_priority, update },

@@ -37,6 +37,8 @@ pub fn serve_args(spool: &Path) -> ServeArgs {
         request_timeout: Duration::from_secs(10),
         shutdown_timeout: Duration::from_secs(5),
         max_connections: 10_000,
+        // Two event loops on one port, as on a two-core machine: the tests cross both.
+        http_threads: Some(2),
     }
 }
 
@@ -67,13 +69,13 @@ pub struct TestServer {
 impl TestServer {
     pub async fn start(lake_url: &str, args: ServeArgs) -> TestServer {
         let lake = Lake::open(lake_url).unwrap();
-        let listener = tokio::net::TcpListener::bind(args.listen).await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listeners = collector::bind(args.listen, args.http_threads.unwrap_or(1) as usize).await.unwrap();
+        let addr = listeners[0].local_addr().unwrap();
         let public = args.public_url.clone().unwrap_or_else(|| collector::default_public_url(addr));
         let spool = args.spool.clone();
         let c = collector::Collector::start(lake, args, public).await.unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(collector::serve(listener, c, async move {
+        let task = tokio::spawn(collector::serve(listeners, c, async move {
             let _ = rx.await;
         }));
         TestServer { base: format!("http://{addr}"), lake_url: lake_url.into(), spool, stop: Some(tx), task: Some(task) }
