@@ -179,7 +179,7 @@ pub async fn serve(listeners: Vec<std::net::TcpListener>, collector: Collector, 
     // When-full policy of `--max-connections` (over all threads): a connection holds a slot
     // until it closes; with none free the threads stop accepting, so new connections wait
     // in the kernel's listen backlog (and are refused by the kernel once it is full)
-    // instead of costing a file descriptor and a task each.
+    // instead of costing a file descriptor and a task each (see `Worker::run`).
     let slots = Arc::new(tokio::sync::Semaphore::new(collector.args.max_connections as usize));
     let (stop_tx, stop_rx) = watch::channel(false);
     let addr = listeners[0].local_addr()?;
@@ -264,10 +264,15 @@ impl Worker {
                     tracing::warn!(max_connections = self.max_connections, times_since_last_line = more, "connection limit reached; new connections wait until one closes");
                 }
             }
-            let slot = tokio::select! {
-                slot = self.slots.clone().acquire_owned() => slot.context("the connection slots are closed")?,
+            // Accept only while a slot is free, but take it only once a connection is in
+            // hand: a thread whose socket gets no connection must not hold a slot another
+            // thread's connection needs. Two threads may both see the last slot free; the one
+            // that loses holds its accepted connection, unserved, until a slot frees, so at
+            // most one connection per thread is accepted past the limit.
+            tokio::select! {
+                free = self.slots.acquire() => drop(free.context("the connection slots are closed")?),
                 _ = &mut stopped => break,
-            };
+            }
             tokio::select! {
                 accepted = listener.accept() => {
                     let (stream, peer) = match accepted {
@@ -280,6 +285,10 @@ impl Worker {
                             tokio::time::sleep(Duration::from_millis(50)).await;
                             continue;
                         }
+                    };
+                    let slot = tokio::select! {
+                        slot = self.slots.clone().acquire_owned() => slot.context("the connection slots are closed")?,
+                        _ = &mut stopped => break,
                     };
                     let _ = stream.set_nodelay(true);
                     let router = self.app.clone();

@@ -41,35 +41,61 @@ struct SyncMark {
     failed_through: u64,
 }
 
-/// Frames waiting for the group write.
+/// Frames waiting for the group write of one slot. Frames are numbered per slot
+/// (tickets); the spool-wide sequence number of a frame is given when it is written.
 #[derive(Default)]
 struct Queue {
     buf: Vec<u8>,
     /// The buffer of the last round, emptied, kept for the next one: a round does not
     /// grow a new buffer from nothing.
     spare: Vec<u8>,
-    /// Sequence number of the last frame queued.
-    next_seq: u64,
-    /// Sequence number of the last frame taken by a write round.
+    /// Ticket of the last frame queued.
+    next_ticket: u64,
+    /// Ticket of the last frame taken by a write round.
     written_through: u64,
     /// A leader is writing.
     leader: bool,
 }
 
-/// How far the group writes have got, and the frame ranges of recent writes that failed
-/// (a failed write marks the segment broken, so failures are rare and few).
+/// How far a slot's group writes have got: the ticket of the last frame written, the
+/// spool-wide sequence number that covers every frame of the slot's successful rounds so
+/// far, and the ticket ranges of recent writes that failed (a failed write marks the
+/// segment broken, so failures are rare and few).
 #[derive(Debug, Clone, Default)]
 struct WriteMark {
     written: u64,
+    seq: u64,
     failed: std::collections::VecDeque<(u64, u64)>,
 }
 
-/// The leader of a group write: writes the queued rounds when dropped.
-struct Lead<'a>(&'a Core);
+/// One group write queue. Each thread appends through its own slot (threads beyond
+/// [`SLOTS`] share), so a group is formed, written and answered on one thread: the
+/// leader wakes only the requests of its own event loop, never another thread's.
+#[derive(Default)]
+struct Slot {
+    queue: Mutex<Queue>,
+    written: watch::Sender<WriteMark>,
+}
+
+/// Group write queues per spool: one per HTTP thread up to this many.
+const SLOTS: usize = 16;
+
+/// The slot of the calling thread: threads take slots in the order they first append.
+fn slot_index() -> usize {
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SLOTS;
+    }
+    SLOT.with(|s| *s)
+}
+
+/// The leader of a group write: writes the queued rounds of its slot when dropped.
+struct Lead<'a>(&'a Core, &'a Slot);
 
 impl Drop for Lead<'_> {
     fn drop(&mut self) {
-        self.0.write_rounds();
+        self.0.write_rounds(self.1);
     }
 }
 
@@ -80,8 +106,7 @@ pub(super) struct Core {
     pub(super) dir: PathBuf,
     pub(super) stats: Arc<SpoolStats>,
     inner: Mutex<Inner>,
-    queue: Mutex<Queue>,
-    written: watch::Sender<WriteMark>,
+    slots: Box<[Slot]>,
     mark: watch::Sender<SyncMark>,
     sync_now: AtomicBool,
     /// The error of the last failed write, for the appends it refuses (`/readyz` shows it).
@@ -97,8 +122,7 @@ impl Core {
             dir,
             stats,
             inner: Mutex::new(Inner::default()),
-            queue: Mutex::new(Queue::default()),
-            written: watch::channel(WriteMark::default()).0,
+            slots: (0..SLOTS).map(|_| Slot::default()).collect(),
             mark: watch::channel(SyncMark::default()).0,
             sync_now: AtomicBool::new(false),
             last_write_error: Mutex::new(String::new()),
@@ -121,19 +145,21 @@ impl Core {
         }
     }
 
-    /// Appends a frame and returns, once it is written to the active segment, its sequence
-    /// number. Group write: the first appender to find no write in progress becomes the
-    /// leader, yields once so that the requests ready on its worker queue theirs, and
-    /// writes everything queued, round after round, with one `write` per round; the others
-    /// wait for the round that holds their frame.
+    /// Appends a frame and returns, once it is written to the active segment, a sequence
+    /// number that covers it (for [`Core::wait_synced`]). Group write, per slot (thread):
+    /// the first appender to find no write of its slot in progress becomes the leader,
+    /// yields once so that the requests ready on its event loop queue theirs, and writes
+    /// everything queued, round after round, with one `write` per round; the others wait
+    /// for the round that holds their frame.
     pub(super) async fn append(&self, frame: &[u8]) -> Result<u64, SpoolError> {
-        let (seq, lead) = {
-            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = &self.slots[slot_index()];
+        let (ticket, lead) = {
+            let mut q = slot.queue.lock().unwrap_or_else(|e| e.into_inner());
             q.buf.extend_from_slice(frame);
-            q.next_seq += 1;
+            q.next_ticket += 1;
             let lead = !q.leader;
             q.leader = true;
-            (q.next_seq, lead)
+            (q.next_ticket, lead)
         };
         if lead {
             // Let the other requests this worker has ready queue their frames first: one
@@ -141,26 +167,27 @@ impl Core {
             // pass, a few microseconds; a `write` into ext4 costs more than that per call).
             // The rounds run when `lead` is dropped, so a leader cancelled while it yields
             // (a timed-out request) still writes what it and the others queued.
-            let lead = Lead(self);
+            let lead = Lead(self, slot);
             tokio::task::yield_now().await;
             drop(lead);
         }
-        let mut rx = self.written.subscribe();
-        let w = rx.wait_for(|w| w.written >= seq).await.map_err(|_| SpoolError::Closed)?;
-        if w.failed.iter().any(|&(from, through)| from <= seq && seq <= through) {
+        let mut rx = slot.written.subscribe();
+        let w = rx.wait_for(|w| w.written >= ticket).await.map_err(|_| SpoolError::Closed)?;
+        if w.failed.iter().any(|&(from, through)| from <= ticket && ticket <= through) {
             let error = self.last_write_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
             return Err(SpoolError::Io(error));
         }
-        Ok(seq)
+        // The slot's rounds are written in order: the frame is at or before `w.seq`.
+        Ok(w.seq)
     }
 
     /// The leader's work: writes what is queued, round after round, until the queue is
     /// empty, and publishes each round's outcome to the waiting appenders.
-    fn write_rounds(&self) {
-        let mut buf = std::mem::take(&mut self.queue.lock().unwrap_or_else(|e| e.into_inner()).spare);
+    fn write_rounds(&self, slot: &Slot) {
+        let mut buf = std::mem::take(&mut slot.queue.lock().unwrap_or_else(|e| e.into_inner()).spare);
         loop {
             let (first, last) = {
-                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                let mut q = slot.queue.lock().unwrap_or_else(|e| e.into_inner());
                 if q.buf.is_empty() {
                     q.leader = false;
                     // Keep one buffer of a sensible size (a burst's can be large).
@@ -171,17 +198,19 @@ impl Core {
                 }
                 std::mem::swap(&mut buf, &mut q.buf);
                 let first = q.written_through + 1;
-                q.written_through = q.next_seq;
-                (first, q.next_seq)
+                q.written_through = q.next_ticket;
+                (first, q.next_ticket)
             };
-            let result = self.write(&buf, last);
+            let result = self.write(&buf, last - first + 1);
             if let Err(e) = &result {
                 *self.last_write_error.lock().unwrap_or_else(|e| e.into_inner()) = e.to_string();
             }
             buf.clear();
-            self.written.send_modify(|w| {
+            slot.written.send_modify(|w| {
                 w.written = last;
-                if result.is_err() {
+                if let Ok(seq) = result {
+                    w.seq = seq;
+                } else {
                     if w.failed.len() == FAILED_RANGES_KEPT {
                         w.failed.pop_front();
                     }
@@ -191,11 +220,12 @@ impl Core {
         }
     }
 
-    /// Writes a batch of frames ending with frame `last` to the active segment.
-    fn write(&self, frame: &[u8], last: u64) -> std::io::Result<()> {
+    /// Writes a batch of `frames` frames to the active segment; returns the sequence number
+    /// of the last (the frames written to the spool so far).
+    fn write(&self, frame: &[u8], frames: u64) -> std::io::Result<u64> {
         let mut inner = self.lock();
-        // `inner.seq` (what an fsync of the active segment covers) moves to `last` only once
-        // these frames are in it: sealing the previous segment first must not publish them.
+        // `inner.seq` (what an fsync of the active segment covers) moves past these frames
+        // only once they are in it: sealing the previous segment first must not publish them.
         if inner.broken || inner.active.as_ref().is_some_and(|a| a.len >= SEGMENT_MAX_BYTES) {
             self.seal_locked(&mut inner)?;
         }
@@ -219,14 +249,15 @@ impl Core {
             return Err(e);
         }
         a.len += frame.len() as u64;
-        inner.seq = last;
+        inner.seq += frames;
+        let last = inner.seq;
         let first_dirty = inner.dirty_since.is_none();
         inner.dirty_since.get_or_insert_with(Instant::now);
         drop(inner);
         if first_dirty {
             self.wake_syncer();
         }
-        Ok(())
+        Ok(last)
     }
 
     /// Waits until frame `seq` is fsync'd (group commit: asks for an fsync now).
