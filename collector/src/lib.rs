@@ -43,8 +43,9 @@ use crate::spool::Spool;
 
 /// Largest request head (request line and headers); larger ones get 431.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
-/// Most header fields in one request.
-pub const MAX_HEADERS: usize = 64;
+/// Most header fields in one request: hyper's default, which it parses into an array on
+/// the stack (a configured limit costs a heap vector per request); more get 431.
+pub const MAX_HEADERS: usize = 100;
 /// Time a client has to send its request head.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -248,8 +249,7 @@ impl Worker {
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(MAX_HEAD_BYTES)
-            .max_headers(MAX_HEADERS);
+            .max_buf_size(MAX_HEAD_BYTES);
         let graceful = GracefulShutdown::new();
         let mut stop = self.stop.clone();
         let stopped = async move {

@@ -1653,6 +1653,25 @@ async fn read_head(stream: &mut TcpStream, wait: Duration) -> Option<String> {
     (!buf.is_empty()).then(|| String::from_utf8_lossy(&buf).into_owned())
 }
 
+/// A request head with more header fields than `MAX_HEADERS` gets 431; one at the limit
+/// is served.
+#[tokio::test]
+async fn too_many_header_fields_get_431() {
+    let (_dir, server) = seeded().await;
+    for (fields, want) in [(collector::MAX_HEADERS - 1, "HTTP/1.1 200"), (collector::MAX_HEADERS + 1, "HTTP/1.1 431")] {
+        let mut s = raw(&server).await;
+        let mut req = String::from("GET /healthz HTTP/1.1\r\nHost: t\r\n");
+        for i in 0..fields {
+            req.push_str(&format!("X-Field-{i}: {i}\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let head = read_head(&mut s, Duration::from_secs(5)).await.expect("an answer");
+        assert!(head.starts_with(want), "{} header fields: {head}", fields + 1);
+    }
+    server.stop().await;
+}
+
 /// Regression: a malformed chunk size got 413 (not 400); `Expect: 100-continue` with a
 /// `Content-Length` over the limit got `100 Continue` before its 413; a `Content-Length`
 /// of 10¹² with a short body got 408 after the request timeout instead of 413 at once.

@@ -86,6 +86,158 @@ fn words(sql: &str) -> BTreeSet<String> {
     out
 }
 
+/// A statement's tokens: identifiers (lower-cased, quoted ones unquoted) and the other
+/// characters one by one; strings and comments skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Token {
+    Word(String),
+    Punct(char),
+}
+
+fn tokens(sql: &str) -> Vec<Token> {
+    let mut out = Vec::new();
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                for d in chars.by_ref() {
+                    if d == '\'' {
+                        break;
+                    }
+                }
+                // A string is a value: it ends whatever came before, like a number.
+                out.push(Token::Word(String::new()));
+            }
+            '"' => {
+                let mut name = String::new();
+                for d in chars.by_ref() {
+                    if d == '"' {
+                        break;
+                    }
+                    name.push(d.to_ascii_lowercase());
+                }
+                out.push(Token::Word(name));
+            }
+            '-' if chars.peek() == Some(&'-') => {
+                for d in chars.by_ref() {
+                    if d == '\n' {
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut prev = ' ';
+                for d in chars.by_ref() {
+                    if prev == '*' && d == '/' {
+                        break;
+                    }
+                    prev = d;
+                }
+            }
+            c if c.is_ascii_alphanumeric() || c == '_' => {
+                let mut word = c.to_ascii_lowercase().to_string();
+                while let Some(&d) = chars.peek() {
+                    if d.is_ascii_alphanumeric() || d == '_' {
+                        word.push(d.to_ascii_lowercase());
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                out.push(Token::Word(word));
+            }
+            c if c.is_whitespace() => {}
+            c => out.push(Token::Punct(c)),
+        }
+    }
+    out
+}
+
+/// Words that can follow a table in a FROM clause and are not its alias.
+const NOT_ALIASES: [&str; 30] = [
+    "where", "join", "left", "right", "inner", "outer", "full", "cross", "on", "using", "group", "order", "limit", "offset",
+    "union", "except", "intersect", "having", "window", "qualify", "natural", "positional", "asof", "anti", "semi",
+    "lateral", "select", "tablesample", "pivot", "unpivot",
+];
+
+/// Whether `sql` names every column it reads from the tables `views`, so that a remote
+/// lake's files need only the named columns fetched. Conservative: no for anything that
+/// can read a column without naming it: `*` (but `count(*)`), NATURAL joins, `COLUMNS(…)`,
+/// PIVOT/UNPIVOT (which group by the columns they do not name), a FROM-first select
+/// (`FROM clicks`, `(FROM clicks EXCEPT …)`), and a table or its alias used as a value,
+/// a whole row (`SELECT c FROM clicks c`, `count(DISTINCT c)`), or reached other than
+/// by `FROM t`/`JOIN t` (a comma join, a schema prefix).
+pub fn names_its_columns(sql: &str, views: &BTreeSet<String>) -> bool {
+    let t = tokens(sql);
+    let word = |i: usize| match t.get(i) {
+        Some(Token::Word(w)) => Some(w.as_str()),
+        _ => None,
+    };
+    let punct = |i: usize, c: char| t.get(i) == Some(&Token::Punct(c));
+    let mut aliases: BTreeSet<(String, usize)> = BTreeSet::new();
+    for (i, tok) in t.iter().enumerate() {
+        match tok {
+            Token::Punct('*') if !(i > 0 && punct(i - 1, '(') && punct(i + 1, ')')) => return false,
+            Token::Word(w) if matches!(w.as_str(), "natural" | "columns" | "pivot" | "unpivot" | "pivot_wider" | "pivot_longer") => {
+                return false;
+            }
+            Token::Word(w) if w == "from" => {
+                let first = i == 0
+                    || punct(i - 1, '(')
+                    || punct(i - 1, ';')
+                    || matches!(word(i - 1), Some("union" | "except" | "intersect" | "all"))
+                    || (i > 1 && word(i - 1) == Some("name") && word(i - 2) == Some("by"));
+                if first {
+                    return false;
+                }
+            }
+            Token::Word(w) if views.contains(w) => {
+                if punct(i + 1, '.') {
+                    continue;
+                }
+                if i == 0 || !matches!(word(i - 1), Some("from" | "join")) {
+                    return false;
+                }
+                let mut j = i + 1;
+                if word(j) == Some("as") {
+                    j += 1;
+                }
+                if let Some(a) = word(j) {
+                    if !a.is_empty() && !NOT_ALIASES.contains(&a) {
+                        aliases.insert((a.to_string(), j));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for (alias, at) in &aliases {
+        for (i, tok) in t.iter().enumerate() {
+            if i != *at && *tok == Token::Word(alias.clone()) && !punct(i + 1, '.') {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// The columns of `all` that `sql` names (`always` among them), for a remote lake's
+/// fetch; `None` (every column) when the statement may read columns it does not name.
+fn fetch_columns(sql: &str, views: &BTreeSet<String>, all: &[&str], always: &[&str]) -> Option<BTreeSet<String>> {
+    if !names_its_columns(sql, views) {
+        return None;
+    }
+    let named: BTreeSet<String> = tokens(sql)
+        .into_iter()
+        .filter_map(|t| match t {
+            Token::Word(w) => Some(w),
+            Token::Punct(_) => None,
+        })
+        .collect();
+    Some(all.iter().filter(|c| always.contains(c) || named.contains(**c)).map(|c| c.to_string()).collect())
+}
+
 /// The report tables (with their windows), and whether hits and the registry are named.
 struct Needs {
     reports: Vec<(String, Window, &'static str)>,
@@ -222,6 +374,14 @@ pub async fn prepare(source: &Source, what: &str, sql: &str, scope: &Scope, mut 
             "{what}: window {w1} was computed in {z1} and window {w2} in {z2}, so their dates are different days; recompute one (`pipeline run --window {w2} --tz {z1} …`) before comparing"
         );
     }
+    // From a remote lake, only the columns the statement names are fetched (when it names
+    // every column it reads); a local lake is scanned in place, where DuckDB reads only
+    // what it needs anyway.
+    let remote = source.lake().local_root().is_none() && !needs.catalog;
+    let mut views: BTreeSet<String> = needs.reports.iter().map(|(n, _, _)| n.clone()).collect();
+    views.extend(needs.all.iter().map(|t| format!("{t}_all")));
+    views.extend(["hits", "offers", "links"].map(String::from));
+    let wanted = |all: &[&str], always: &[&str]| if remote { fetch_columns(&sql, &views, all, always) } else { None };
     let mut setup = Vec::new();
     let mut tables = Vec::new();
     for (name, window, table) in &needs.reports {
@@ -231,8 +391,9 @@ pub async fn prepare(source: &Source, what: &str, sql: &str, scope: &Scope, mut 
                 source.lake().url()
             );
         }
-        let files = source.report_paths(window, table, from, to).await?;
-        setup.push(report_view(name, table, &files, from, to));
+        let cols = wanted(lake::reports::columns(table), &["date"]);
+        let files = source.report_paths(window, table, from, to, cols.as_ref()).await?;
+        setup.push(report_view(name, &view_columns(lake::reports::columns(table), cols.as_ref()), &files, from, to));
         tables.push(name.clone());
     }
     if !needs.all.is_empty() {
@@ -243,18 +404,21 @@ pub async fn prepare(source: &Source, what: &str, sql: &str, scope: &Scope, mut 
             );
         }
         for table in &needs.all {
+            let cols = wanted(lake::reports::columns(table), &["date"]);
+            let columns = view_columns(lake::reports::columns(table), cols.as_ref());
             let mut parts = Vec::new();
             for w in &windows {
-                let files = source.report_paths(w, table, from, to).await?;
+                let files = source.report_paths(w, table, from, to, cols.as_ref()).await?;
                 parts.push((w.to_string(), files));
             }
-            setup.push(all_view(table, &parts, from, to));
+            setup.push(all_view(table, &columns, &parts, from, to));
             tables.push(format!("{table}_all"));
         }
     }
     if needs.hits {
-        let files = source.hits_paths(Some((from, to))).await?;
-        setup.push(hits_view(&files, from, to));
+        let cols = wanted(&lake::schema::hit::ALL, &[lake::schema::hit::TS]);
+        let files = source.hits_paths(Some((from, to)), cols.as_ref()).await?;
+        setup.push(hits_view(&view_columns(&lake::schema::hit::ALL, cols.as_ref()), &files, from, to));
         tables.push("hits".into());
     }
     if needs.offers || needs.links {
@@ -346,33 +510,39 @@ fn typed_scan(columns: &[&str], files: &[PathBuf]) -> String {
     out
 }
 
-/// Report `table`'s rows in `files` of the dates `from..=to`, with the table's columns.
-fn dated_scan(table: &str, files: &[PathBuf], from: NaiveDate, to: NaiveDate) -> String {
-    format!("SELECT * FROM ({}) WHERE \"date\" BETWEEN {} AND {}", typed_scan(lake::reports::columns(table), files), date_lit(from), date_lit(to))
+/// The columns a view shows: `all` (a table's, in order), or those of them that were
+/// fetched.
+fn view_columns<'a>(all: &[&'a str], fetched: Option<&BTreeSet<String>>) -> Vec<&'a str> {
+    all.iter().copied().filter(|c| fetched.is_none_or(|f| f.contains(*c))).collect()
 }
 
-/// The view `name` over report `table`'s files of the dates `from..=to`.
-fn report_view(name: &str, table: &str, files: &[PathBuf], from: NaiveDate, to: NaiveDate) -> String {
-    format!("CREATE OR REPLACE VIEW {} AS {}", ident(name), dated_scan(table, files, from, to))
+/// A report table's rows in `files` of the dates `from..=to`, with `columns`.
+fn dated_scan(columns: &[&str], files: &[PathBuf], from: NaiveDate, to: NaiveDate) -> String {
+    format!("SELECT * FROM ({}) WHERE \"date\" BETWEEN {} AND {}", typed_scan(columns, files), date_lit(from), date_lit(to))
+}
+
+/// The view `name` over a report table's files of the dates `from..=to`, with `columns`.
+fn report_view(name: &str, columns: &[&str], files: &[PathBuf], from: NaiveDate, to: NaiveDate) -> String {
+    format!("CREATE OR REPLACE VIEW {} AS {}", ident(name), dated_scan(columns, files, from, to))
 }
 
 /// `<table>_all`: every window's rows of the dates, with a `"window"` column first.
-fn all_view(table: &str, parts: &[(String, Vec<PathBuf>)], from: NaiveDate, to: NaiveDate) -> String {
+fn all_view(table: &str, columns: &[&str], parts: &[(String, Vec<PathBuf>)], from: NaiveDate, to: NaiveDate) -> String {
     let mut selects: Vec<String> =
-        parts.iter().map(|(w, files)| format!("SELECT {} AS \"window\", * FROM ({})", quote(w), dated_scan(table, files, from, to))).collect();
+        parts.iter().map(|(w, files)| format!("SELECT {} AS \"window\", * FROM ({})", quote(w), dated_scan(columns, files, from, to))).collect();
     if selects.is_empty() {
-        selects.push(format!("SELECT CAST(NULL AS VARCHAR) AS \"window\", * FROM ({})", dated_scan(table, &[], from, to)));
+        selects.push(format!("SELECT CAST(NULL AS VARCHAR) AS \"window\", * FROM ({})", dated_scan(columns, &[], from, to)));
     }
     format!("CREATE OR REPLACE VIEW {} AS {}", ident(&format!("{table}_all")), selects.join(" UNION ALL "))
 }
 
 /// `hits`: every column of the hit schema, the UTC `date` and `hour` of `ts`, the hits
 /// whose `ts` is on a UTC date in `from..=to`.
-fn hits_view(files: &[PathBuf], from: NaiveDate, to: NaiveDate) -> String {
+fn hits_view(columns: &[&str], files: &[PathBuf], from: NaiveDate, to: NaiveDate) -> String {
     let next = to.succ_opt().unwrap_or(to);
     format!(
         "CREATE OR REPLACE VIEW hits AS SELECT *, CAST(ts AS DATE) AS \"date\", CAST(hour(ts) AS INTEGER) AS \"hour\" FROM ({}) WHERE ts >= TIMESTAMP '{from} 00:00:00' AND ts < TIMESTAMP '{next} 00:00:00'",
-        typed_scan(&lake::schema::hit::ALL, files)
+        typed_scan(columns, files)
     )
 }
 
@@ -512,5 +682,41 @@ mod tests {
         let w = words("SELECT a FROM revenue_other -- clicks\nWHERE x = 'hits'");
         assert!(w.contains("revenue_other") && w.contains("select"));
         assert!(!w.contains("clicks") && !w.contains("hits"));
+    }
+
+    #[test]
+    fn a_statement_names_its_columns_unless_it_can_read_others() {
+        let views: BTreeSet<String> = ["hits", "clicks", "attributions_all", "offers"].map(String::from).into();
+        for sql in [
+            "SELECT count(*) FROM hits WHERE kind = 'click'",
+            "SELECT h.member_id, COUNT( * ) FROM hits AS h GROUP BY ALL",
+            "SELECT a.status FROM attributions_all a JOIN offers o ON o.offer_id = a.offer_id",
+            "SELECT extract(hour FROM ts) FROM hits -- SELECT * FROM hits",
+            "SELECT x IS DISTINCT FROM y FROM hits WHERE user_agent <> '*'",
+            "SELECT member_id FROM hits UNION ALL SELECT member_id FROM clicks",
+            "SELECT \"member_id\" FROM \"hits\" /* t.* */",
+        ] {
+            assert!(names_its_columns(sql, &views), "{sql}");
+        }
+        for sql in [
+            "SELECT * FROM hits",
+            "SELECT h.* FROM hits h",
+            "SELECT amount_micros * 2 FROM hits",
+            "FROM hits",
+            "SELECT count(*) FROM (FROM hits EXCEPT FROM clicks)",
+            "SELECT 1 UNION ALL BY NAME FROM hits",
+            "SELECT count(DISTINCT h) FROM hits h",
+            "SELECT to_json(hits) FROM hits",
+            "SELECT x FROM hits NATURAL JOIN clicks",
+            "SELECT COLUMNS('member.*') FROM hits",
+            "PIVOT hits ON kind USING count(*)",
+            "SELECT a.kind FROM hits a, clicks b",
+            "SELECT kind FROM main.hits",
+            "SELECT sum(clicks) FROM clicks",
+        ] {
+            assert!(!names_its_columns(sql, &views), "{sql}");
+        }
+        let cols = fetch_columns("SELECT count(*) FROM hits WHERE kind = 'click'", &views, &lake::schema::hit::ALL, &["ts"]).unwrap();
+        assert_eq!(cols.into_iter().collect::<Vec<_>>(), vec!["kind", "ts"]);
     }
 }

@@ -7,10 +7,19 @@
 //! object-store client and its credentials. Every report file's Parquet footer is read
 //! before the scan, so a truncated or foreign file is named instead of failing anonymously
 //! in the middle of a query.
+//!
+//! From a remote lake, a statement that names every column it reads (see
+//! `engine::names_its_columns`) fetches only those columns: the footer first, then each row
+//! group's chunks of those columns (with their bloom filters and page indexes) by range,
+//! written at their offsets into a local file of the object's size. The footer stays the
+//! object's own, so the copy is a valid Parquet file whose other columns are holes, and the
+//! views over it expose only the fetched columns: a column that was not fetched cannot be
+//! read as anything, not even as null.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, Context, Result};
 use chrono::NaiveDate;
@@ -20,6 +29,7 @@ use lake::registry;
 use lake::window::Window;
 use lake::Lake;
 use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 use polars::prelude::*;
 
 /// How many downloads run at once from a remote lake.
@@ -31,11 +41,19 @@ pub struct Source {
     tmp: Mutex<Option<tempfile::TempDir>>,
     /// Things that must outlive the scans (the hits' temporary copies).
     keep: Mutex<Vec<pipeline::read::Inputs>>,
+    /// Bytes read from a remote lake's Parquet files so far.
+    fetched: AtomicU64,
 }
 
 impl Source {
     pub fn new(lake: Lake) -> Source {
-        Source { lake, tmp: Mutex::new(None), keep: Mutex::new(Vec::new()) }
+        Source { lake, tmp: Mutex::new(None), keep: Mutex::new(Vec::new()), fetched: AtomicU64::new(0) }
+    }
+
+    /// Bytes of Parquet files fetched from a remote lake so far (0 for a local lake, which
+    /// is scanned in place).
+    pub fn bytes_fetched(&self) -> u64 {
+        self.fetched.load(Ordering::Relaxed)
     }
 
     pub fn lake(&self) -> &Lake {
@@ -164,9 +182,17 @@ impl Source {
         Ok(lf)
     }
 
-    /// The local paths of `window`'s `table` files for the dates `from..=to` (downloaded
-    /// from a remote lake), each footer checked.
-    pub async fn report_paths(&self, window: &Window, table: &str, from: NaiveDate, to: NaiveDate) -> Result<Vec<PathBuf>> {
+    /// The local paths of `window`'s `table` files for the dates `from..=to` (fetched from a
+    /// remote lake: only `columns`' chunks when given, whole files otherwise), each footer
+    /// checked.
+    pub async fn report_paths(
+        &self,
+        window: &Window,
+        table: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+        columns: Option<&BTreeSet<String>>,
+    ) -> Result<Vec<PathBuf>> {
         let files: Vec<Path> = self
             .report_files(window, table)
             .await?
@@ -174,15 +200,45 @@ impl Source {
             .filter(|(d, _)| *d >= from && *d <= to)
             .flat_map(|(_, f)| f)
             .collect();
-        self.localize(files).await
+        self.localize(files, columns).await
     }
 
     /// The local paths of the hits files that can hold a `ts` on a UTC date in `from..=to`
     /// (every hits file when `None`), kept (downloaded, or linked against a compaction under
-    /// way) as long as this source lives.
-    pub async fn hits_paths(&self, range: Option<(NaiveDate, NaiveDate)>) -> Result<Vec<PathBuf>> {
+    /// way) as long as this source lives. From a remote lake with `columns` given, only
+    /// those columns' chunks are fetched; a file compacted away between the listing and its
+    /// fetch makes the listing start again.
+    pub async fn hits_paths(&self, range: Option<(NaiveDate, NaiveDate)>, columns: Option<&BTreeSet<String>>) -> Result<Vec<PathBuf>> {
         let micros = range.map(utc_micros);
+        if let (None, Some(columns)) = (self.lake.local_root(), columns) {
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let files = pipeline::read::list_hits(&self.lake, micros).await?;
+                let names: Vec<Path> = files.iter().map(|f| Path::from(f.path.as_str())).collect();
+                match self.fetch_all_columns(names, columns).await {
+                    Ok(pairs) => {
+                        return tokio::task::spawn_blocking(move || {
+                            pairs
+                                .into_iter()
+                                .map(|(name, local)| {
+                                    pipeline::read::check_footer(name.as_ref(), &local).map_err(|e| anyhow!("{e}"))?;
+                                    Ok(local)
+                                })
+                                .collect::<Result<Vec<PathBuf>>>()
+                        })
+                        .await
+                        .map_err(|e| anyhow!("footer check stopped: {e}"))?;
+                    }
+                    Err(e) if attempt < 3 && is_not_found(&e) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
         let files = pipeline::read::list_hits(&self.lake, micros).await?;
+        if self.lake.local_root().is_none() {
+            self.fetched.fetch_add(files.iter().map(|f| f.size).sum::<u64>(), Ordering::Relaxed);
+        }
         let inputs = pipeline::read::fetch(&self.lake, files).await?;
         let paths = inputs.files.iter().map(|f| f.local.clone()).collect();
         self.keep.lock().map_err(|_| anyhow!("source lock poisoned"))?.push(inputs);
@@ -212,23 +268,49 @@ impl Source {
         Ok((offers, links))
     }
 
-    /// Local paths of `files`, downloading them from a remote lake, each footer checked.
-    async fn localize(&self, files: Vec<Path>) -> Result<Vec<PathBuf>> {
-        let pairs: Vec<(Path, PathBuf)> = match self.lake.local_root() {
-            Some(_) => files.into_iter().map(|f| (f.clone(), self.lake.local_path(&f).unwrap_or_default())).collect(),
-            None => {
-                let dir = {
-                    let mut tmp = self.tmp.lock().map_err(|_| anyhow!("source lock poisoned"))?;
-                    if tmp.is_none() {
-                        *tmp = Some(tempfile::Builder::new().prefix("clicktrail-queries-").tempdir().context("creating a temporary folder")?);
-                    }
-                    tmp.as_ref().map(|t| t.path().to_path_buf()).unwrap_or_default()
-                };
+    /// The temporary folder for copies of a remote lake's files.
+    fn tmp_dir(&self) -> Result<PathBuf> {
+        let mut tmp = self.tmp.lock().map_err(|_| anyhow!("source lock poisoned"))?;
+        if tmp.is_none() {
+            *tmp = Some(tempfile::Builder::new().prefix("clicktrail-queries-").tempdir().context("creating a temporary folder")?);
+        }
+        Ok(tmp.as_ref().map(|t| t.path().to_path_buf()).unwrap_or_default())
+    }
+
+    /// Copies `files` of a remote lake with only `columns`' chunks, returning each file's
+    /// local path.
+    async fn fetch_all_columns(&self, files: Vec<Path>, columns: &BTreeSet<String>) -> Result<Vec<(Path, PathBuf)>> {
+        let dir = self.tmp_dir()?;
+        let tag = columns_tag(columns);
+        futures::stream::iter(files)
+            .map(|f| {
+                let local = dir.join(format!("{}.{tag}{PARQUET_EXT}", uuid_like(&f)));
+                async move {
+                    let n = fetch_columns(self.lake.store(), &f, columns, &local).await?;
+                    self.fetched.fetch_add(n, Ordering::Relaxed);
+                    Ok::<_, anyhow::Error>((f, local))
+                }
+            })
+            .buffered(FETCH_CONCURRENCY)
+            .try_collect()
+            .await
+    }
+
+    /// Local paths of `files`, fetched from a remote lake (only `columns`' chunks when
+    /// given), each footer checked.
+    async fn localize(&self, files: Vec<Path>, columns: Option<&BTreeSet<String>>) -> Result<Vec<PathBuf>> {
+        let pairs: Vec<(Path, PathBuf)> = match (self.lake.local_root(), columns) {
+            (Some(_), _) => files.into_iter().map(|f| (f.clone(), self.lake.local_path(&f).unwrap_or_default())).collect(),
+            (None, Some(columns)) => self.fetch_all_columns(files, columns).await?,
+            (None, None) => {
+                let dir = self.tmp_dir()?;
                 futures::stream::iter(files)
                     .map(|f| {
                         let local = dir.join(format!("{}{PARQUET_EXT}", uuid_like(&f)));
                         async move {
                             pipeline::read::download(&self.lake, f.as_ref(), &local).await?;
+                            let size = tokio::fs::metadata(&local).await.map(|m| m.len()).unwrap_or(0);
+                            self.fetched.fetch_add(size, Ordering::Relaxed);
                             Ok::<_, anyhow::Error>((f, local))
                         }
                     })
@@ -253,6 +335,110 @@ fn utc_micros((from, to): (NaiveDate, NaiveDate)) -> (i64, i64) {
     let lo = from.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc().timestamp_micros();
     let hi = to.succ_opt().unwrap_or(to).and_hms_opt(0, 0, 0).unwrap_or_default().and_utc().timestamp_micros();
     (lo, hi)
+}
+
+/// Whether `e` is an object that is not (any longer) in the store.
+fn is_not_found(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| matches!(c.downcast_ref::<object_store::Error>(), Some(object_store::Error::NotFound { .. })))
+}
+
+/// A short, stable name for a column set (copies of one object with other columns differ).
+fn columns_tag(columns: &BTreeSet<String>) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    columns.hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+/// How many bytes of an object's end are fetched first: its footer, usually whole.
+const TAIL_GUESS: u64 = 64 * 1024;
+
+/// Copies the Parquet object `path` into `local` with only the chunks of `columns` (top-level
+/// column names), their bloom filters and page indexes, the header magic and the footer,
+/// each at its offset in a file of the object's size; the rest is a hole. Returns the bytes
+/// fetched. The ranges come from the object's own footer, so a column chunk is either
+/// copied whole or not at all.
+async fn fetch_columns(store: &Arc<dyn ObjectStore>, path: &Path, columns: &BTreeSet<String>, local: &std::path::Path) -> Result<u64> {
+    use parquet::file::metadata::{FooterTail, ParquetMetaDataReader};
+    let bad = |why: String| anyhow!("lake file {path} is not a valid Parquet file ({why})");
+    let got = store
+        .get_opts(path, GetOptions { range: Some(GetRange::Suffix(TAIL_GUESS)), ..Default::default() })
+        .await
+        .with_context(|| format!("reading lake file {path}"))?;
+    let size = got.meta.size;
+    let mut tail_start = got.range.start;
+    let mut tail = got.bytes().await.with_context(|| format!("reading lake file {path}"))?;
+    let mut fetched = tail.len() as u64;
+    if size < 12 || tail.len() < 8 {
+        return Err(bad(format!("{size} bytes")));
+    }
+    let mut last8 = [0u8; 8];
+    last8.copy_from_slice(&tail[tail.len() - 8..]);
+    let foot = FooterTail::try_new(&last8).map_err(|e| bad(e.to_string()))?;
+    if foot.is_encrypted_footer() {
+        return Err(bad("its footer is encrypted".into()));
+    }
+    let meta_len = foot.metadata_length() as u64;
+    if meta_len + 12 > size {
+        return Err(bad(format!("a footer of {meta_len} bytes in {size}")));
+    }
+    let footer_start = size - 8 - meta_len;
+    if footer_start < tail_start {
+        tail = store.get_range(path, footer_start..size).await.with_context(|| format!("reading lake file {path}"))?;
+        fetched += tail.len() as u64;
+        tail_start = footer_start;
+    }
+    let footer = &tail[(footer_start - tail_start) as usize..tail.len() - 8];
+    let meta = ParquetMetaDataReader::decode_metadata(footer).map_err(|e| bad(e.to_string()))?;
+    // The header magic, then the chunks.
+    let mut ranges: Vec<std::ops::Range<u64>> = Vec::with_capacity(1 + meta.num_row_groups() * columns.len() * 4);
+    ranges.push(0..4);
+    let in_file = |start: i64, len: i64| -> Result<std::ops::Range<u64>> {
+        let (s, l) = (u64::try_from(start).ok(), u64::try_from(len).ok());
+        match (s, l) {
+            (Some(s), Some(l)) if s.checked_add(l).is_some_and(|e| e <= footer_start) => Ok(s..s + l),
+            _ => Err(bad(format!("a column range of {len} bytes at {start}, outside its {footer_start} data bytes"))),
+        }
+    };
+    for rg in meta.row_groups() {
+        for c in rg.columns() {
+            let top = c.column_path().parts().first().map(|p| p.to_ascii_lowercase());
+            if !top.is_some_and(|t| columns.contains(&t)) {
+                continue;
+            }
+            let start = c.dictionary_page_offset().unwrap_or(c.data_page_offset());
+            ranges.push(in_file(start, c.compressed_size())?);
+            if let (Some(o), Some(l)) = (c.bloom_filter_offset(), c.bloom_filter_length()) {
+                ranges.push(in_file(o, i64::from(l))?);
+            }
+            for r in [c.column_index_range(), c.offset_index_range()].into_iter().flatten() {
+                ranges.push(in_file(r.start as i64, (r.end - r.start) as i64)?);
+            }
+        }
+    }
+    ranges.sort_by_key(|r| r.start);
+    let mut merged: Vec<std::ops::Range<u64>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match merged.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => merged.push(r),
+        }
+    }
+    let parts = store.get_ranges(path, &merged).await.with_context(|| format!("reading lake file {path}"))?;
+    fetched += parts.iter().map(|p| p.len() as u64).sum::<u64>();
+    let local = local.to_path_buf();
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::File::create(&local).with_context(|| format!("creating {}", local.display()))?;
+        f.set_len(size).with_context(|| format!("sizing {}", local.display()))?;
+        for (r, bytes) in merged.iter().map(|r| r.start).zip(parts.iter()).chain(std::iter::once((tail_start, &tail))) {
+            f.seek(SeekFrom::Start(r)).and_then(|_| f.write_all(bytes)).with_context(|| format!("writing {}", local.display()))?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| anyhow!("copy of {path} stopped: {e}"))??;
+    Ok(fetched)
 }
 
 /// A file name for a downloaded object: its path with separators replaced.

@@ -309,6 +309,110 @@ async fn a_remote_lake_is_read_through_its_store() {
     assert_eq!(rows(&df, &["member_id", "currency", "revenue_micros"]), vec!["bob|EUR|50000000", "bob|USD|100000000", "ann|USD|19990000"]);
 }
 
+/// Runs `sql` over `lake` through a new source; returns the answer and the bytes of Parquet
+/// the source fetched.
+async fn sql_fetching(lake: &Lake, sql: &str) -> (DataFrame, u64) {
+    let source = Source::new(lake.clone());
+    let scope = Scope { window: "28d".parse().unwrap(), from: None, to: None };
+    let prepared = engine::prepare(&source, "SQL", sql, &scope, BTreeMap::new()).await.unwrap();
+    let df = queries::collect("SQL", prepared).unwrap();
+    (df, source.bytes_fetched())
+}
+
+/// The scenario plus 2000 clicks on March 5 with 4 KB user agents: a hits column worth
+/// megabytes that most statements never read.
+async fn fill_wide(lake: Lake) -> Lake {
+    let lake = fill(lake).await;
+    let mut b = Builder { hits: Vec::new(), n: 1000 };
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..2000u32 {
+        let mut ua = String::with_capacity(4096);
+        while ua.len() < 4096 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ua.push_str(&format!("{x:016x}"));
+        }
+        b.click(at(5, 10, 0) + i64::from(i) * 1_000_000, "shoes", "dan", &format!("w{i}"), &ua);
+    }
+    gen::write_hits(&lake, &b.hits, "wide").await.unwrap();
+    lake
+}
+
+/// What a remote lake's statements fetch: only the columns they name, every column when
+/// they may read one they do not name; and the answers are those of the local lake.
+async fn remote_fetches_only_named_columns(remote: Lake, exact_bytes: bool) {
+    let remote = fill_wide(remote).await;
+    let dir = tempfile::tempdir().unwrap();
+    let local = fill_wide(Lake::open(dir.path().join("lake").to_str().unwrap()).unwrap()).await;
+    let (_, whole) = sql_fetching(&remote, "SELECT * FROM hits").await;
+    assert!(whole > 3_000_000, "the hits files hold megabytes of user agents ({whole} bytes)");
+
+    // Named columns: the user agents are never fetched.
+    let named = "SELECT count(*) AS n, count(DISTINCT member_id) AS members, min(visitor_id) AS v FROM hits WHERE kind = 'click' AND \"date\" = DATE '2026-03-05'";
+    let (df, fetched) = sql_fetching(&remote, named).await;
+    assert_eq!(rows(&df, &["n", "members", "v"]), vec!["2000|1|w0"]);
+    eprintln!("{}: a statement naming 4 hits columns fetched {fetched} bytes, SELECT * {whole}", remote.url());
+    if exact_bytes {
+        assert!(fetched < whole / 20, "a statement naming 4 of 19 columns fetched {fetched} of {whole} bytes");
+    } else {
+        assert!(fetched < whole / 2, "a statement naming 4 of 19 columns fetched {fetched} of {whole} bytes");
+    }
+    let (df, _) = sql_fetching(&remote, "SELECT h.kind, count(*) AS n FROM hits AS h WHERE h.member_id = 'dan' GROUP BY h.kind").await;
+    assert_eq!(rows(&df, &["kind", "n"]), vec!["click|2000"]);
+
+    // Columns read without being named: everything is fetched, and the answer is whole.
+    for (sql, want) in [
+        ("SELECT count(DISTINCT h) AS n FROM hits h WHERE kind = 'click'", "2004"),
+        ("SELECT count(*) AS n FROM (SELECT DISTINCT * FROM hits WHERE kind = 'click')", "2004"),
+        ("SELECT count(*) AS n FROM (FROM hits WHERE kind = 'click')", "2004"),
+        ("SELECT count(*) AS n FROM (SELECT COLUMNS(*) FROM hits WHERE kind = 'click')", "2004"),
+    ] {
+        let (df, fetched) = sql_fetching(&remote, sql).await;
+        assert_eq!(rows(&df, &["n"]), vec![want], "{sql}");
+        assert!(fetched >= whole, "{sql}: fetched {fetched} of {whole} bytes");
+    }
+    let (df, _) = sql_fetching(&remote, "SELECT * FROM hits WHERE member_id = 'dan' ORDER BY ts LIMIT 1").await;
+    assert_eq!(df.width(), lake::schema::hit::ALL.len() + 2, "SELECT * shows every hits column and date, hour");
+    assert_eq!(df.column("user_agent").unwrap().str().unwrap().get(0).unwrap().len(), 4096);
+
+    // Report tables, joins and both windows: the remote answers are the local ones.
+    for sql in [
+        "SELECT c.member_id, sum(c.unique_clicks) AS u, count(a.hit_id) AS attributed FROM clicks c LEFT JOIN attributions a ON a.member_id = c.member_id AND a.\"date\" = c.\"date\" GROUP BY ALL ORDER BY ALL",
+        "SELECT \"window\", status, count(*) AS n FROM attributions_all GROUP BY ALL ORDER BY ALL",
+        "SELECT member_id, currency, sum(revenue_micros) AS micros, sum(orders) AS orders FROM revenue GROUP BY ALL ORDER BY ALL",
+        "SELECT * FROM conversions ORDER BY ALL",
+    ] {
+        let (want, _) = sql_fetching(&local, sql).await;
+        let (got, _) = sql_fetching(&remote, sql).await;
+        assert!(want.height() > 0, "{sql}: the scenario has rows");
+        assert!(got.equals_missing(&want), "{sql}: remote {got} local {want}");
+    }
+    // A column the statement names but the view does not fetch cannot exist: an unknown
+    // column is an error, never a null.
+    let source = Source::new(remote.clone());
+    let scope = Scope { window: "28d".parse().unwrap(), from: None, to: None };
+    let prepared = engine::prepare(&source, "SQL", "SELECT count(user_agnt) FROM hits", &scope, BTreeMap::new()).await.unwrap();
+    let err = queries::collect("SQL", prepared).unwrap_err().to_string();
+    assert!(err.contains("user_agnt"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_lake_fetches_only_the_columns_a_statement_names() {
+    remote_fetches_only_named_columns(Lake::open(&format!("memory://wide-{}", std::process::id())).unwrap(), true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_lake_fetches_only_the_columns_a_statement_names() {
+    let Ok(base) = std::env::var("CLICKTRAIL_TEST_S3_URL") else {
+        assert!(std::env::var("CLICKTRAIL_REQUIRE_SERVICES").as_deref() != Ok("1"), "CLICKTRAIL_TEST_S3_URL is required (CLICKTRAIL_REQUIRE_SERVICES=1)");
+        eprintln!("skipped: CLICKTRAIL_TEST_S3_URL not set");
+        return;
+    };
+    let url = format!("{}/queries-wide-{}-{}", base.trim_end_matches('/'), std::process::id(), Utc::now().timestamp_micros());
+    remote_fetches_only_named_columns(Lake::open(&url).unwrap(), false).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn top_members() {
     let (_d, lake) = fixture().await;
