@@ -178,7 +178,8 @@ pub fn names_its_columns(sql: &str, views: &BTreeSet<String>) -> bool {
     let mut aliases: BTreeSet<(String, usize)> = BTreeSet::new();
     for (i, tok) in t.iter().enumerate() {
         match tok {
-            Token::Punct('*') if !(i > 0 && punct(i - 1, '(') && punct(i + 1, ')')) => return false,
+            // `count(*)` only: another function's `(*)` may expand to every column.
+            Token::Punct('*') if !(i > 1 && punct(i - 1, '(') && punct(i + 1, ')') && word(i - 2) == Some("count")) => return false,
             Token::Word(w) if matches!(w.as_str(), "natural" | "columns" | "pivot" | "unpivot" | "pivot_wider" | "pivot_longer") => {
                 return false;
             }
@@ -713,6 +714,8 @@ mod tests {
             "SELECT a.kind FROM hits a, clicks b",
             "SELECT kind FROM main.hits",
             "SELECT sum(clicks) FROM clicks",
+            "SELECT struct_pack(*) FROM hits",
+            "SELECT (*) FROM hits",
         ] {
             assert!(!names_its_columns(sql, &views), "{sql}");
         }
