@@ -54,36 +54,18 @@ pub struct Prepared {
 
 /// The identifiers of a statement, lower-cased (strings and comments skipped).
 fn words(sql: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut cur = String::new();
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\'' {
-            for d in chars.by_ref() {
-                if d == '\'' {
-                    break;
-                }
-            }
-            continue;
-        }
-        if c == '-' && chars.peek() == Some(&'-') {
-            for d in chars.by_ref() {
-                if d == '\n' {
-                    break;
-                }
-            }
-            continue;
-        }
-        if c.is_ascii_alphanumeric() || c == '_' {
-            cur.push(c.to_ascii_lowercase());
-        } else if !cur.is_empty() {
-            out.insert(std::mem::take(&mut cur));
-        }
-    }
-    if !cur.is_empty() {
-        out.insert(cur);
-    }
-    out
+    words_of(&tokens(sql))
+}
+
+/// The identifiers among `tokens`.
+fn words_of(tokens: &[Token]) -> BTreeSet<String> {
+    tokens
+        .iter()
+        .filter_map(|t| match t {
+            Token::Word(w) if !w.is_empty() => Some(w.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A statement's tokens: identifiers (lower-cased, quoted ones unquoted) and the other
@@ -161,15 +143,14 @@ const NOT_ALIASES: [&str; 30] = [
     "lateral", "select", "tablesample", "pivot", "unpivot",
 ];
 
-/// Whether `sql` names every column it reads from the tables `views`, so that a remote
-/// lake's files need only the named columns fetched. Conservative: no for anything that
+/// Whether a statement (its tokens `t`) names every column it reads from the tables
+/// `views`, so that a remote lake's files need only the named columns fetched. Conservative: no for anything that
 /// can read a column without naming it: `*` (but `count(*)`), NATURAL joins, `COLUMNS(…)`,
 /// PIVOT/UNPIVOT (which group by the columns they do not name), a FROM-first select
 /// (`FROM clicks`, `(FROM clicks EXCEPT …)`), and a table or its alias used as a value,
 /// a whole row (`SELECT c FROM clicks c`, `count(DISTINCT c)`), or reached other than
 /// by `FROM t`/`JOIN t` (a comma join, a schema prefix).
-pub fn names_its_columns(sql: &str, views: &BTreeSet<String>) -> bool {
-    let t = tokens(sql);
+fn names_its_columns(t: &[Token], views: &BTreeSet<String>) -> bool {
     let word = |i: usize| match t.get(i) {
         Some(Token::Word(w)) => Some(w.as_str()),
         _ => None,
@@ -223,20 +204,9 @@ pub fn names_its_columns(sql: &str, views: &BTreeSet<String>) -> bool {
     true
 }
 
-/// The columns of `all` that `sql` names (`always` among them), for a remote lake's
-/// fetch; `None` (every column) when the statement may read columns it does not name.
-fn fetch_columns(sql: &str, views: &BTreeSet<String>, all: &[&str], always: &[&str]) -> Option<BTreeSet<String>> {
-    if !names_its_columns(sql, views) {
-        return None;
-    }
-    let named: BTreeSet<String> = tokens(sql)
-        .into_iter()
-        .filter_map(|t| match t {
-            Token::Word(w) => Some(w),
-            Token::Punct(_) => None,
-        })
-        .collect();
-    Some(all.iter().filter(|c| always.contains(c) || named.contains(**c)).map(|c| c.to_string()).collect())
+/// The columns of `all` among `named` (the statement's words), and `always`.
+fn named_columns(named: &BTreeSet<String>, all: &[&str], always: &[&str]) -> BTreeSet<String> {
+    all.iter().filter(|c| always.contains(c) || named.contains(**c)).map(|c| c.to_string()).collect()
 }
 
 /// The report tables (with their windows), and whether hits and the registry are named.
@@ -382,7 +352,14 @@ pub async fn prepare(source: &Source, what: &str, sql: &str, scope: &Scope, mut 
     let mut views: BTreeSet<String> = needs.reports.iter().map(|(n, _, _)| n.clone()).collect();
     views.extend(needs.all.iter().map(|t| format!("{t}_all")));
     views.extend(["hits", "offers", "links"].map(String::from));
-    let wanted = |all: &[&str], always: &[&str]| if remote { fetch_columns(&sql, &views, all, always) } else { None };
+    // The statement's words when only they need fetching; `None`: every column.
+    let named = if remote {
+        let t = tokens(&sql);
+        names_its_columns(&t, &views).then(|| words_of(&t))
+    } else {
+        None
+    };
+    let wanted = |all: &[&str], always: &[&str]| named.as_ref().map(|n| named_columns(n, all, always));
     let mut setup = Vec::new();
     let mut tables = Vec::new();
     for (name, window, table) in &needs.reports {
@@ -697,7 +674,7 @@ mod tests {
             "SELECT member_id FROM hits UNION ALL SELECT member_id FROM clicks",
             "SELECT \"member_id\" FROM \"hits\" /* t.* */",
         ] {
-            assert!(names_its_columns(sql, &views), "{sql}");
+            assert!(names_its_columns(&tokens(sql), &views), "{sql}");
         }
         for sql in [
             "SELECT * FROM hits",
@@ -717,9 +694,9 @@ mod tests {
             "SELECT struct_pack(*) FROM hits",
             "SELECT (*) FROM hits",
         ] {
-            assert!(!names_its_columns(sql, &views), "{sql}");
+            assert!(!names_its_columns(&tokens(sql), &views), "{sql}");
         }
-        let cols = fetch_columns("SELECT count(*) FROM hits WHERE kind = 'click'", &views, &lake::schema::hit::ALL, &["ts"]).unwrap();
+        let cols = named_columns(&words("SELECT count(*) FROM hits WHERE kind = 'click'"), &lake::schema::hit::ALL, &["ts"]);
         assert_eq!(cols.into_iter().collect::<Vec<_>>(), vec!["kind", "ts"]);
     }
 }

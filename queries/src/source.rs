@@ -218,17 +218,7 @@ impl Source {
                 let names: Vec<Path> = files.iter().map(|f| Path::from(f.path.as_str())).collect();
                 match self.fetch_all_columns(names, columns).await {
                     Ok(pairs) => {
-                        return tokio::task::spawn_blocking(move || {
-                            pairs
-                                .into_iter()
-                                .map(|(name, local)| {
-                                    pipeline::read::check_footer(name.as_ref(), &local).map_err(|e| anyhow!("{e}"))?;
-                                    Ok(local)
-                                })
-                                .collect::<Result<Vec<PathBuf>>>()
-                        })
-                        .await
-                        .map_err(|e| anyhow!("footer check stopped: {e}"))?;
+                        return checked(pairs, |name, local| pipeline::read::check_footer(name, local).map(|_| ()).map_err(|e| anyhow!("{e}"))).await;
                     }
                     Err(e) if attempt < 3 && is_not_found(&e) => continue,
                     Err(e) => return Err(e),
@@ -278,7 +268,8 @@ impl Source {
     }
 
     /// Copies `files` of a remote lake with only `columns`' chunks, returning each file's
-    /// local path.
+    /// local path. A copy made earlier by this source (another view of the same table, an
+    /// earlier statement of a report) is used again.
     async fn fetch_all_columns(&self, files: Vec<Path>, columns: &BTreeSet<String>) -> Result<Vec<(Path, PathBuf)>> {
         let dir = self.tmp_dir()?;
         let tag = columns_tag(columns);
@@ -286,6 +277,9 @@ impl Source {
             .map(|f| {
                 let local = dir.join(format!("{}.{tag}{PARQUET_EXT}", uuid_like(&f)));
                 async move {
+                    if tokio::fs::try_exists(&local).await.unwrap_or(false) {
+                        return Ok((f, local));
+                    }
                     let n = fetch_columns(self.lake.store(), &f, columns, &local).await?;
                     self.fetched.fetch_add(n, Ordering::Relaxed);
                     Ok::<_, anyhow::Error>((f, local))
@@ -319,14 +313,7 @@ impl Source {
                     .await?
             }
         };
-        tokio::task::spawn_blocking(move || {
-            for (name, local) in &pairs {
-                check_footer(name.as_ref(), local)?;
-            }
-            Ok::<_, anyhow::Error>(pairs.into_iter().map(|(_, l)| l).collect())
-        })
-        .await
-        .map_err(|e| anyhow!("footer check stopped: {e}"))?
+        checked(pairs, check_footer).await
     }
 }
 
@@ -335,6 +322,19 @@ fn utc_micros((from, to): (NaiveDate, NaiveDate)) -> (i64, i64) {
     let lo = from.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc().timestamp_micros();
     let hi = to.succ_opt().unwrap_or(to).and_hms_opt(0, 0, 0).unwrap_or_default().and_utc().timestamp_micros();
     (lo, hi)
+}
+
+/// The local paths of `pairs` (a lake path and its local copy), each copy's footer checked
+/// by `check` off the async threads.
+async fn checked(pairs: Vec<(Path, PathBuf)>, check: fn(&str, &std::path::Path) -> Result<()>) -> Result<Vec<PathBuf>> {
+    tokio::task::spawn_blocking(move || {
+        for (name, local) in &pairs {
+            check(name.as_ref(), local)?;
+        }
+        Ok::<_, anyhow::Error>(pairs.into_iter().map(|(_, l)| l).collect())
+    })
+    .await
+    .map_err(|e| anyhow!("footer check stopped: {e}"))?
 }
 
 /// Whether `e` is an object that is not (any longer) in the store.
@@ -357,7 +357,8 @@ const TAIL_GUESS: u64 = 64 * 1024;
 /// column names), their bloom filters and page indexes, the header magic and the footer,
 /// each at its offset in a file of the object's size; the rest is a hole. Returns the bytes
 /// fetched. The ranges come from the object's own footer, so a column chunk is either
-/// copied whole or not at all.
+/// copied whole or not at all; the copy is written under another name and renamed, so a
+/// file at `local` is a whole copy.
 async fn fetch_columns(store: &Arc<dyn ObjectStore>, path: &Path, columns: &BTreeSet<String>, local: &std::path::Path) -> Result<u64> {
     use parquet::file::metadata::{FooterTail, ParquetMetaDataReader};
     let bad = |why: String| anyhow!("lake file {path} is not a valid Parquet file ({why})");
@@ -429,12 +430,13 @@ async fn fetch_columns(store: &Arc<dyn ObjectStore>, path: &Path, columns: &BTre
     let local = local.to_path_buf();
     tokio::task::spawn_blocking(move || -> Result<()> {
         use std::io::{Seek, SeekFrom, Write};
-        let mut f = std::fs::File::create(&local).with_context(|| format!("creating {}", local.display()))?;
-        f.set_len(size).with_context(|| format!("sizing {}", local.display()))?;
+        let part = local.with_extension("part");
+        let mut f = std::fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?;
+        f.set_len(size).with_context(|| format!("sizing {}", part.display()))?;
         for (r, bytes) in merged.iter().map(|r| r.start).zip(parts.iter()).chain(std::iter::once((tail_start, &tail))) {
-            f.seek(SeekFrom::Start(r)).and_then(|_| f.write_all(bytes)).with_context(|| format!("writing {}", local.display()))?;
+            f.seek(SeekFrom::Start(r)).and_then(|_| f.write_all(bytes)).with_context(|| format!("writing {}", part.display()))?;
         }
-        Ok(())
+        std::fs::rename(&part, &local).with_context(|| format!("renaming {} to {}", part.display(), local.display()))
     })
     .await
     .map_err(|e| anyhow!("copy of {path} stopped: {e}"))??;

@@ -309,6 +309,17 @@ async fn a_remote_lake_is_read_through_its_store() {
     assert_eq!(rows(&df, &["member_id", "currency", "revenue_micros"]), vec!["bob|EUR|50000000", "bob|USD|100000000", "ann|USD|19990000"]);
 }
 
+/// The value of `var`, a test service's address; `None` when it is not set, and the test
+/// skips, unless CLICKTRAIL_REQUIRE_SERVICES=1 (CI), where a missing one fails it.
+fn service_var(var: &str) -> Option<String> {
+    let value = std::env::var(var).ok();
+    if value.is_none() {
+        assert!(std::env::var("CLICKTRAIL_REQUIRE_SERVICES").as_deref() != Ok("1"), "CI must set {var}");
+        eprintln!("skipped: {var} is not set");
+    }
+    value
+}
+
 /// Runs `sql` over `lake` through a new source; returns the answer and the bytes of Parquet
 /// the source fetched.
 async fn sql_fetching(lake: &Lake, sql: &str) -> (DataFrame, u64) {
@@ -358,6 +369,14 @@ async fn remote_fetches_only_named_columns(remote: Lake, exact_bytes: bool) {
     } else {
         assert!(fetched < whole / 2, "a statement naming 4 of 19 columns fetched {fetched} of {whole} bytes");
     }
+    // The same columns again through the same source: its copies serve, nothing is fetched.
+    let source = Source::new(remote.clone());
+    let scope = Scope { window: "28d".parse().unwrap(), from: None, to: None };
+    for _ in 0..2 {
+        let prepared = engine::prepare(&source, "SQL", named, &scope, BTreeMap::new()).await.unwrap();
+        assert_eq!(rows(&queries::collect("SQL", prepared).unwrap(), &["n"]), vec!["2000"]);
+    }
+    assert_eq!(source.bytes_fetched(), fetched, "a second statement fetched its columns again");
     let (df, _) = sql_fetching(&remote, "SELECT h.kind, count(*) AS n FROM hits AS h WHERE h.member_id = 'dan' GROUP BY h.kind").await;
     assert_eq!(rows(&df, &["kind", "n"]), vec!["click|2000"]);
 
@@ -404,11 +423,7 @@ async fn a_remote_lake_fetches_only_the_columns_a_statement_names() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_s3_lake_fetches_only_the_columns_a_statement_names() {
-    let Ok(base) = std::env::var("CLICKTRAIL_TEST_S3_URL") else {
-        assert!(std::env::var("CLICKTRAIL_REQUIRE_SERVICES").as_deref() != Ok("1"), "CLICKTRAIL_TEST_S3_URL is required (CLICKTRAIL_REQUIRE_SERVICES=1)");
-        eprintln!("skipped: CLICKTRAIL_TEST_S3_URL not set");
-        return;
-    };
+    let Some(base) = service_var("CLICKTRAIL_TEST_S3_URL") else { return };
     let url = format!("{}/queries-wide-{}-{}", base.trim_end_matches('/'), std::process::id(), Utc::now().timestamp_micros());
     remote_fetches_only_named_columns(Lake::open(&url).unwrap(), false).await;
 }
@@ -789,11 +804,7 @@ async fn parquet_exports_read_in_duckdb() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_export_is_idempotent_and_exact() {
-    let Ok(url) = std::env::var("CLICKTRAIL_TEST_PG_URL") else {
-        assert!(std::env::var("CLICKTRAIL_REQUIRE_SERVICES").as_deref() != Ok("1"), "CI must set CLICKTRAIL_TEST_PG_URL");
-        eprintln!("skipped: CLICKTRAIL_TEST_PG_URL is not set");
-        return;
-    };
+    let Some(url) = service_var("CLICKTRAIL_TEST_PG_URL") else { return };
     let (d, lake) = fixture().await;
     let root = d.path().join("lake");
     let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
@@ -906,11 +917,9 @@ async fn postgres_export_is_idempotent_and_exact() {
 /// pg_hba.conf admits over TLS only, so a plaintext fallback cannot pass unnoticed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_export_over_tls_checks_the_certificate_as_asked() {
-    let (Ok(url), Ok(ca), Ok(other_ca)) =
-        (std::env::var("CLICKTRAIL_TEST_PG_TLS_URL"), std::env::var("CLICKTRAIL_TEST_PG_CA"), std::env::var("CLICKTRAIL_TEST_PG_OTHER_CA"))
+    let (Some(url), Some(ca), Some(other_ca)) =
+        (service_var("CLICKTRAIL_TEST_PG_TLS_URL"), service_var("CLICKTRAIL_TEST_PG_CA"), service_var("CLICKTRAIL_TEST_PG_OTHER_CA"))
     else {
-        assert!(std::env::var("CLICKTRAIL_REQUIRE_SERVICES").as_deref() != Ok("1"), "CI must set CLICKTRAIL_TEST_PG_TLS_URL, _CA, _OTHER_CA");
-        eprintln!("skipped: CLICKTRAIL_TEST_PG_TLS_URL is not set");
         return;
     };
     // url: postgres://tls_only@localhost:PORT/DB (the certificate names localhost, not 127.0.0.1)
