@@ -281,6 +281,25 @@ pub fn scan_parquet_files(paths: &[PathBuf], schema: SchemaRef) -> PolarsResult<
     Ok(LazyFrame::from(DslBuilder::scan_parquet(ScanSources::Paths(paths.into_iter().collect()), options, args)?.build()))
 }
 
+/// `column` as is, except that a string column is copied into buffers of its own.
+///
+/// polars decodes a Parquet page's long strings as views into the page's bytes, and a
+/// filter keeps the views: a frame holding 5% of a scan's rows would hold every page
+/// of its string columns. Applied after a selective filter, this keeps only what is kept.
+pub fn compacted(column: &str) -> Expr {
+    col(column).map(
+        |c: Column| {
+            let s = c.as_materialized_series();
+            if s.dtype() != &DataType::String {
+                return Ok(c);
+            }
+            let copy: StringChunked = s.str()?.iter().collect();
+            Ok(copy.with_name(c.name().clone()).into_series().into_column())
+        },
+        |_, field| Ok(field.clone()),
+    )
+}
+
 /// Scans `files` for `columns`, keeping rows with `ts` in `[lo, hi)`. No file: an empty
 /// frame with the same schema.
 pub fn scan(files: &[&LocalFile], columns: &[&str], lo: i64, hi: i64) -> Result<LazyFrame> {

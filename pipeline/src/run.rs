@@ -29,7 +29,7 @@ use std::collections::HashMap;
 
 use lake::layout::{TABLE_ADJUSTMENTS, TABLE_ATTRIBUTIONS, TABLE_CLICKS, TABLE_CONVERSIONS, TABLE_EARNINGS, TABLE_REVENUE};
 use lake::reports::ATTRIBUTIONS_COLUMNS;
-use lake::schema::{hit, report};
+use lake::schema::{hit, report, HitKind};
 use lake::Lake;
 use polars::prelude::*;
 
@@ -37,7 +37,7 @@ use crate::error::Result;
 use crate::params::Params;
 use crate::progress::Progress;
 use crate::read::{self, HitFile};
-use crate::stages::{attribution, bots, conversions, dedup, reports, sessions, ts_in};
+use crate::stages::{attribution, bots, conversions, reports, sessions, ts_in};
 use crate::write::{self, InputRecord, Manifest};
 
 /// Columns read for attribution; `user_agent` and the rest are never read for it.
@@ -49,6 +49,11 @@ const ATTRIBUTION_COLUMNS: [&str; 13] = [
 const ADJUSTMENT_COLUMNS: [&str; 10] = [
     hit::HIT_ID, hit::KIND, hit::TS, hit::OFFER_ID, hit::EVENT, hit::ORDER_ID, hit::AMOUNT_MICROS, hit::CURRENCY,
     hit::ACTION, hit::ADJUSTMENT_ID,
+];
+/// Columns of the one scan of a pass's non-click hits: conversions and adjustments.
+const NON_CLICK_COLUMNS: [&str; 15] = [
+    hit::HIT_ID, hit::KIND, hit::TS, hit::OFFER_ID, hit::MEMBER_ID, hit::LINK_CODE, hit::CLICK_ID, hit::VISITOR_ID,
+    hit::EVENT, hit::ORDER_ID, hit::AMOUNT_MICROS, hit::CURRENCY, hit::COUPON, hit::ACTION, hit::ADJUSTMENT_ID,
 ];
 /// Columns read for the `clicks` table.
 const CLICK_TABLE_COLUMNS: [&str; 7] =
@@ -231,7 +236,7 @@ async fn run_inner(
     if passes.len() > 1 {
         tracing::info!(passes = passes.len(), budget, "the range runs in passes to stay within the memory budget");
     }
-    progress.add(3 * passes.len() as u64);
+    progress.add(4 * passes.len() as u64);
     let mut per_date: BTreeMap<chrono::NaiveDate, BTreeMap<String, u64>> = BTreeMap::new();
     for (from, to) in passes {
         attribute_and_write(lake, &p.with_range(from, to)?, &inputs, &rules, progress, &mut per_date, settle).await?;
@@ -317,34 +322,174 @@ async fn attribute_and_write(
     let fresh: Vec<NaiveDate> = dates.iter().filter(|d| !settle.contains(d)).copied().collect();
     let settled: Vec<NaiveDate> = dates.iter().filter(|d| settle.contains(d)).copied().collect();
     let fresh_spans = spans(p, &fresh);
+    let in_fresh = fresh_spans.iter().map(|(s, e)| ts_in(*s, *e)).reduce(|a, b| a.or(b)).unwrap_or(lit(false));
     let columns = attributed_columns();
-    let mut parts: Vec<LazyFrame> = Vec::new();
-    if let (Some(first), Some(last)) = (fresh.first(), fresh.last()) {
-        let pf = p.with_range(*first, *last)?;
-        let hi = pf.range_micros().1;
-        let lb = pf.lookback_micros();
-        progress.step(&format!("conversions {first} .. {last}"));
-        let span = inputs.overlapping(lb, hi);
-        let in_fresh = fresh_spans.iter().map(|(s, e)| ts_in(*s, *e)).reduce(|a, b| a.or(b)).unwrap_or(lit(false));
-        let conv_plan = conversions::prepare(read::scan(&span, &ATTRIBUTION_COLUMNS, lb, hi)?, &pf).filter(in_fresh);
-        let conv = write::collect(conv_plan, "deduplicating conversions", inputs).await?;
-        progress.done();
 
-        progress.step("sessions");
-        let clicks = sessions::candidates(read::scan(&span, &ATTRIBUTION_COLUMNS, lb, hi)?, conv.clone().lazy(), &pf);
-        let clicks = write::collect(clicks, "selecting the clicks conversions name", inputs).await?;
-        tracing::debug!(conversions = conv.height(), candidate_clicks = clicks.height(), "sessions");
-        let found = sessions::find(clicks.lazy(), conv.clone().lazy(), &pf);
-        let (offers, coupons) = rules.attribution_frames()?;
-        parts.push(shaped(attribution::assign(conv.lazy(), found, &pf, &offers, &coupons), &columns));
-        progress.done();
-    }
+    // Conversions, adjustments and the conversions adjustments target are the few hits that
+    // are not clicks: one scan of the widest span any of them needs (a lock period and two
+    // windows before the pass, a lock period after), held in memory and cut by time for
+    // each use, instead of a scan of the lake for each.
+    let (lo, hi) = p.range_micros();
+    let (w, lock) = (p.window.micros(), rules.max_lock_micros());
+    let (n_lo, n_hi) = (lo - lock - 2 * w, hi + lock);
+    progress.step("reading conversions and adjustments");
+    let non_click_kind = [HitKind::Pixel, HitKind::Postback, HitKind::Adjustment]
+        .iter()
+        .map(|k| col(hit::KIND).eq(lit(k.as_str())))
+        .reduce(|a, b| a.or(b))
+        .unwrap_or(lit(false));
+    let non_clicks = write::collect(
+        read::scan(&inputs.overlapping(n_lo, n_hi), &NON_CLICK_COLUMNS, n_lo, n_hi)?
+            .filter(non_click_kind)
+            .select(NON_CLICK_COLUMNS.iter().map(|c| read::compacted(c)).collect::<Vec<_>>()),
+        "reading conversions and adjustments",
+        inputs,
+    )
+    .await?;
+    tracing::debug!(rows = non_clicks.height(), "non-click hits");
+    progress.done();
+    let non_click = |columns: &[&str], lo: i64, hi: i64| {
+        non_clicks.clone().lazy().filter(ts_in(lo, hi)).select(columns.iter().map(|c| col(*c)).collect::<Vec<_>>())
+    };
+
+    // Conversions over the widest span adjustments' targets need (their duplicate flags
+    // depend only on earlier conversions of the same order key within W, all inside the
+    // span for every conversion of the pass): the pass's own are cut from it, and so is the
+    // index adjustments are resolved against.
+    progress.step("conversions");
+    let (i_lo, a_lo) = (lo - lock - 2 * w, lo - lock - w);
+    let prepared = write::collect(conversions::prepare(non_click(&ATTRIBUTION_COLUMNS, i_lo, n_hi), p), "deduplicating conversions", inputs).await?;
+    let conv = match fresh.is_empty() {
+        true => None,
+        false => Some(
+            prepared
+                .clone()
+                .lazy()
+                .filter(in_fresh.clone())
+                .collect()
+                .map_err(crate::error::PipelineError::polars("selecting the pass's conversions"))?,
+        ),
+    };
+    progress.done();
+
+    progress.step("adjustments");
+    let adj_df = write::collect(conversions::adjustments(non_click(&ADJUSTMENT_COLUMNS, a_lo, n_hi), p), "reading adjustments", inputs).await?;
+    let adjustments = crate::settle::read_adjustments(&adj_df)?;
+    let (index, resolved) = if adjustments.is_empty() {
+        (None, Vec::new())
+    } else {
+        let keys = adj_df
+            .clone()
+            .lazy()
+            .filter(col(hit::ORDER_ID).is_not_null())
+            .select([col(hit::OFFER_ID), col(hit::EVENT), col(hit::ORDER_ID)])
+            .unique(None, UniqueKeepStrategy::Any);
+        let on = [col(hit::OFFER_ID), col(hit::EVENT), col(hit::ORDER_ID)];
+        let index = prepared
+            .clone()
+            .lazy()
+            .join(keys, on.clone(), on, JoinArgs::new(JoinType::Semi))
+            .collect()
+            .map_err(crate::error::PipelineError::polars("finding the conversions adjustments target"))?;
+        let resolved = crate::settle::resolve(&adjustments, &index, rules, p)?;
+        (Some(index), resolved)
+    };
+    drop(prepared);
+    progress.done();
+
+    // The stored attributions of re-settled dates.
+    let mut stored_parts: Vec<LazyFrame> = Vec::new();
     if !settled.is_empty() {
         progress.step(&format!("reading the stored attributions of {} dates", settled.len()));
         for date in &settled {
-            parts.push(shaped(write::read_date(lake, &p.window, TABLE_ATTRIBUTIONS, *date).await?.lazy(), &columns));
+            stored_parts.push(shaped(write::read_date(lake, &p.window, TABLE_ATTRIBUTIONS, *date).await?.lazy(), &columns));
         }
         progress.done();
+    }
+    let stored = match stored_parts.is_empty() {
+        true => None,
+        false => Some(
+            write::collect(
+                concat(stored_parts, UnionArgs::default()).map_err(crate::error::PipelineError::polars("joining stored attributions"))?,
+                "reading stored attributions",
+                inputs,
+            )
+            .await?,
+        ),
+    };
+
+    // Targets before the range of adjustments dated in its freshly computed dates, known
+    // neither as the pass's conversions nor as stored attributions: their own sessions are
+    // found (for the adjustments table's member_id) in the same scan of the clicks as the
+    // pass's conversions.
+    let mut known: HashMap<String, (String, Option<String>)> = HashMap::new();
+    if let Some(st) = &stored {
+        crate::settle::members_of(st, &mut known)?;
+    }
+    let conv_ids: std::collections::HashSet<String> = match &conv {
+        Some(c) => crate::settle::strs(c, hit::HIT_ID)?.into_iter().flatten().collect(),
+        None => Default::default(),
+    };
+    let missing: Vec<String> = adjustments
+        .iter()
+        .zip(&resolved)
+        .filter(|(a, _)| fresh_spans.iter().any(|(s, e)| a.ts >= *s && a.ts < *e))
+        .filter_map(|(_, r)| r.target_hit_id.clone())
+        .filter(|t| !known.contains_key(t) && !conv_ids.contains(t))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let targets = match (&index, missing.is_empty()) {
+        (Some(index), false) => {
+            let ids = DataFrame::new_infer_height(vec![Series::new(hit::HIT_ID.into(), missing).into_column()])
+                .map_err(crate::error::PipelineError::polars("target ids"))?;
+            Some(
+                index
+                    .clone()
+                    .lazy()
+                    .join(ids.lazy(), [col(hit::HIT_ID)], [col(hit::HIT_ID)], JoinArgs::new(JoinType::Semi))
+                    .collect()
+                    .map_err(crate::error::PipelineError::polars("selecting earlier targets"))?,
+            )
+        }
+        _ => None,
+    };
+
+    let (offers, coupons) = rules.attribution_frames()?;
+    let mut parts: Vec<LazyFrame> = Vec::new();
+    let mut members = HashMap::new();
+    if let (Some(first), Some(last), Some(conv)) = (fresh.first(), fresh.last(), &conv) {
+        let pf = p.with_range(*first, *last)?;
+        progress.step("sessions");
+        // The clicks any session can be: W before the earliest conversion or target, up to
+        // the end of the pass.
+        let mut c_lo = pf.lookback_micros();
+        let mut keyed = conv.clone();
+        if let Some(t) = &targets {
+            let ts = crate::settle::ints(t, hit::TS)?;
+            c_lo = c_lo.min(ts.iter().flatten().min().copied().unwrap_or(c_lo) - w);
+            keyed = concat([conv.clone().lazy(), t.clone().lazy()], UnionArgs::default())
+                .and_then(|u| u.collect())
+                .map_err(crate::error::PipelineError::polars("joining conversions and earlier targets"))?;
+        }
+        let c_hi = pf.range_micros().1;
+        let span = inputs.overlapping(c_lo, c_hi);
+        let prefilter = sessions::key_filter(&keyed).map_err(crate::error::PipelineError::polars("the conversions' keys"))?;
+        let scan = read::scan(&span, &ATTRIBUTION_COLUMNS, c_lo, c_hi)?.filter(col(hit::KIND).eq(lit(HitKind::Click.as_str())).and(prefilter));
+        let clicks = sessions::candidates(scan, keyed.lazy(), &pf);
+        let clicks = write::collect(clicks, "selecting the clicks conversions name", inputs).await?;
+        tracing::debug!(conversions = conv.height(), targets = targets.as_ref().map_or(0, |t| t.height()), candidate_clicks = clicks.height(), "sessions");
+        let found = sessions::find(clicks.clone().lazy(), conv.clone().lazy(), &pf);
+        parts.push(shaped(attribution::assign(conv.clone().lazy(), found, &pf, &offers, &coupons), &columns));
+        if let Some(t) = &targets {
+            let found = sessions::find(clicks.lazy(), t.clone().lazy(), p);
+            let att = write::collect(attribution::assign(t.clone().lazy(), found, p, &offers, &coupons), "attributing earlier targets", inputs).await?;
+            crate::settle::members_of(&att, &mut members)?;
+        }
+        progress.done();
+    }
+    if let Some(st) = stored {
+        parts.push(st.lazy());
     }
     let attributions = write::collect(
         concat(parts, UnionArgs::default()).map_err(crate::error::PipelineError::polars("joining attributions"))?,
@@ -352,9 +497,8 @@ async fn attribute_and_write(
         inputs,
     )
     .await?;
+    crate::settle::members_of(&attributions, &mut members)?;
 
-    progress.step("adjustments");
-    let (adjustments, resolved, members) = adjust(p, inputs, rules, &attributions, &fresh_spans).await?;
     let adjustments_table = crate::settle::adjustments_table(&adjustments, &resolved, &members, p)?;
     let attributions = crate::settle::settle(attributions, &adjustments, &resolved, rules)?;
     tracing::debug!(adjustments = adjustments.len(), in_range = adjustments_table.height(), settled_dates = settled.len(), "adjustments settled");
@@ -370,7 +514,7 @@ async fn attribute_and_write(
         } else {
             let (ds, de) = p.date_micros(*date);
             let day = inputs.overlapping(ds, de);
-            let plan = reports::clicks(bots::flag(dedup::hits(read::scan(&day, &CLICK_TABLE_COLUMNS, ds, de)?, p), p), p);
+            let plan = reports::clicks(bots::flag(read::scan(&day, &CLICK_TABLE_COLUMNS, ds, de)?, p), p);
             write::collect(plan, &format!("counting clicks of {date}"), inputs).await?
         };
         progress.done();
@@ -405,87 +549,6 @@ async fn attribute_and_write(
     }
 
     Ok(())
-}
-
-/// Adjustments of the pass (SPEC §7): those that can target its conversions or are dated in
-/// it, resolved against the conversions sharing their keys. Returns them, their
-/// resolution, and the (status, member) of every target the pass knows: its own
-/// conversions, and targets before the range, whose sessions are found here (only theirs).
-async fn adjust(
-    p: &Params,
-    inputs: &read::Inputs,
-    rules: &crate::rules::Rules,
-    attributions: &DataFrame,
-    fresh: &[(i64, i64)],
-) -> Result<(Vec<crate::settle::Adjustment>, Vec<crate::settle::Resolved>, HashMap<String, (String, Option<String>)>)> {
-    let (lo, hi) = p.range_micros();
-    let w = p.window.micros();
-    let lock = rules.max_lock_micros();
-    let (a_lo, a_hi) = (lo - lock - w, hi + lock);
-    let span = inputs.overlapping(a_lo, a_hi);
-    let adj_df = write::collect(
-        conversions::adjustments(read::scan(&span, &ADJUSTMENT_COLUMNS, a_lo, a_hi)?, p),
-        "reading adjustments",
-        inputs,
-    )
-    .await?;
-    let adjustments = crate::settle::read_adjustments(&adj_df)?;
-    let mut members = HashMap::new();
-    crate::settle::members_of(attributions, &mut members)?;
-    if adjustments.is_empty() {
-        return Ok((adjustments, Vec::new(), members));
-    }
-    let keys = adj_df
-        .clone()
-        .lazy()
-        .filter(col(hit::ORDER_ID).is_not_null())
-        .select([col(hit::OFFER_ID), col(hit::EVENT), col(hit::ORDER_ID)])
-        .unique(None, UniqueKeepStrategy::Any);
-    let i_lo = lo - lock - 2 * w;
-    let ispan = inputs.overlapping(i_lo, a_hi);
-    let index = write::collect(
-        conversions::prepare_keyed(read::scan(&ispan, &ATTRIBUTION_COLUMNS, i_lo, a_hi)?, keys, p),
-        "finding the conversions adjustments target",
-        inputs,
-    )
-    .await?;
-    let resolved = crate::settle::resolve(&adjustments, &index, rules, p)?;
-
-    // Targets before the range of adjustments dated in its freshly computed dates: their
-    // own sessions, for the adjustments table's member_id.
-    let missing: Vec<String> = adjustments
-        .iter()
-        .zip(&resolved)
-        .filter(|(a, _)| fresh.iter().any(|(s, e)| a.ts >= *s && a.ts < *e))
-        .filter_map(|(_, r)| r.target_hit_id.clone())
-        .filter(|t| !members.contains_key(t))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    if !missing.is_empty() {
-        let ids = DataFrame::new_infer_height(vec![Series::new(hit::HIT_ID.into(), missing).into_column()])
-            .map_err(crate::error::PipelineError::polars("target ids"))?;
-        let targets = index
-            .lazy()
-            .join(ids.lazy(), [col(hit::HIT_ID)], [col(hit::HIT_ID)], JoinArgs::new(JoinType::Semi))
-            .collect()
-            .map_err(crate::error::PipelineError::polars("selecting earlier targets"))?;
-        let ts = crate::settle::ints(&targets, hit::TS)?;
-        let t_lo = ts.iter().flatten().min().copied().unwrap_or(lo) - w;
-        let t_hi = ts.iter().flatten().max().copied().unwrap_or(lo) + 1;
-        let tspan = inputs.overlapping(t_lo, t_hi);
-        let cand = write::collect(
-            sessions::candidates(read::scan(&tspan, &ATTRIBUTION_COLUMNS, t_lo, t_hi)?, targets.clone().lazy(), p),
-            "selecting the clicks of earlier targets",
-            inputs,
-        )
-        .await?;
-        let found = sessions::find(cand.lazy(), targets.clone().lazy(), p);
-        let (offers, coupons) = rules.attribution_frames()?;
-        let att = write::collect(attribution::assign(targets.lazy(), found, p, &offers, &coupons), "attributing earlier targets", inputs).await?;
-        crate::settle::members_of(&att, &mut members)?;
-    }
-    Ok((adjustments, resolved, members))
 }
 
 #[cfg(test)]

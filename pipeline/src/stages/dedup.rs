@@ -16,10 +16,15 @@ pub fn hits(lf: LazyFrame, _p: &Params) -> LazyFrame {
 /// Adds [`work::DUPLICATE`] to conversions: true when another conversion with the same
 /// `(offer_id, event, order_id)` (order non-empty) and an earlier `(ts, hit_id)` has
 /// `ts ≥ this.ts − W`. The latest earlier twin is the one to compare with, so after sorting
-/// by key then `(ts, hit_id)`, looking one row back within the key is exact.
+/// by key then `(ts, hit_id)`, looking one row back within the key is exact: the row
+/// before, when it has the same key (nulls equal, as a group-by has them).
 pub fn orders(conv: LazyFrame, p: &Params) -> LazyFrame {
-    let key = [col(hit::OFFER_ID), col(hit::EVENT), col(hit::ORDER_ID)];
-    let prev_ts = ts_us(hit::TS).shift(lit(1)).over(key).unwrap_or_else(|_| lit(NULL));
+    let same_key = [hit::OFFER_ID, hit::EVENT, hit::ORDER_ID]
+        .map(|c| col(c).eq_missing(col(c).shift(lit(1))))
+        .into_iter()
+        .reduce(|a, b| a.and(b))
+        .unwrap_or(lit(false));
+    let prev_ts = when(same_key).then(ts_us(hit::TS).shift(lit(1))).otherwise(lit(NULL).cast(DataType::Int64));
     conv.sort(
         [hit::OFFER_ID, hit::EVENT, hit::ORDER_ID, hit::TS, hit::HIT_ID],
         SortMultipleOptions::default().with_maintain_order(true),

@@ -8,20 +8,23 @@ use super::{local_date, work};
 use crate::params::Params;
 
 /// `clicks`: per date × offer × member, people's clicks, their distinct visitors, and bot
-/// clicks. Expects deduplicated hits flagged by [`super::bots::flag`].
+/// clicks. Expects hits flagged by [`super::bots::flag`], deduplicated or not: clicks are
+/// counted as distinct `hit_id`s (SPEC §4.1), which is what counting the rows of
+/// deduplicated hits gives, since copies of a hit are identical (same date, offer, member
+/// and user agent, so the same group and flag), without holding the rows to deduplicate.
 pub fn clicks(hits: LazyFrame, p: &Params) -> LazyFrame {
     let people = col(work::IS_BOT).not();
     hits.filter(col(hit::KIND).eq(lit(HitKind::Click.as_str())))
         .with_column(local_date(p))
         .group_by([col(report::DATE), col(hit::OFFER_ID), col(hit::MEMBER_ID)])
         .agg([
-            people.clone().sum().cast(DataType::Int64).alias(report::CLICKS),
+            col(hit::HIT_ID).filter(people.clone()).n_unique().cast(DataType::Int64).alias(report::CLICKS),
             col(hit::VISITOR_ID)
                 .filter(people.and(col(hit::VISITOR_ID).is_not_null()))
                 .n_unique()
                 .cast(DataType::Int64)
                 .alias(report::UNIQUE_CLICKS),
-            col(work::IS_BOT).sum().cast(DataType::Int64).alias(report::BOT_CLICKS),
+            col(hit::HIT_ID).filter(col(work::IS_BOT)).n_unique().cast(DataType::Int64).alias(report::BOT_CLICKS),
         ])
         .sort([report::DATE, hit::OFFER_ID, hit::MEMBER_ID], SortMultipleOptions::default().with_nulls_last(true))
 }
