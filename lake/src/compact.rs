@@ -1,8 +1,6 @@
 //! Compaction of hit hours (issue 14): each closed hour's small files (one per collector per
-//! flush) rewritten into one file sorted by `(kind, ts, hit_id)`, so that a run lists and
-//! opens one object per hour instead of hundreds. Row groups never mix kinds, so a reader
-//! after the few conversions and adjustments of an hour skips its clicks by the `kind`
-//! statistics without decoding them, and a reader of clicks skips the rest.
+//! flush) rewritten into one file sorted by `(ts, hit_id)`, so that a run lists and opens one
+//! object per hour instead of hundreds.
 //!
 //! **Rules.** The new file is durable before any old one is deleted (a local lake writes a
 //! dot-named temporary file, fsyncs it, renames it and fsyncs the folder; an object store's
@@ -518,9 +516,8 @@ fn read_leaves(path: &str, bytes: &Bytes) -> Result<Option<BTreeSet<Leaf>>, Lake
     Ok(Some(leaves.into_iter().collect()))
 }
 
-/// Decodes every file, builds the union schema, sorts by `(kind, ts, hit_id)` and encodes
-/// one Parquet file with `leaves` in its footer, a row group ending wherever `kind`
-/// changes. Returns the bytes and the row count.
+/// Decodes every file, builds the union schema, sorts by `(ts, hit_id)` and encodes one
+/// Parquet file with `leaves` in its footer. Returns the bytes and the row count.
 fn merge(files: &[(String, Bytes)], leaves: &BTreeSet<Leaf>) -> Result<(Bytes, u64), LakeError> {
     let mut decoded: Vec<(&str, Vec<RecordBatch>, SchemaRef)> = Vec::with_capacity(files.len());
     for (path, bytes) in files {
@@ -540,18 +537,13 @@ fn merge(files: &[(String, Bytes)], leaves: &BTreeSet<Leaf>) -> Result<(Bytes, u
     let all = concat_batches(&schema, &aligned).map_err(|e| LakeError::Invalid(format!("concatenating hits: {e}")))?;
     drop(aligned);
     drop(decoded);
-    let sorted = sort_by_kind_ts_hit_id(&all)?;
+    let sorted = sort_by_ts_hit_id(&all)?;
     let rows = sorted.num_rows() as u64;
     let props = writer_properties(&schema, leaves)?;
     let mut out = Vec::new();
-    let failed = |e: parquet::errors::ParquetError| LakeError::Invalid(format!("writing the compacted file: {e}"));
-    let mut writer = ArrowWriter::try_new(&mut out, schema, Some(props)).map_err(failed)?;
-    for (offset, len) in kind_runs(&sorted)? {
-        writer.write(&sorted.slice(offset, len)).map_err(failed)?;
-        // Ends the row group: the next kind starts its own.
-        writer.flush().map_err(failed)?;
-    }
-    writer.close().map_err(failed)?;
+    let mut writer = ArrowWriter::try_new(&mut out, schema, Some(props)).map_err(|e| LakeError::Invalid(format!("writing the compacted file: {e}")))?;
+    writer.write(&sorted).map_err(|e| LakeError::Invalid(format!("writing the compacted file: {e}")))?;
+    writer.close().map_err(|e| LakeError::Invalid(format!("writing the compacted file: {e}")))?;
     Ok((Bytes::from(out), rows))
 }
 
@@ -634,40 +626,13 @@ fn lossless_cast(path: &str, name: &str, c: &ArrayRef, to: &DataType) -> Result<
     Ok(out)
 }
 
-fn sort_by_kind_ts_hit_id(batch: &RecordBatch) -> Result<RecordBatch, LakeError> {
+fn sort_by_ts_hit_id(batch: &RecordBatch) -> Result<RecordBatch, LakeError> {
     let column = |name: &str| {
         batch.column_by_name(name).cloned().ok_or_else(|| LakeError::Invalid(format!("merged hits have no {name} column")))
     };
-    let keys = [
-        SortColumn { values: column(hit::KIND)?, options: None },
-        SortColumn { values: column(hit::TS)?, options: None },
-        SortColumn { values: column(hit::HIT_ID)?, options: None },
-    ];
+    let keys = [SortColumn { values: column(hit::TS)?, options: None }, SortColumn { values: column(hit::HIT_ID)?, options: None }];
     let indices = lexsort_to_indices(&keys, None).map_err(|e| LakeError::Invalid(format!("sorting hits: {e}")))?;
     take_record_batch(batch, &indices).map_err(|e| LakeError::Invalid(format!("sorting hits: {e}")))
-}
-
-/// `(offset, length)` of each run of equal `kind` in `batch` (sorted by kind).
-fn kind_runs(batch: &RecordBatch) -> Result<Vec<(usize, usize)>, LakeError> {
-    let kinds = batch
-        .column_by_name(hit::KIND)
-        .map(|c| cast(c, &DataType::Utf8))
-        .transpose()
-        .map_err(|e| LakeError::Invalid(format!("reading kinds: {e}")))?
-        .ok_or_else(|| LakeError::Invalid(format!("merged hits have no {} column", hit::KIND)))?;
-    let kinds = kinds
-        .as_any()
-        .downcast_ref::<arrow::array::StringArray>()
-        .ok_or_else(|| LakeError::Invalid(format!("{} is not text", hit::KIND)))?;
-    let mut runs: Vec<(usize, usize)> = Vec::new();
-    for i in 0..kinds.len() {
-        let same = i > 0 && kinds.is_null(i) == kinds.is_null(i - 1) && (kinds.is_null(i) || kinds.value(i) == kinds.value(i - 1));
-        match runs.last_mut() {
-            Some(run) if same => run.1 += 1,
-            _ => runs.push((i, 1)),
-        }
-    }
-    Ok(runs)
 }
 
 /// zstd as the collector writes, row groups of [`ROW_GROUP_ROWS`], page statistics (min/max
@@ -678,7 +643,6 @@ fn writer_properties(schema: &Schema, leaves: &BTreeSet<Leaf>) -> Result<WriterP
     let json = serde_json::to_string(&leaves).map_err(|e| LakeError::Invalid(format!("leaves: {e}")))?;
     let index = |name: &str| schema.index_of(name).map_err(|e| LakeError::Invalid(e.to_string()));
     let sorting = vec![
-        SortingColumn { column_idx: index(hit::KIND)? as i32, descending: false, nulls_first: false },
         SortingColumn { column_idx: index(hit::TS)? as i32, descending: false, nulls_first: false },
         SortingColumn { column_idx: index(hit::HIT_ID)? as i32, descending: false, nulls_first: false },
     ];
@@ -758,8 +722,7 @@ mod tests {
         CompactOptions { grace: Duration::ZERO, ..Default::default() }
     }
 
-    /// A hits batch of the full schema: one row per (hit_id, ts offset µs); a hit id starting
-    /// with `p` is a pixel, with `a` an adjustment, any other a click.
+    /// A hits batch of the full schema: one row per (hit_id, ts offset µs).
     fn full(rows: &[(&str, i64)]) -> RecordBatch {
         let s = hit_schema();
         let columns: Vec<ArrayRef> = s
@@ -769,15 +732,7 @@ mod tests {
                 hit::TS => Arc::new(TimestampMicrosecondArray::from(rows.iter().map(|r| ts0() + r.1).collect::<Vec<_>>()).with_timezone("UTC")) as ArrayRef,
                 hit::AMOUNT_MICROS => Arc::new(Int64Array::from(rows.iter().map(|r| Some(r.1)).collect::<Vec<_>>())),
                 hit::HIT_ID => Arc::new(StringArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
-                hit::KIND => Arc::new(StringArray::from(
-                    rows.iter()
-                        .map(|r| match r.0.as_bytes().first() {
-                            Some(b'p') => "pixel",
-                            Some(b'a') => "adjustment",
-                            _ => "click",
-                        })
-                        .collect::<Vec<_>>(),
-                )),
+                hit::KIND => Arc::new(StringArray::from(vec!["click"; rows.len()])),
                 hit::OFFER_ID => Arc::new(StringArray::from(vec!["o"; rows.len()])),
                 name => Arc::new(StringArray::from(rows.iter().map(|r| Some(format!("{name}-{}", r.0))).collect::<Vec<_>>())),
             })
@@ -859,37 +814,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn row_groups_hold_one_kind_each_sorted_by_kind_then_time() {
-        let lake = Lake::open("memory://compact-kinds").unwrap();
-        put(&lake, "a.parquet", &full(&[("h2", 20), ("p1", 15), ("h1", 10), ("a1", 40)])).await;
-        put(&lake, "b.parquet", &full(&[("p0", 30), ("h0", 10), ("a0", 5), ("h3", 1)])).await;
-        let before = rows(&lake).await;
-        compact(&lake, None, &opts()).await.unwrap();
-        assert_eq!(rows(&lake).await, before, "no row lost or changed");
-        let after = listing(&lake).await;
-        assert_eq!(after.len(), 1);
-        let bytes = lake.store().get(&Path::from(after[0].path.as_str())).await.unwrap().bytes().await.unwrap();
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
-        let meta = builder.metadata().clone();
-        let mut groups: Vec<(String, String, i64)> = Vec::new();
-        for rg in meta.row_groups() {
-            let kind = rg.columns().iter().find(|c| c.column_path().string() == hit::KIND).unwrap();
-            let st = kind.statistics().expect("kind statistics");
-            let (min, max) = (st.min_bytes_opt().unwrap(), st.max_bytes_opt().unwrap());
-            groups.push((String::from_utf8(min.to_vec()).unwrap(), String::from_utf8(max.to_vec()).unwrap(), rg.num_rows()));
-        }
-        let one = |k: &str, n: i64| (k.to_string(), k.to_string(), n);
-        assert_eq!(groups, [one("adjustment", 2), one("click", 4), one("pixel", 2)], "one kind per row group, kinds in order");
-        let mut ids: Vec<String> = Vec::new();
-        for b in builder.build().unwrap() {
-            let b = b.unwrap();
-            let col = b.column_by_name(hit::HIT_ID).unwrap().as_any().downcast_ref::<StringArray>().unwrap().clone();
-            ids.extend(col.iter().flatten().map(str::to_string));
-        }
-        assert_eq!(ids, ["a0", "a1", "h3", "h0", "h1", "h2", "p1", "p0"], "sorted by (kind, ts, hit_id)");
-    }
-
-    #[tokio::test]
     async fn merges_every_row_sorted_with_the_union_of_columns() {
         let lake = Lake::open("memory://compact-merge").unwrap();
         put(&lake, "b.parquet", &full(&[("h3", 30), ("h1", 10)])).await;
@@ -929,7 +853,7 @@ mod tests {
         let rg = meta.row_group(0);
         let ts_col = rg.columns().iter().find(|c| c.column_path().string() == hit::TS).unwrap();
         assert!(ts_col.statistics().is_some_and(|s| s.min_bytes_opt().is_some()), "ts statistics");
-        assert_eq!(rg.sorting_columns().map(Vec::len), Some(3));
+        assert_eq!(rg.sorting_columns().map(Vec::len), Some(2));
         let batch = builder.build().unwrap().next().unwrap().unwrap();
         let ids: Vec<&str> = batch.column_by_name(hit::HIT_ID).unwrap().as_any().downcast_ref::<StringArray>().unwrap().iter().flatten().collect();
         assert_eq!(ids, ["h4", "h0", "h1", "h2", "h3"], "sorted by (ts, hit_id)");
