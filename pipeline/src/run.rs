@@ -475,7 +475,9 @@ async fn attribute_and_write(
         let c_hi = pf.range_micros().1;
         let span = inputs.overlapping(c_lo, c_hi);
         let prefilter = sessions::key_filter(&keyed).map_err(crate::error::PipelineError::polars("the conversions' keys"))?;
-        let scan = read::scan(&span, &ATTRIBUTION_COLUMNS, c_lo, c_hi)?.filter(col(hit::KIND).eq(lit(HitKind::Click.as_str())).and(prefilter));
+        let scan = read::scan(&span, &ATTRIBUTION_COLUMNS, c_lo, c_hi)?
+            .filter(col(hit::KIND).eq(lit(HitKind::Click.as_str())).and(prefilter))
+            .select(ATTRIBUTION_COLUMNS.iter().map(|c| read::compacted(c)).collect::<Vec<_>>());
         let clicks = sessions::candidates(scan, keyed.lazy(), &pf);
         let clicks = write::collect(clicks, "selecting the clicks conversions name", inputs).await?;
         tracing::debug!(conversions = conv.height(), targets = targets.as_ref().map_or(0, |t| t.height()), candidate_clicks = clicks.height(), "sessions");
