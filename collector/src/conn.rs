@@ -158,7 +158,9 @@ fn parse(buf: &mut BytesMut, cached: &mut HeaderMap) -> Parsed {
         _ => return Parsed::Other,
     };
     // HTTP/1.0 (keep-alive only when asked for, answered as 1.0) is left to hyper; so are
-    // heads over the limit, which hyper may refuse with 431 depending on how they arrive.
+    // heads over MAX_HEAD_BYTES. hyper serves every head up to its buffer limit (it refuses
+    // with 431 only when an incomplete head fills the buffer); a longer one it serves or
+    // refuses depending on how its bytes arrive, so it is left to hyper to decide.
     if req.version != Some(1) || len > MAX_HEAD_BYTES || !req.path.is_some_and(|p| p.starts_with("/l/")) {
         return Parsed::Other;
     }
@@ -380,6 +382,9 @@ impl AsyncRead for Replay {
             let n = this.pre.len().min(buf.remaining());
             buf.put_slice(&this.pre[..n]);
             this.pre.advance(n);
+            if this.pre.is_empty() {
+                this.pre = BytesMut::new(); // its memory is not needed any more
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.io).poll_read(cx, buf)
