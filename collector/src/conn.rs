@@ -34,7 +34,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, Redirect, REFERRER_POLICY};
 use crate::{HEADER_READ_TIMEOUT, MAX_HEADERS, MAX_HEAD_BYTES};
 
 /// Serves plain clicks on `io` until the client closes, the head read times out, shutdown
@@ -101,11 +101,20 @@ pub(crate) async fn serve(mut io: TcpStream, peer: SocketAddr, state: &AppState,
                 }
             }
         };
-        let head_method = head.method() == Method::HEAD;
-        let resp = http::serve_click(state, head, Some(peer)).await;
+        let (mut parts, ()) = head.into_parts();
+        let head_method = parts.method == Method::HEAD;
+        let answer = http::click_for_wire(state, &parts, Some(peer)).await;
+        parts.headers.clear();
+        cached = parts.headers;
         // Shutdown began while this request was in progress: its answer is the last.
         let closing = *stop.borrow();
-        let keep_alive = encode(resp, head_method, closing, &mut out, &mut cached).await;
+        let keep_alive = match answer {
+            Ok(redirect) => {
+                write_redirect(&redirect, head_method, closing, &mut out);
+                !closing
+            }
+            Err(resp) => encode(resp, head_method, closing, &mut out).await,
+        };
         if !keep_alive {
             if io.write_all(&out).await.is_ok() {
                 let _ = io.shutdown().await;
@@ -201,8 +210,8 @@ fn parse(buf: &mut BytesMut, cached: &mut HeaderMap) -> Parsed {
     // The same `http` types hyper builds; anything they refuse is hyper's to answer (400).
     let built = (|| {
         let uri = Uri::from_maybe_shared(piece(path)).ok()?;
+        // (Emptied when it was put there.)
         let mut headers = std::mem::take(cached);
-        headers.clear();
         headers.reserve(count);
         for &(name, value) in fields.iter() {
             let name = HeaderName::from_bytes(&piece(name)).ok()?;
@@ -233,11 +242,37 @@ fn unsplit(buf: &mut BytesMut, head: &[u8]) {
     *buf = whole;
 }
 
+/// Appends a click's redirect to `out`: the bytes [`encode`] writes for its response
+/// (`Redirect::into_response`), without building the response.
+fn write_redirect(redirect: &Redirect, head_method: bool, closing: bool, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"HTTP/1.1 302 Found\r\nlocation: ");
+    out.extend_from_slice(redirect.location.as_bytes());
+    if let Some(cookie) = &redirect.set_cookie {
+        out.extend_from_slice(b"\r\nset-cookie: ");
+        out.extend_from_slice(cookie.as_bytes());
+        out.extend_from_slice(b"\r\ncache-control: no-store\r\nreferrer-policy: ");
+        out.extend_from_slice(REFERRER_POLICY.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    } else {
+        out.extend_from_slice(b"\r\ncache-control: no-store\r\n");
+    }
+    if closing {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    // An empty body: `content-length: 0`, but not for HEAD.
+    if !head_method {
+        out.extend_from_slice(b"content-length: 0\r\n");
+    }
+    out.extend_from_slice(b"date: ");
+    push_date(out);
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
 /// Appends `resp` to `out` as hyper writes a response to an HTTP/1.1 request (lower-case
 /// names in the map's order, its `content-length` and `date`, no body for `HEAD`, 204 or
 /// 304), with `connection: close` when `closing`. Returns whether the connection stays
-/// open. The emptied header map is left in `cached` for the next request.
-async fn encode(resp: Response, head_method: bool, closing: bool, out: &mut Vec<u8>, cached: &mut HeaderMap) -> bool {
+/// open.
+async fn encode(resp: Response, head_method: bool, closing: bool, out: &mut Vec<u8>) -> bool {
     let (mut parts, body) = resp.into_parts();
     let status = parts.status;
     if closing {
@@ -342,8 +377,6 @@ async fn encode(resp: Response, head_method: bool, closing: bool, out: &mut Vec<
     } else if chunked {
         out.extend_from_slice(b"0\r\n\r\n");
     }
-    parts.headers.clear();
-    *cached = parts.headers;
     keep_alive && !closing
 }
 
@@ -412,5 +445,49 @@ impl AsyncWrite for Replay {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use axum::http::HeaderValue;
+    use axum::response::IntoResponse;
+
+    use super::{encode, has_close, write_redirect, Redirect};
+
+    fn masked(bytes: &[u8]) -> String {
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        text.split("\r\n").map(|l| if l.starts_with("date: ") { "date: -" } else { l }).collect::<Vec<_>>().join("\r\n")
+    }
+
+    /// The redirect written directly is what `encode` writes for its response.
+    #[tokio::test]
+    async fn a_redirect_is_written_as_its_response_is_encoded() {
+        let location = HeaderValue::from_static("https://shop.example.com/landing?src=ct&ct_click_id=x&ct_cd=7");
+        let cookie = HeaderValue::from_static("ct_vid=v; HttpOnly; SameSite=Lax; Path=/; Max-Age=604800");
+        for set_cookie in [Some(cookie), None] {
+            for head in [false, true] {
+                for closing in [false, true] {
+                    let redirect = Redirect { location: location.clone(), set_cookie: set_cookie.clone() };
+                    let mut direct = Vec::new();
+                    write_redirect(&redirect, head, closing, &mut direct);
+                    let mut encoded = Vec::new();
+                    let keep_alive = encode(redirect.into_response(), head, closing, &mut encoded).await;
+                    assert_eq!(keep_alive, !closing);
+                    assert_eq!(masked(&direct), masked(&encoded), "cookie {}, HEAD {head}, closing {closing}", set_cookie.is_some());
+                    assert!(direct.ends_with(b" GMT\r\n\r\n"), "{}", masked(&direct));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn close_tokens() {
+        assert!(has_close(b"close"));
+        assert!(has_close(b"keep-alive, Close"));
+        assert!(!has_close(b"keep-alive"));
+        assert!(!has_close(b"closed"));
     }
 }
