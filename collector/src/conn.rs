@@ -45,9 +45,17 @@ pub(crate) async fn serve(mut io: TcpStream, peer: SocketAddr, state: &AppState,
     let mut out: Vec<u8> = Vec::with_capacity(1024);
     // A header map to reuse for the next request (hyper does the same).
     let mut cached = HeaderMap::new();
+    // The head read timer. It is moved later only when it fires early (a head came since
+    // it was set), not for every head: resetting a timer per request cost more than
+    // parsing the request line.
     let timeout = tokio::time::sleep(HEADER_READ_TIMEOUT);
     tokio::pin!(timeout);
-    let mut armed = timeout.deadline();
+    // Shutdown, waited for with one registration for the whole connection.
+    let mut stop_wait = stop.clone();
+    let stopped = async move {
+        let _ = stop_wait.wait_for(|s| *s).await;
+    };
+    tokio::pin!(stopped);
     loop {
         // Waiting for a head starts here: after the previous answer, as with hyper.
         let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
@@ -79,19 +87,20 @@ pub(crate) async fn serve(mut io: TcpStream, peer: SocketAddr, state: &AppState,
             if buf.capacity() - buf.len() < READ_CHUNK / 4 {
                 buf.reserve(READ_CHUNK);
             }
-            if armed != deadline {
-                timeout.as_mut().reset(deadline);
-                armed = deadline;
-            }
             let idle = buf.is_empty();
             let woke = tokio::select! {
                 biased;
                 read = io.read_buf(&mut buf) => Woke::Read(read),
                 () = &mut timeout => Woke::Timeout,
-                () = async { let _ = stop.wait_for(|s| *s).await; }, if idle => Woke::Stop,
+                // Polled only while idle, and never again once ready (the connection closes).
+                () = &mut stopped, if idle => Woke::Stop,
             };
             match woke {
                 Woke::Read(Ok(n)) if n > 0 => {}
+                Woke::Timeout if tokio::time::Instant::now() < deadline => {
+                    // Set for an earlier head: this one has until `deadline`.
+                    timeout.as_mut().reset(deadline);
+                }
                 // The client closed (mid-head or not) or the connection failed: no answer,
                 // as with hyper. Nor for a head not complete in time.
                 Woke::Read(_) | Woke::Timeout => return None,
