@@ -171,7 +171,8 @@ const LISTEN_BACKLOG: u32 = 1024;
 /// Serves HTTP/1.1 on `listeners` (from [`bind`]) until `shutdown` resolves: one thread
 /// per listener, each with its own single-threaded event loop (no work stealing, no
 /// cross-thread wake-ups on the click path; the spool's group write forms per thread).
-/// Then stops accepting, lets in-flight requests finish (bounded), and flushes the spool
+/// Each connection starts on the `conn` module's loop for plain clicks and goes to hyper at its
+/// first other request. Then stops accepting, lets in-flight requests finish (bounded), and flushes the spool
 /// to the lake.
 pub async fn serve(listeners: Vec<std::net::TcpListener>, collector: Collector, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     use futures::StreamExt;
