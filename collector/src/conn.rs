@@ -56,6 +56,8 @@ pub(crate) async fn serve(mut io: TcpStream, peer: SocketAddr, state: &AppState,
         let _ = stop_wait.wait_for(|s| *s).await;
     };
     tokio::pin!(stopped);
+    // Whether a request has been taken up on this connection.
+    let mut answered = false;
     loop {
         // Waiting for a head starts here: after the previous answer, as with hyper.
         let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
@@ -79,15 +81,17 @@ pub(crate) async fn serve(mut io: TcpStream, peer: SocketAddr, state: &AppState,
                 }
                 out.clear();
             }
-            if buf.is_empty() && *stop.borrow() {
-                // Idle on shutdown: closed at once (hyper's graceful shutdown does the same).
+            // Idle on shutdown: closed at once, as hyper's graceful shutdown closes a
+            // connection between requests. That is also a kept-alive connection with part
+            // of its next head read; a new connection's first head is still answered.
+            let idle = buf.is_empty() || answered;
+            if idle && *stop.borrow() {
                 let _ = io.shutdown().await;
                 return None;
             }
             if buf.capacity() - buf.len() < READ_CHUNK / 4 {
                 buf.reserve(READ_CHUNK);
             }
-            let idle = buf.is_empty();
             let woke = tokio::select! {
                 biased;
                 read = io.read_buf(&mut buf) => Woke::Read(read),
@@ -110,6 +114,7 @@ pub(crate) async fn serve(mut io: TcpStream, peer: SocketAddr, state: &AppState,
                 }
             }
         };
+        answered = true;
         let (mut parts, ()) = head.into_parts();
         let head_method = parts.method == Method::HEAD;
         let answer = http::click_for_wire(state, &parts, Some(peer)).await;

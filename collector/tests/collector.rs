@@ -2155,14 +2155,18 @@ async fn connection_close_and_http_1_0() {
     server.stop().await;
 }
 
-/// Shutdown closes an idle kept-alive connection at once, and a click in flight is still
-/// answered (with `connection: close`) and recorded.
+/// Shutdown closes an idle kept-alive connection at once, also one with part of its next
+/// head read (as hyper does); a new connection's first click in flight is still answered
+/// (with `connection: close`) and recorded.
 #[tokio::test]
 async fn shutdown_closes_idle_connections_and_answers_requests_in_flight() {
     let (dir, server) = seeded().await;
     let mut idle = Wire::open(&server).await;
     idle.send(b"GET /l/ann1 HTTP/1.1\r\nHost: t\r\n\r\n").await;
     assert!(status_of(&idle.response(false).await).starts_with("HTTP/1.1 302"));
+    let mut kept = Wire::open(&server).await;
+    kept.send(b"GET /l/ann1 HTTP/1.1\r\nHost: t\r\n\r\nGET /l/ann1 HTTP/1.1\r\nHo").await;
+    assert!(status_of(&kept.response(false).await).starts_with("HTTP/1.1 302"));
     // Half a head sent: the request is in progress when the shutdown comes.
     let mut busy = Wire::open(&server).await;
     busy.send(b"GET /l/bob1 HTTP/1.1\r\nHo").await;
@@ -2170,6 +2174,7 @@ async fn shutdown_closes_idle_connections_and_answers_requests_in_flight() {
     let started = std::time::Instant::now();
     let stopping = tokio::spawn(server.stop());
     assert!(idle.closed_within(Duration::from_secs(3)).await, "the idle connection is closed");
+    assert!(kept.closed_within(Duration::from_secs(1)).await, "a kept-alive connection with a partial head is closed");
     assert!(started.elapsed() < Duration::from_secs(3));
     busy.send(b"st: t\r\n\r\n").await;
     let r = String::from_utf8(busy.response(false).await).unwrap();
@@ -2177,7 +2182,7 @@ async fn shutdown_closes_idle_connections_and_answers_requests_in_flight() {
     assert!(busy.closed_within(Duration::from_secs(2)).await);
     stopping.await.unwrap();
     let hits = read_hits(&dir.path().join("lake").display().to_string()).await;
-    assert_eq!(by_kind(&hits, HitKind::Click).len(), 2, "the click answered during shutdown is in the lake");
+    assert_eq!(by_kind(&hits, HitKind::Click).len(), 3, "the click answered during shutdown is in the lake");
 }
 
 /// A head must arrive within `HEADER_READ_TIMEOUT` of when the server starts waiting for
