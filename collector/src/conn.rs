@@ -1,11 +1,12 @@
 //! One accepted connection: plain clicks answered by a small HTTP/1.1 loop of our own, and
 //! everything else by hyper.
 //!
-//! Clicks are nearly all the traffic, and hyper's general dispatcher cost more than the
-//! click itself (BENCH.md). So while each request head on a connection is a plain click
-//! ([`http::is_plain_click`]) and nothing about it is unusual, [`serve`] parses it with
-//! `httparse` (as hyper does, with hyper's limits), answers it with the same click logic
-//! ([`http::serve_click`]) and writes the response bytes hyper would write. On the first
+//! Clicks are nearly all the traffic, and hyper's general dispatcher cost about as much as
+//! the click itself (BENCH.md). So while each request head on a connection is a plain
+//! click ([`http::is_plain_click`]) and nothing about it is unusual, [`serve`] parses it
+//! with `httparse` (as hyper does, with hyper's limits), answers it with the same click
+//! logic ([`http::click_for_wire`]: what [`http::serve_click`] answers, the redirect not
+//! made into a `Response`) and writes the response bytes hyper would write. On the first
 //! head that is anything else (another path or method, HTTP/1.0, `Connection` other than
 //! `keep-alive`, `Expect`, `Upgrade`, a body, an invalid head, a head over
 //! [`MAX_HEAD_BYTES`] or with more than [`MAX_HEADERS`] fields) it stops and hands the
@@ -14,9 +15,9 @@
 //!
 //! Kept from hyper's connection: the head must arrive within [`HEADER_READ_TIMEOUT`] from
 //! when the server starts waiting for it (so an idle keep-alive connection is closed after
-//! that long); on shutdown an idle connection is closed at once, a request in progress is
-//! answered with `connection: close` and the connection then closed; pipelined requests
-//! are answered in order.
+//! that long); on shutdown a connection between requests is closed at once, a request in
+//! progress (or a new connection's first head) is answered with `connection: close` and
+//! the connection then closed; pipelined requests are answered in order.
 
 use std::io;
 use std::mem::MaybeUninit;
