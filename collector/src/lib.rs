@@ -7,6 +7,7 @@
 
 pub mod adjustment;
 pub mod config;
+mod conn;
 pub mod hit;
 pub mod http;
 pub mod import;
@@ -26,7 +27,6 @@ use anyhow::Context;
 use futures::future::Either;
 use axum::http::HeaderName;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use lake::Lake;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -171,7 +171,8 @@ const LISTEN_BACKLOG: u32 = 1024;
 /// Serves HTTP/1.1 on `listeners` (from [`bind`]) until `shutdown` resolves: one thread
 /// per listener, each with its own single-threaded event loop (no work stealing, no
 /// cross-thread wake-ups on the click path; the spool's group write forms per thread).
-/// Then stops accepting, lets in-flight requests finish (bounded), and flushes the spool
+/// Each connection starts on the `conn` module's loop for plain clicks and goes to hyper at its
+/// first other request. Then stops accepting, lets in-flight requests finish (bounded), and flushes the spool
 /// to the lake.
 pub async fn serve(listeners: Vec<std::net::TcpListener>, collector: Collector, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     use futures::StreamExt;
@@ -250,7 +251,9 @@ impl Worker {
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .max_buf_size(MAX_HEAD_BYTES);
-        let graceful = GracefulShutdown::new();
+        let builder = Arc::new(builder);
+        // Every connection task holds a sender: all are gone once `alive_rx` yields `None`.
+        let (alive_tx, mut alive_rx) = tokio::sync::mpsc::channel::<()>(1);
         let mut stop = self.stop.clone();
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -293,26 +296,46 @@ impl Worker {
                     let _ = stream.set_nodelay(true);
                     let router = self.app.clone();
                     let state = self.state.clone();
-                    let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                        // Clicks, nearly all the traffic, skip the router (see `is_plain_click`).
-                        if http::is_plain_click(&req) {
-                            let state = state.clone();
-                            return Either::Left(async move { Ok(http::serve_click(&state, req, Some(peer)).await) });
-                        }
-                        req.extensions_mut().insert(ClientAddr(peer));
-                        Either::Right(router.clone().call(req))
-                    });
-                    let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
+                    let builder = builder.clone();
+                    let mut stop = self.stop.clone();
+                    let alive = alive_tx.clone();
                     tokio::spawn(async move {
-                        let _ = conn.await;
+                        // Plain clicks first, on our own loop; the first other request
+                        // hands the connection, bytes read included, to hyper.
+                        if let Some(io) = conn::serve(stream, peer, &state, &mut stop).await {
+                            let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                                // Clicks skip the router here too (see `is_plain_click`).
+                                if http::is_plain_click(&req) {
+                                    let state = state.clone();
+                                    return Either::Left(async move { Ok(http::serve_click(&state, req, Some(peer)).await) });
+                                }
+                                req.extensions_mut().insert(ClientAddr(peer));
+                                Either::Right(router.clone().call(req))
+                            });
+                            let conn = builder.serve_connection(TokioIo::new(io), svc);
+                            tokio::pin!(conn);
+                            // hyper-util's graceful shutdown, but the connection is polled
+                            // first, so that a request already read is taken up before a
+                            // shutdown closes the connection.
+                            tokio::select! {
+                                biased;
+                                _ = conn.as_mut() => {}
+                                () = async { let _ = stop.wait_for(|s| *s).await; } => {
+                                    conn.as_mut().graceful_shutdown();
+                                    let _ = conn.await;
+                                }
+                            }
+                        }
                         drop(slot);
+                        drop(alive);
                     });
                 }
                 _ = &mut stopped => break,
             }
         }
         drop(listener);
-        if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {
+        drop(alive_tx);
+        if tokio::time::timeout(Duration::from_secs(10), alive_rx.recv()).await.is_err() {
             tracing::warn!("some connections did not finish within 10 s");
         }
         Ok(())

@@ -1853,3 +1853,364 @@ async fn max_connections_holds_new_connections_until_a_slot_frees() {
     drop(third);
     server.stop().await;
 }
+
+// ---- The click fast path (`collector::conn`): raw sockets, what a client sees. ----
+
+/// A raw connection with a read buffer, for pipelined answers.
+struct Wire {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Wire {
+    async fn open(server: &TestServer) -> Wire {
+        Wire { s: raw(server).await, buf: Vec::new() }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.s.write_all(bytes).await.unwrap();
+    }
+
+    /// Reads more bytes; false on EOF.
+    async fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 8192];
+        let n = tokio::time::timeout(Duration::from_secs(5), self.s.read(&mut chunk)).await.expect("an answer within 5 s").unwrap_or(0);
+        self.buf.extend_from_slice(&chunk[..n]);
+        n > 0
+    }
+
+    /// One whole response (its head, and its body by `content-length`; none for `HEAD`),
+    /// as bytes.
+    async fn response(&mut self, head_request: bool) -> Vec<u8> {
+        let head_len = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            assert!(self.fill().await, "connection closed mid-answer: {:?}", String::from_utf8_lossy(&self.buf));
+        };
+        let head = String::from_utf8_lossy(&self.buf[..head_len]).to_ascii_lowercase();
+        let body_len = if head_request {
+            0
+        } else {
+            head.lines().find_map(|l| l.strip_prefix("content-length: ")).map_or(0, |v| v.trim().parse().unwrap())
+        };
+        while self.buf.len() < head_len + body_len {
+            assert!(self.fill().await, "connection closed mid-body");
+        }
+        self.buf.drain(..head_len + body_len).collect()
+    }
+
+    /// Whether the server closes the connection within `wait` with nothing more sent.
+    async fn closed_within(&mut self, wait: Duration) -> bool {
+        let mut chunk = [0u8; 1024];
+        match tokio::time::timeout(wait, self.s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => self.buf.is_empty(),
+            Ok(Ok(n)) => panic!("unexpected bytes: {:?}", String::from_utf8_lossy(&chunk[..n])),
+            Err(_) => false,
+        }
+    }
+}
+
+/// A response with its ids (UUIDs) and `date` value masked, to compare two answers.
+fn masked(resp: &[u8]) -> String {
+    let text = String::from_utf8_lossy(resp).into_owned();
+    let mut out = String::new();
+    let b = text.as_bytes();
+    let mut i = 0;
+    let is_uuid = |s: &[u8]| {
+        s.len() == 36 && s.iter().enumerate().all(|(j, c)| if [8, 13, 18, 23].contains(&j) { *c == b'-' } else { c.is_ascii_hexdigit() })
+    };
+    while i < b.len() {
+        if i + 36 <= b.len() && is_uuid(&b[i..i + 36]) {
+            out.push_str("<uuid>");
+            i += 36;
+        } else {
+            out.push(b[i] as char);
+            i += 1;
+        }
+    }
+    out.lines()
+        .map(|l| if l.starts_with("date: ") { "date: <date>" } else { l })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn status_of(resp: &[u8]) -> String {
+    String::from_utf8_lossy(resp).lines().next().unwrap_or_default().to_string()
+}
+
+/// The fast path's answers are byte for byte hyper's: each request is sent first on a new
+/// connection (the fast path) and then on a connection that a `/healthz` request has
+/// handed to hyper (where `serve_click` answers as before).
+#[tokio::test]
+async fn fast_path_answers_are_hypers_bytes() {
+    let (_dir, server) = seeded().await;
+    let requests = [
+        "GET /l/ann1?utm_source=ig&sub1=story%201 HTTP/1.1\r\nHost: t\r\nUser-Agent: ua\r\n\r\n",
+        "GET /l/bob1 HTTP/1.1\r\nHost: t\r\nCookie: ct_vid=Visitor_7\r\nConnection: keep-alive\r\n\r\n",
+        "HEAD /l/ann1 HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /l/nope HTTP/1.1\r\nHost: t\r\n\r\n",
+        "HEAD /l/nope HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /l/ann1?url=https%3A%2F%2Fevil.com%2F HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /l/ann1?url=%2Fp%2F7 HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /l/x.y HTTP/1.1\r\nHost: t\r\n\r\n",
+    ];
+    for req in requests {
+        let head = req.starts_with("HEAD");
+        let mut fast = Wire::open(&server).await;
+        fast.send(req.as_bytes()).await;
+        let a = fast.response(head).await;
+        let mut hyper = Wire::open(&server).await;
+        hyper.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        assert!(status_of(&hyper.response(false).await).starts_with("HTTP/1.1 200"));
+        hyper.send(req.as_bytes()).await;
+        let b = hyper.response(head).await;
+        assert_eq!(masked(&a), masked(&b), "{req:?}");
+        assert!(a.windows(6).any(|w| w == b"date: "), "{}", masked(&a));
+        // Both stay open for another request.
+        fast.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        assert!(status_of(&fast.response(false).await).starts_with("HTTP/1.1 200"));
+    }
+    server.stop().await;
+}
+
+/// Clicks pipelined in one write are each answered, in order, and each recorded.
+#[tokio::test]
+async fn pipelined_clicks_in_one_write_are_all_answered_and_recorded() {
+    let (dir, server) = seeded().await;
+    let mut w = Wire::open(&server).await;
+    let mut req = String::new();
+    for i in 0..5 {
+        req.push_str(&format!("GET /l/ann1?n={i} HTTP/1.1\r\nHost: t\r\n\r\n"));
+    }
+    req.push_str("HEAD /l/bob1 HTTP/1.1\r\nHost: t\r\n\r\nGET /l/nope HTTP/1.1\r\nHost: t\r\n\r\n");
+    w.send(req.as_bytes()).await;
+    let mut ids = HashSet::new();
+    for i in 0..5 {
+        let r = String::from_utf8(w.response(false).await).unwrap();
+        assert!(r.starts_with("HTTP/1.1 302 Found\r\n"), "{r}");
+        let loc = r.lines().find_map(|l| l.strip_prefix("location: ")).unwrap();
+        assert!(loc.contains(&format!("?src=ct&n={i}&ct_click_id=")), "answers in order: {loc}");
+        ids.insert(query_of(loc)["ct_click_id"].clone());
+    }
+    assert_eq!(ids.len(), 5);
+    let head = String::from_utf8(w.response(true).await).unwrap();
+    assert!(head.starts_with("HTTP/1.1 302") && head.contains("bags.example.org/sale"), "{head}");
+    assert!(status_of(&w.response(false).await).starts_with("HTTP/1.1 404"));
+    assert!(!w.closed_within(Duration::from_millis(300)).await, "kept alive");
+    drop(w);
+    server.stop().await;
+    let hits = read_hits(&dir.path().join("lake").display().to_string()).await;
+    let clicks = by_kind(&hits, HitKind::Click);
+    assert_eq!(clicks.len(), 5, "HEAD and the unknown link record nothing");
+    let got: HashSet<String> = clicks.iter().map(|h| h.click_id.clone().unwrap()).collect();
+    assert_eq!(got, ids, "every answered click id is in the lake");
+}
+
+/// A click, then a postback and a pixel on the same keep-alive connection (handed to
+/// hyper, also when pipelined behind a click), then clicks again: all answered right.
+#[tokio::test]
+async fn a_click_then_other_requests_on_one_connection() {
+    let (dir, server) = seeded().await;
+    let mut w = Wire::open(&server).await;
+    w.send(b"GET /l/ann1 HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    let click = String::from_utf8(w.response(false).await).unwrap();
+    assert!(click.starts_with("HTTP/1.1 302"), "{click}");
+    let cid = query_of(click.lines().find_map(|l| l.strip_prefix("location: ")).unwrap())["ct_click_id"].clone();
+    let body = format!("offer=shoes&click_id={cid}&order_id=O1&amount=10");
+    w.send(
+        format!(
+            "POST /postback HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await;
+    let pb = String::from_utf8(w.response(false).await).unwrap();
+    assert!(pb.starts_with("HTTP/1.1 200") && pb.contains("\"accepted\""), "{pb}");
+    // Pipelined: a click answered by the fast path, a pixel that hands over mid-buffer,
+    // and a click after it, now answered by hyper.
+    w.send(format!("GET /l/bob1 HTTP/1.1\r\nHost: t\r\n\r\nGET /p.gif?offer=shoes&click_id={cid}&order_id=O2 HTTP/1.1\r\nHost: t\r\n\r\nGET /l/ann1?after=1 HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .await;
+    assert!(status_of(&w.response(false).await).starts_with("HTTP/1.1 302"));
+    let pixel = w.response(false).await;
+    assert!(status_of(&pixel).starts_with("HTTP/1.1 200") && masked(&pixel).contains("content-type: image/gif"), "{}", masked(&pixel));
+    let last = String::from_utf8(w.response(false).await).unwrap();
+    assert!(last.starts_with("HTTP/1.1 302") && last.contains("after=1"), "{last}");
+    drop(w);
+
+    // A connection that starts with a pixel, then clicks.
+    let mut w = Wire::open(&server).await;
+    w.send(b"GET /p.gif?offer=shoes&order_id=O3 HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    assert!(status_of(&w.response(false).await).starts_with("HTTP/1.1 200"));
+    w.send(b"GET /l/ann1 HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    assert!(status_of(&w.response(false).await).starts_with("HTTP/1.1 302"));
+    drop(w);
+    server.stop().await;
+    let hits = read_hits(&dir.path().join("lake").display().to_string()).await;
+    assert_eq!(by_kind(&hits, HitKind::Click).len(), 4);
+    assert_eq!(by_kind(&hits, HitKind::Postback).len(), 1);
+    assert_eq!(by_kind(&hits, HitKind::Pixel).len(), 2);
+}
+
+/// A click head arriving a few bytes at a time is answered once complete.
+#[tokio::test]
+async fn a_click_head_split_over_many_writes() {
+    let (_dir, server) = seeded().await;
+    let mut w = Wire::open(&server).await;
+    let req = b"GET /l/ann1?utm_source=slow HTTP/1.1\r\nHost: t\r\nUser-Agent: trickle\r\n\r\nGET /l/bob1 HTTP/1.1\r\n\r\n";
+    for piece in req.chunks(3) {
+        w.send(piece).await;
+        w.s.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let a = String::from_utf8(w.response(false).await).unwrap();
+    assert!(a.starts_with("HTTP/1.1 302") && a.contains("utm_source=slow"), "{a}");
+    let b = String::from_utf8(w.response(false).await).unwrap();
+    assert!(b.starts_with("HTTP/1.1 302") && b.contains("bags.example.org/sale"), "{b}");
+    server.stop().await;
+}
+
+/// The head limits hold for clicks: 16 KiB of head is served, more gets 431, and so do
+/// more than `MAX_HEADERS` fields (also when the click arrives on a kept-alive connection).
+#[tokio::test]
+async fn click_heads_over_the_limits_get_431() {
+    let (_dir, server) = seeded().await;
+    let with_filler = |n: usize| format!("GET /l/ann1 HTTP/1.1\r\nHost: t\r\nX-Filler: {}\r\n\r\n", "a".repeat(n));
+    let base = with_filler(0).len();
+    for (len, want) in [(collector::MAX_HEAD_BYTES, "HTTP/1.1 302"), (collector::MAX_HEAD_BYTES + 1, "HTTP/1.1 431"), (40_000, "HTTP/1.1 431")] {
+        let mut w = Wire::open(&server).await;
+        let req = with_filler(len - base);
+        assert_eq!(req.len(), len);
+        w.send(req.as_bytes()).await;
+        let r = w.response(false).await;
+        assert!(status_of(&r).starts_with(want), "{len}-byte head: {}", status_of(&r));
+    }
+    for (fields, want) in [(collector::MAX_HEADERS, "HTTP/1.1 302"), (collector::MAX_HEADERS + 1, "HTTP/1.1 431")] {
+        let mut w = Wire::open(&server).await;
+        // A click first, so the limit is met by the fast path's own parse.
+        w.send(b"GET /l/ann1 HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        assert!(status_of(&w.response(false).await).starts_with("HTTP/1.1 302"));
+        let mut req = String::from("GET /l/ann1 HTTP/1.1\r\nHost: t\r\n");
+        for i in 0..fields - 1 {
+            req.push_str(&format!("X-Field-{i}: {i}\r\n"));
+        }
+        req.push_str("\r\n");
+        w.send(req.as_bytes()).await;
+        let r = w.response(false).await;
+        assert!(status_of(&r).starts_with(want), "{fields} fields: {}", status_of(&r));
+    }
+    // Not a valid head: hyper's 400.
+    let mut w = Wire::open(&server).await;
+    w.send(b"GET /l/ann1 HTTP/1.1\r\nBad Header\r\n\r\n").await;
+    assert!(status_of(&w.response(false).await).starts_with("HTTP/1.1 400"));
+    server.stop().await;
+}
+
+/// `HEAD` gets the redirect's head and no body: the next answer follows at once.
+#[tokio::test]
+async fn head_click_has_no_body() {
+    let (_dir, server) = seeded().await;
+    let mut w = Wire::open(&server).await;
+    w.send(b"HEAD /l/ann1 HTTP/1.1\r\nHost: t\r\n\r\nHEAD /l/nope HTTP/1.1\r\nHost: t\r\n\r\nGET /l/bob1 HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    let a = String::from_utf8(w.response(true).await).unwrap();
+    assert!(a.starts_with("HTTP/1.1 302") && !a.contains("content-length"), "{a}");
+    let b = String::from_utf8(w.response(true).await).unwrap();
+    assert!(b.starts_with("HTTP/1.1 404") && b.contains("content-length: 193"), "the length, no body: {b}");
+    let c = String::from_utf8(w.response(false).await).unwrap();
+    assert!(c.starts_with("HTTP/1.1 302 Found\r\n"), "no body bytes before the next answer: {c}");
+    server.stop().await;
+}
+
+/// `Connection: close` and HTTP/1.0 get hyper's answers: closed after the answer, unless
+/// a 1.0 client asks for keep-alive.
+#[tokio::test]
+async fn connection_close_and_http_1_0() {
+    let (_dir, server) = seeded().await;
+    let mut w = Wire::open(&server).await;
+    w.send(b"GET /l/ann1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").await;
+    let r = String::from_utf8(w.response(false).await).unwrap();
+    assert!(r.starts_with("HTTP/1.1 302") && r.contains("\r\nconnection: close\r\n"), "{r}");
+    assert!(w.closed_within(Duration::from_secs(2)).await);
+
+    // On a connection the fast path has served already.
+    let mut w = Wire::open(&server).await;
+    w.send(b"GET /l/ann1 HTTP/1.1\r\nHost: t\r\n\r\nGET /l/ann1 HTTP/1.1\r\nHost: t\r\nConnection: Close\r\n\r\n").await;
+    assert!(!String::from_utf8(w.response(false).await).unwrap().contains("connection:"));
+    assert!(String::from_utf8(w.response(false).await).unwrap().contains("\r\nconnection: close\r\n"));
+    assert!(w.closed_within(Duration::from_secs(2)).await);
+
+    let mut w = Wire::open(&server).await;
+    w.send(b"GET /l/ann1 HTTP/1.0\r\n\r\n").await;
+    let r = String::from_utf8(w.response(false).await).unwrap();
+    assert!(r.starts_with("HTTP/1.0 302 Found\r\n"), "{r}");
+    assert!(w.closed_within(Duration::from_secs(2)).await);
+
+    let mut w = Wire::open(&server).await;
+    w.send(b"GET /l/ann1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").await;
+    let r = String::from_utf8(w.response(false).await).unwrap();
+    assert!(r.starts_with("HTTP/1.0 302") && r.contains("\r\nconnection: keep-alive\r\n"), "{r}");
+    w.send(b"GET /l/bob1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").await;
+    assert!(status_of(&w.response(false).await).starts_with("HTTP/1.0 302"));
+    server.stop().await;
+}
+
+/// Shutdown closes an idle kept-alive connection at once, also one with part of its next
+/// head read (as hyper does); a new connection's first click in flight is still answered
+/// (with `connection: close`) and recorded.
+#[tokio::test]
+async fn shutdown_closes_idle_connections_and_answers_requests_in_flight() {
+    let (dir, server) = seeded().await;
+    let mut idle = Wire::open(&server).await;
+    idle.send(b"GET /l/ann1 HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    assert!(status_of(&idle.response(false).await).starts_with("HTTP/1.1 302"));
+    let mut kept = Wire::open(&server).await;
+    kept.send(b"GET /l/ann1 HTTP/1.1\r\nHost: t\r\n\r\nGET /l/ann1 HTTP/1.1\r\nHo").await;
+    assert!(status_of(&kept.response(false).await).starts_with("HTTP/1.1 302"));
+    // Half a head sent: the request is in progress when the shutdown comes.
+    let mut busy = Wire::open(&server).await;
+    busy.send(b"GET /l/bob1 HTTP/1.1\r\nHo").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let stopping = tokio::spawn(server.stop());
+    assert!(idle.closed_within(Duration::from_secs(3)).await, "the idle connection is closed");
+    assert!(kept.closed_within(Duration::from_secs(1)).await, "a kept-alive connection with a partial head is closed");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    busy.send(b"st: t\r\n\r\n").await;
+    let r = String::from_utf8(busy.response(false).await).unwrap();
+    assert!(r.starts_with("HTTP/1.1 302") && r.contains("\r\nconnection: close\r\n"), "{r}");
+    assert!(busy.closed_within(Duration::from_secs(2)).await);
+    stopping.await.unwrap();
+    let hits = read_hits(&dir.path().join("lake").display().to_string()).await;
+    assert_eq!(by_kind(&hits, HitKind::Click).len(), 3, "the click answered during shutdown is in the lake");
+}
+
+/// A head must arrive within `HEADER_READ_TIMEOUT` of when the server starts waiting for
+/// it, also on a connection kept alive after a click; each answer starts the wait anew.
+#[tokio::test]
+async fn click_heads_must_arrive_within_the_header_read_timeout() {
+    let (_dir, server) = seeded().await;
+    let limit = collector::HEADER_READ_TIMEOUT;
+    assert_eq!(limit, Duration::from_secs(10), "the waits below are written for 10 s");
+    let click = b"GET /l/ann1 HTTP/1.1\r\nHost: t\r\n\r\n";
+    let started = std::time::Instant::now();
+    let mut partial = Wire::open(&server).await;
+    partial.send(b"GET /l/ann1 HTTP/1.1\r\nHost: t\r\n").await;
+    let mut idle = Wire::open(&server).await;
+    idle.send(click).await;
+    assert!(status_of(&idle.response(false).await).starts_with("HTTP/1.1 302"));
+    let mut later = Wire::open(&server).await;
+    later.send(click).await;
+    assert!(status_of(&later.response(false).await).starts_with("HTTP/1.1 302"));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // A second click at 5 s: this connection has until 15 s for its next head.
+    later.send(click).await;
+    assert!(status_of(&later.response(false).await).starts_with("HTTP/1.1 302"));
+    let until = |t: u64| Duration::from_secs(t).saturating_sub(started.elapsed());
+    assert!(!partial.closed_within(until(8)).await, "closed early");
+    assert!(partial.closed_within(until(13)).await, "partial head not closed after the timeout");
+    assert!(idle.closed_within(until(13)).await, "idle connection not closed after the timeout");
+    assert!(!later.closed_within(until(13)).await, "closed 10 s after its first answer, not its last");
+    assert!(later.closed_within(until(18)).await, "not closed after the timeout");
+    server.stop().await;
+}

@@ -158,7 +158,7 @@ pub async fn redirect(State(app): State<SharedState>, Path(code): Path<String>, 
 
 /// The click itself, for the route above and for the server's direct path
 /// ([`super::serve_click`]), which skips the router for a plain `GET /l/{code}`.
-pub async fn click(app: &AppState, code: &str, req: &Parts, peer: Option<SocketAddr>) -> Result<Response, ApiError> {
+pub async fn click(app: &AppState, code: &str, req: &Parts, peer: Option<SocketAddr>) -> Result<Redirect, ApiError> {
     if !is_valid_code(code) {
         return Err(ApiError::UnknownLink);
     }
@@ -215,7 +215,7 @@ pub async fn click(app: &AppState, code: &str, req: &Parts, peer: Option<SocketA
             with_query(target, &query, kept.iter().all(|seg| query_safe(seg)))
         };
         let location = HeaderValue::try_from(location).map_err(|e| ApiError::Internal(e.to_string()))?;
-        return Ok((StatusCode::FOUND, [(header::LOCATION, location), (header::CACHE_CONTROL, HeaderValue::from_static("no-store"))]).into_response());
+        return Ok(Redirect { location, set_cookie: None });
     }
     let mut hit = app.new_hit(HitKind::Click, offer.offer_id.clone(), headers, peer);
     let click_id = uuid_v7(hit.ts);
@@ -265,16 +265,36 @@ pub async fn click(app: &AppState, code: &str, req: &Parts, peer: Option<SocketA
     let location = HeaderValue::try_from(location).map_err(|e| ApiError::Internal(e.to_string()))?;
     let set_cookie = HeaderValue::try_from(visitor_cookie(&visitor_id, offer.cookie_days, secure))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok((
-        StatusCode::FOUND,
-        [
-            (header::LOCATION, location),
-            (header::SET_COOKIE, set_cookie),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-            (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer-when-downgrade")),
-        ],
-    )
-        .into_response())
+    Ok(Redirect { location, set_cookie: Some(set_cookie) })
+}
+
+/// A click's redirect: the `302` with its `Location`, and for a tracked click the visitor
+/// cookie (a paused link sets none, nor the referrer policy).
+pub struct Redirect {
+    pub location: HeaderValue,
+    pub set_cookie: Option<HeaderValue>,
+}
+
+/// The `Referrer-Policy` of a tracked click's redirect.
+pub const REFERRER_POLICY: &str = "no-referrer-when-downgrade";
+
+impl IntoResponse for Redirect {
+    fn into_response(self) -> Response {
+        let no_store = HeaderValue::from_static("no-store");
+        match self.set_cookie {
+            None => (StatusCode::FOUND, [(header::LOCATION, self.location), (header::CACHE_CONTROL, no_store)]).into_response(),
+            Some(set_cookie) => (
+                StatusCode::FOUND,
+                [
+                    (header::LOCATION, self.location),
+                    (header::SET_COOKIE, set_cookie),
+                    (header::CACHE_CONTROL, no_store),
+                    (header::REFERRER_POLICY, HeaderValue::from_static(REFERRER_POLICY)),
+                ],
+            )
+                .into_response(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ use axum::routing::get;
 use axum::Router;
 use lake::schema::HitKind;
 
+pub use click::{Redirect, REFERRER_POLICY};
 pub use error::ApiError;
 pub use links::link_url as links_url;
 
@@ -139,6 +140,18 @@ pub fn is_plain_click<B>(req: &axum::http::Request<B>) -> bool {
         && req.uri().path().strip_prefix("/l/").is_some_and(|code| !code.is_empty() && !code.contains(['/', '%']))
         && !req.headers().contains_key(header::CONTENT_LENGTH)
         && !req.headers().contains_key(header::TRANSFER_ENCODING)
+}
+
+/// A plain click for the server's own HTTP/1.1 loop (`conn`), which writes the redirect
+/// itself: the redirect, or any other answer, a refusal already counted as
+/// [`serve_click`] counts it.
+pub async fn click_for_wire(state: &AppState, parts: &axum::http::request::Parts, peer: Option<SocketAddr>) -> Result<click::Redirect, Response> {
+    let code = parts.uri.path().strip_prefix("/l/").unwrap_or_default();
+    click::click(state, code, parts, peer).await.map_err(|e| {
+        let resp = e.into_response();
+        count_reject(state, &resp);
+        resp
+    })
 }
 
 /// Answers a request [`is_plain_click`] accepted, as the router's `/l/{code}` route would.
