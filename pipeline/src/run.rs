@@ -307,6 +307,30 @@ fn spans(p: &Params, dates: &[NaiveDate]) -> Vec<(i64, i64)> {
     out
 }
 
+/// Dates whose files may be being written while the next is computed.
+const MAX_DATES_WRITING: usize = 2;
+
+/// A date written: the date, whether it was only re-settled, the rows of each table.
+type DateWritten = (NaiveDate, bool, BTreeMap<String, u64>);
+
+/// Waits for a date's writes, then logs the date and records its rows.
+async fn finish_date(
+    task: tokio::task::JoinHandle<Result<DateWritten>>,
+    p: &Params,
+    per_date: &mut BTreeMap<NaiveDate, BTreeMap<String, u64>>,
+) -> Result<()> {
+    let (date, stored, rows) = task.await.map_err(|e| crate::error::PipelineError::Invalid(format!("writing a date's tables: the task failed: {e}")))??;
+    // The one line per date at the default level (steps are at debug).
+    let n = |t: &str| rows.get(t).copied().unwrap_or(0);
+    tracing::info!(
+        window = %p.window, date = %date, attributions = n(TABLE_ATTRIBUTIONS), clicks = n(TABLE_CLICKS),
+        conversions = n(TABLE_CONVERSIONS), revenue = n(TABLE_REVENUE), earnings = n(TABLE_EARNINGS),
+        adjustments = n(TABLE_ADJUSTMENTS), "{}", if stored { "date re-settled (rows per table)" } else { "date written (rows per table)" }
+    );
+    per_date.insert(date, rows);
+    Ok(())
+}
+
 /// Steps 2–6 for one pass over `p`'s dates, scanning only the inputs its span overlaps.
 /// Dates in `settle` are re-settled from their stored tables (see [`run_settling`]).
 async fn attribute_and_write(
@@ -508,6 +532,7 @@ async fn attribute_and_write(
     let revenue_table = write::collect(reports::revenue(attributions.clone().lazy(), p), "summing revenue", inputs).await?;
     progress.done();
 
+    let mut writing: std::collections::VecDeque<tokio::task::JoinHandle<Result<DateWritten>>> = std::collections::VecDeque::new();
     for date in &dates {
         let stored = settle.contains(date);
         progress.step(&format!("clicks {date}"));
@@ -534,20 +559,26 @@ async fn attribute_and_write(
             tables.push((TABLE_CONVERSIONS, write::rows_of_date(&conversions_table, *date)?));
             tables.push((TABLE_CLICKS, clicks));
         }
-        let mut rows = BTreeMap::new();
-        for (table, df) in tables {
-            let n = write::replace_date(lake, &p.window, table, *date, df).await?;
-            rows.insert(table.to_string(), n as u64);
-        }
-        // The one line per date at the default level (steps are at debug).
-        let n = |t: &str| rows.get(t).copied().unwrap_or(0);
-        tracing::info!(
-            window = %p.window, date = %date, attributions = n(TABLE_ATTRIBUTIONS), clicks = n(TABLE_CLICKS),
-            conversions = n(TABLE_CONVERSIONS), revenue = n(TABLE_REVENUE), earnings = n(TABLE_EARNINGS),
-            adjustments = n(TABLE_ADJUSTMENTS), "{}", if stored { "date re-settled (rows per table)" } else { "date written (rows per table)" }
-        );
-        per_date.insert(*date, rows);
+        // The date's files are written by a task of their own, each file waiting on its own
+        // fsync, while the next date's clicks are counted; a few dates at most are in flight.
+        let (lake, window, date) = (lake.clone(), p.window, *date);
+        writing.push_back(tokio::spawn(async move {
+            let written = futures::future::try_join_all(tables.into_iter().map(|(table, df)| {
+                let lake = &lake;
+                async move { write::replace_date(lake, &window, table, date, df).await.map(|n| (table.to_string(), n as u64)) }
+            }))
+            .await?;
+            Ok::<_, crate::error::PipelineError>((date, stored, written.into_iter().collect::<BTreeMap<String, u64>>()))
+        }));
         progress.done();
+        while writing.len() > MAX_DATES_WRITING {
+            if let Some(task) = writing.pop_front() {
+                finish_date(task, p, per_date).await?;
+            }
+        }
+    }
+    while let Some(task) = writing.pop_front() {
+        finish_date(task, p, per_date).await?;
     }
 
     Ok(())

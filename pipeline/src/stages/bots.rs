@@ -61,16 +61,14 @@ fn is_bot_per_agent() -> Expr {
             let agents = c.as_materialized_series().str()?;
             let re = bot_regex();
             let mut seen: PlHashMap<&str, bool> = PlHashMap::new();
-            let flags: BooleanChunked = agents
+            let flags: NoNull<BooleanChunked> = agents
                 .iter()
-                .map(|ua| {
-                    Some(match ua {
-                        None | Some("") => true,
-                        Some(ua) => *seen.entry(ua).or_insert_with(|| re.is_match(ua)),
-                    })
+                .map(|ua| match ua {
+                    None | Some("") => true,
+                    Some(ua) => *seen.entry(ua).or_insert_with(|| re.is_match(ua)),
                 })
                 .collect();
-            Ok(flags.with_name(c.name().clone()).into_series().into_column())
+            Ok(flags.into_inner().with_name(c.name().clone()).into_series().into_column())
         },
         |_, field| Ok(Field::new(field.name().clone(), DataType::Boolean)),
     )

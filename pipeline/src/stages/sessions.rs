@@ -93,37 +93,32 @@ pub fn key_filter(conv: &DataFrame) -> PolarsResult<Expr> {
             (None, None) => {}
         }
     }
-    let click_keys = std::sync::Arc::new(click_keys);
-    let visitors = std::sync::Arc::new(visitors);
-    let by_click = col(hit::CLICK_ID).map(
-        move |c: Column| {
-            let ids = c.as_materialized_series().str()?;
-            let keep: BooleanChunked = ids
+    // One pass over both columns: the visitor is looked up only for a click whose id is
+    // no key, and not at all when no conversion goes by visitor.
+    Ok(col(hit::CLICK_ID).map_many(
+        move |cols: &mut [Column]| {
+            let ids = cols[0].as_materialized_series().str()?;
+            let visitor_ids = cols[1].as_materialized_series().str()?;
+            let is_key = |id: &str| {
+                // What `str().to_lowercase()` gives, without a copy when nothing changes.
+                if id.is_ascii() && !id.bytes().any(|b| b.is_ascii_uppercase()) {
+                    click_keys.contains(id)
+                } else {
+                    click_keys.contains(&id.to_lowercase())
+                }
+            };
+            let keep: NoNull<BooleanChunked> = ids
                 .iter()
-                .map(|id| {
-                    Some(id.is_some_and(|id| {
-                        // What `str().to_lowercase()` gives, without a copy when nothing changes.
-                        if id.is_ascii() && !id.bytes().any(|b| b.is_ascii_uppercase()) {
-                            click_keys.contains(id)
-                        } else {
-                            click_keys.contains(&id.to_lowercase())
-                        }
-                    }))
+                .zip(visitor_ids.iter())
+                .map(|(id, visitor)| {
+                    id.is_some_and(is_key) || (!visitors.is_empty() && visitor.is_some_and(|v| visitors.contains(v)))
                 })
                 .collect();
-            Ok(keep.with_name(c.name().clone()).into_series().into_column())
+            Ok(keep.into_inner().with_name(cols[0].name().clone()).into_series().into_column())
         },
-        |_, field| Ok(Field::new(field.name().clone(), DataType::Boolean)),
-    );
-    let by_visitor = col(hit::VISITOR_ID).map(
-        move |c: Column| {
-            let ids = c.as_materialized_series().str()?;
-            let keep: BooleanChunked = ids.iter().map(|id| Some(id.is_some_and(|id| visitors.contains(id)))).collect();
-            Ok(keep.with_name(c.name().clone()).into_series().into_column())
-        },
-        |_, field| Ok(Field::new(field.name().clone(), DataType::Boolean)),
-    );
-    Ok(by_click.or(by_visitor))
+        &[col(hit::VISITOR_ID)],
+        |_, fields| Ok(Field::new(fields[0].name().clone(), DataType::Boolean)),
+    ))
 }
 
 /// `candidates`: the output of [`candidates`]; `conv`: of [`super::conversions::prepare`].
