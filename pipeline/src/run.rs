@@ -1,17 +1,24 @@
 //! `pipeline run`: one date range, read once, written date by date.
 //!
-//! 1. List the hit files whose UTC hour overlaps `[start − W, end)`: the range plus its
-//!    lookback (sessions and order twins reach back at most `W`). Hour folders, not whole
-//!    days, so a zone's offset needs no more than the hours it covers.
-//! 2. Conversions over that span are deduplicated and flagged, then kept if in the range;
-//!    this frame is small and materialized once.
-//! 3. Clicks over the span stream past the conversions' keys in one pass and only those
-//!    sharing a key are kept (materialized); sessions and statuses are computed on them:
-//!    the `attributions` rows.
+//! 1. List the hit files whose UTC hour overlaps `[start − L − 2W, end + L)`: the range,
+//!    its lookback (sessions and order twins reach back at most `W`) and what adjustments
+//!    reach (a lock period `L` after the range, and the conversions they target a lock
+//!    period and two windows before it). Hour folders, not whole days, so a zone's offset
+//!    needs no more than the hours it covers.
+//! 2. One scan of that span keeps the hits that are not clicks (about one in twenty):
+//!    conversions and adjustments, held in memory. Conversions are deduplicated and
+//!    flagged once; the pass's own are cut from them, and so is the index adjustments
+//!    are resolved against.
+//! 3. One scan of the clicks that can be sessions (W before the earliest conversion, or
+//!    earlier target of an adjustment, to the range's end) keeps those sharing a key with
+//!    them: a filter on the raw click and visitor ids decides which rows the other columns
+//!    are decoded for. Sessions and statuses are computed on them: the `attributions` rows.
 //! 4. `conversions` and `revenue` are aggregated from `attributions`.
 //! 5. `clicks` is computed date by date from that date's hour folders only, so memory
-//!    follows one day's clicks, not the range's.
-//! 6. Each date's four files are replaced, then the manifest is written.
+//!    follows one day's clicks, not the range's; the bot test runs once per distinct user
+//!    agent.
+//! 6. Each date's files are replaced (while the next date's clicks are counted), then the
+//!    manifest is written.
 //!
 //! **Memory.** What a pass holds grows with the hits it streams past (its lookback) and,
 //! faster, with the conversions and candidate clicks of its own dates. When the estimate

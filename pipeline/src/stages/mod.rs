@@ -1,9 +1,11 @@
 //! The stages of attribution, each a pure `LazyFrame` → `LazyFrame` transformation over
 //! the hit columns of `lake::schema` (SPEC §4–5). Nothing here reads, collects or writes.
 //!
-//! Order: [`dedup::hits`] → split by kind → conversions: [`conversions::prepare`] (which
-//! applies [`dedup::orders`]); clicks: [`bots::flag`] for the clicks table, and
-//! [`sessions::find`] for attribution → [`attribution::assign`] → [`reports`].
+//! Order: split by kind → conversions: [`conversions::prepare`] (which applies
+//! [`dedup::hits`] and [`dedup::orders`]); clicks: [`bots::flag`] for the clicks table
+//! (which counts distinct `hit_id`s), and [`sessions::key_filter`] then
+//! [`sessions::candidates`] and [`sessions::find`] for attribution →
+//! [`attribution::assign`] → [`reports`].
 
 pub mod attribution;
 pub mod bots;
