@@ -59,6 +59,10 @@ for n in $sizes; do
     fi
     measure "floor-range-$n" "$out/floor-$n-$i.log" \
       python3 "$root/bench/duckdb_floor.py" "$lake" "$window_us" UTC "$from" "$to"
+    if python3 -c 'import polars' 2>/dev/null; then
+      measure "pfloor-range-$n" "$out/pfloor-$n-$i.log" \
+        python3 "$root/bench/polars_floor.py" "$lake" "$window_us" UTC "$from" "$to"
+    fi
     measure "floor-day-$n" "$out/floor-day-$n-$i.log" \
       python3 "$root/bench/duckdb_floor.py" "$lake" "$window_us" UTC "$to" "$to"
     measure "pipeline-day-$n" "$out/pipeline-day-$n-$i.log" \
@@ -100,16 +104,18 @@ out = ["## Pipeline", "",
        f"floor = `bench/duckdb_floor.py`, DuckDB only reading and decoding the 17 columns the twin reads over its scan range "
        f"(the range's, and for the day the one date's; both reach back lock + 2W, so on these lakes they read every hit); "
        f"day = `pipeline run --date {d_to}` (a quiet nightly). Medians over the runs shown; wall time and peak RSS from `/usr/bin/time -v`. "
-       f"No polars floor: polars for Python is not installed here and the pipeline has no scan-only mode "
-       f"(the pipeline's own scans are timed in \"Where the pipeline's time goes\" below).", "",
-       "| hits | runs | pipeline | DuckDB tuned | **pipeline / tuned** | DuckDB v1 | pipeline / v1 | tuned / v1 | DuckDB floor | pipeline / floor | one day | day floor | **day / floor** | load average |",
-       "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+       f"Polars floor = `bench/polars_floor.py`, the same 16 hit columns of the same files read and decoded by polars for Python "
+       f"(a newer polars than the pipeline's Rust 0.55; the pipeline has no scan-only mode; its own scans are timed in "
+       f"\"Where the pipeline's time goes\" below); on these lakes the range's and the day's floors read the same rows. "
+       f"v1 columns show — when the run skipped the untuned twin (`BENCH_V1=0`).", "",
+       "| hits | runs | pipeline | DuckDB tuned | **pipeline / tuned** | DuckDB v1 | pipeline / v1 | tuned / v1 | DuckDB floor | polars floor | pipeline / DuckDB floor | one day | day floor | **day / floor** | load average |",
+       "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
 for n in sizes:
     p, d, v1, fl = f"pipeline-range-{n}", f"duckdb-range-{n}", f"duckdbv1-range-{n}", f"floor-range-{n}"
     day, fday = f"pipeline-day-{n}", f"floor-day-{n}"
     runs = len(rows[p])
     out.append(f"| {int(n):,} | {runs} | {wall(p)} | {wall(d)} | **{ratio(p, d)}** | {wall(v1)} | {ratio(p, v1)} | {ratio(d, v1)} | "
-               f"{wall(fl)} | {ratio(p, fl)} | {wall(day)} | {wall(fday)} | **{ratio(day, fday)}** | {load(n)} |")
+               f"{wall(fl)} | {wall(f'pfloor-range-{n}')} | {ratio(p, fl)} | {wall(day)} | {wall(fday)} | **{ratio(day, fday)}** | {load(n)} |")
 out += ["", "Peak RSS (medians):", "",
         "| hits | pipeline | DuckDB tuned | pipeline / tuned | DuckDB v1 | pipeline / v1 | one day |",
         "|---:|---:|---:|---:|---:|---:|---:|"]
