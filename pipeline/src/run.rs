@@ -67,11 +67,14 @@ const CLICK_TABLE_COLUMNS: [&str; 7] =
     [hit::HIT_ID, hit::KIND, hit::TS, hit::OFFER_ID, hit::MEMBER_ID, hit::VISITOR_ID, hit::USER_AGENT];
 
 /// Bytes a pass holds per hit row it streams past in its lookback, and per hit row of its
-/// own dates. Measured on `pipeline gen` lakes (50M hits over 60 days, 28d window, release
-/// build): a one-day pass over 23M lookback rows peaked at 1.49 GB of RSS, a 7-day pass at
-/// 2.13 GB, a 28-day pass at 4.14 GB; these constants round those slopes up.
-const BYTES_PER_LOOKBACK_ROW: u64 = 70;
-const BYTES_PER_RANGE_ROW: u64 = 130;
+/// own dates: peak RSS, jemalloc's not yet returned pages included. Measured on
+/// `pipeline gen` lakes (60 days, 28d window, release build, 2026-12-03): a one-day run
+/// over 23M lookback rows of the 50M lake peaked at 3.32 GiB, over 4.6M of the 10M lake at
+/// 0.72 GiB; a 28-day run over 23M lookback and 23M range rows at 5.74 GiB, over 4.6M and
+/// 4.7M at 1.21 GiB. These constants round those up (the one scan of the clicks that can be
+/// sessions, which now covers the lookback, is what grows).
+const BYTES_PER_LOOKBACK_ROW: u64 = 170;
+const BYTES_PER_RANGE_ROW: u64 = 150;
 
 /// The memory budget of a run: `CLICKTRAIL_MEMORY_BUDGET` (bytes, or with a K/M/G/T or
 /// KiB/MiB/GiB/TiB suffix) when set, else 60% of the memory this process may use (the
