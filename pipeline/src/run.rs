@@ -390,9 +390,30 @@ async fn attribute_and_write(
     // depend only on earlier conversions of the same order key within W, all inside the
     // span for every conversion of the pass): the pass's own are cut from it, and so is the
     // index adjustments are resolved against.
-    progress.step("conversions");
+    progress.step("adjustments");
     let (i_lo, a_lo) = (lo - lock - 2 * w, lo - lock - w);
-    let prepared = write::collect(conversions::prepare(non_click(&ATTRIBUTION_COLUMNS, i_lo, n_hi), p), "deduplicating conversions", inputs).await?;
+    let adj_df = write::collect(conversions::adjustments(non_click(&ADJUSTMENT_COLUMNS, a_lo, n_hi), p), "reading adjustments", inputs).await?;
+    progress.done();
+    let on = [col(hit::OFFER_ID), col(hit::EVENT), col(hit::ORDER_ID)];
+    let adjustment_keys = adj_df
+        .clone()
+        .lazy()
+        .filter(col(hit::ORDER_ID).is_not_null())
+        .select(on.clone())
+        .unique(None, UniqueKeepStrategy::Any);
+
+    // The pass's conversions and those sharing an order key with them or with an
+    // adjustment, over the widest span adjustments' targets need (duplicate flags depend
+    // only on earlier conversions of the same key within W, all inside the span for every
+    // conversion of the pass): the pass's own are cut from them, and so is the index
+    // adjustments are resolved against. Other conversions of the span are not sorted.
+    progress.step("conversions");
+    let prepared = write::collect(
+        conversions::prepare_selected(non_click(&ATTRIBUTION_COLUMNS, i_lo, n_hi), in_fresh.clone(), adjustment_keys.clone(), p),
+        "deduplicating conversions",
+        inputs,
+    )
+    .await?;
     let conv = match fresh.is_empty() {
         true => None,
         false => Some(
@@ -404,25 +425,14 @@ async fn attribute_and_write(
                 .map_err(crate::error::PipelineError::polars("selecting the pass's conversions"))?,
         ),
     };
-    progress.done();
-
-    progress.step("adjustments");
-    let adj_df = write::collect(conversions::adjustments(non_click(&ADJUSTMENT_COLUMNS, a_lo, n_hi), p), "reading adjustments", inputs).await?;
     let adjustments = crate::settle::read_adjustments(&adj_df)?;
     let (index, resolved) = if adjustments.is_empty() {
         (None, Vec::new())
     } else {
-        let keys = adj_df
-            .clone()
-            .lazy()
-            .filter(col(hit::ORDER_ID).is_not_null())
-            .select([col(hit::OFFER_ID), col(hit::EVENT), col(hit::ORDER_ID)])
-            .unique(None, UniqueKeepStrategy::Any);
-        let on = [col(hit::OFFER_ID), col(hit::EVENT), col(hit::ORDER_ID)];
         let index = prepared
             .clone()
             .lazy()
-            .join(keys, on.clone(), on, JoinArgs::new(JoinType::Semi))
+            .join(adjustment_keys, on.clone(), on, JoinArgs::new(JoinType::Semi))
             .collect()
             .map_err(crate::error::PipelineError::polars("finding the conversions adjustments target"))?;
         let resolved = crate::settle::resolve(&adjustments, &index, rules, p)?;

@@ -18,16 +18,48 @@ fn event_or_default() -> Expr {
 /// Conversion hits deduplicated by `hit_id` (after the kind filter: copies of a hit share
 /// its kind), with `event`, `currency` and the join keys normalized.
 fn normalized(hits: LazyFrame, p: &Params) -> LazyFrame {
-    let is_conversion =
-        col(hit::KIND).eq(lit(HitKind::Pixel.as_str())).or(col(hit::KIND).eq(lit(HitKind::Postback.as_str())));
-    dedup::hits(hits.filter(is_conversion), p).with_columns([
+    dedup::hits(hits.filter(is_conversion()), p).with_columns(normalizing())
+}
+
+fn is_conversion() -> Expr {
+    col(hit::KIND).eq(lit(HitKind::Pixel.as_str())).or(col(hit::KIND).eq(lit(HitKind::Postback.as_str())))
+}
+
+fn normalizing() -> [Expr; 4] {
+    [
         // An empty event is the default too; currencies are upper case (another writer
         // than the collector may have put `eur` in the lake).
         event_or_default(),
         col(hit::CURRENCY).str().to_uppercase().alias(hit::CURRENCY),
         non_empty(hit::CLICK_ID).str().to_lowercase().alias(work::CLICK_KEY),
         non_empty(hit::VISITOR_ID).alias(work::VISITOR_KEY),
-    ])
+    ]
+}
+
+/// [`prepare`] for the conversions `keep` selects and those sharing an order key
+/// `(offer_id, event, order_id)` with one of them or with a row of `keys` (a frame of
+/// those three columns), instead of every conversion of `hits`. A conversion's duplicate
+/// flag depends only on conversions of its key, all of which are kept, so the flags of
+/// those rows are what [`prepare`] gives. Copies of a hit share its key, so normalizing
+/// before deduplicating changes nothing either.
+pub fn prepare_selected(hits: LazyFrame, keep: Expr, keys: LazyFrame, p: &Params) -> LazyFrame {
+    const KEYED: &str = "__keyed";
+    let conv = hits.filter(is_conversion()).with_columns(normalizing());
+    let key = [hit::OFFER_ID, hit::EVENT, hit::ORDER_ID];
+    let on = key.map(col);
+    let wanted = concat(
+        [conv.clone().filter(keep.clone()).select(on.clone()), keys.select(on.clone())],
+        UnionArgs::default(),
+    )
+    .unwrap_or_else(|_| conv.clone().filter(lit(false)).select(on.clone()))
+    .filter(col(hit::ORDER_ID).is_not_null())
+    .unique(None, UniqueKeepStrategy::Any)
+    .with_column(lit(true).alias(KEYED));
+    let kept = conv
+        .join(wanted, on.clone(), on, JoinArgs::new(JoinType::Left))
+        .filter(keep.or(col(KEYED).is_not_null()))
+        .drop(by_name([KEYED], true, false));
+    dedup::orders(dedup::hits(kept, p), p)
 }
 
 /// Keeps conversion hits; `event` defaults to `purchase` (null or empty); `currency` upper case; adds [`work::CLICK_KEY`],
