@@ -21,9 +21,11 @@ from duckdb_attribution import set_variables  # noqa: E402
 MARK = "SET preserve_insertion_order = false;"
 
 
-def main(argv):
+def twin_scan(argv, usage):
+    """The twin's statements run up to its scan, for ARGV (the scripts' shared arguments).
+    Returns the connection, the scan's SELECT and the temporary folder (keep it alive)."""
     if len(argv) not in (5, 6):
-        sys.exit(__doc__.strip().splitlines()[2])
+        sys.exit(usage)
     lake, window_us, tz, date_from, date_to = argv[:5]
     registry = argv[5] if len(argv) == 6 else os.path.join(lake, "registry")
     sql = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "queries", "attribution.sql")).read()
@@ -34,6 +36,11 @@ def main(argv):
     tmp = tempfile.TemporaryDirectory()
     set_variables(con, lake, window_us, tz, date_from, date_to, registry, tmp.name)
     con.execute(prefix)
+    return con, scan, tmp
+
+
+def main(argv):
+    con, scan, _tmp = twin_scan(argv, __doc__.strip().splitlines()[2])
     row = con.execute(f"SELECT count(*), sum(hash(COLUMNS(*))) FROM ({scan})").fetchone()
     print(f"{row[0]} rows, {len(row) - 1} columns")
 

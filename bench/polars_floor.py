@@ -13,15 +13,12 @@ import glob
 import os
 import re
 import sys
-import tempfile
 
-import duckdb
 import polars as pl
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from duckdb_attribution import set_variables  # noqa: E402
+from duckdb_floor import twin_scan  # noqa: E402
 
-MARK = "SET preserve_insertion_order = false;"
 HIT_COLUMNS = [
     "hit_id", "kind", "ts", "offer_id", "member_id", "link_code", "click_id", "visitor_id", "ip_hash",
     "user_agent", "referer", "event", "order_id", "amount_micros", "currency", "coupon", "action",
@@ -30,18 +27,8 @@ HIT_COLUMNS = [
 
 
 def main(argv):
-    if len(argv) not in (5, 6):
-        sys.exit(__doc__.strip().splitlines()[2])
-    lake, window_us, tz, date_from, date_to = argv[:5]
-    registry = argv[5] if len(argv) == 6 else os.path.join(lake, "registry")
-    sql = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "queries", "attribution.sql")).read()
-    prefix, rest = sql.split(MARK, 1)
-    scan = re.search(r"CREATE OR REPLACE TEMP TABLE hits AS\n(.*?);\n", rest, re.S).group(1)
-    con = duckdb.connect()
-    con.execute("SET enable_progress_bar = false")
-    tmp = tempfile.TemporaryDirectory()
-    set_variables(con, lake, window_us, tz, date_from, date_to, registry, tmp.name)
-    con.execute(prefix)
+    _con, scan, _tmp = twin_scan(argv, __doc__.strip().splitlines()[2])
+    lake = argv[0]
     # The twin reads every hits file (its `hits_glob`) and keeps its scan range by `ts`;
     # on the bench's lakes that range holds every hit.
     files = sorted(glob.glob(os.path.join(lake, "hits", "date=*", "hour=*", "*.parquet")))

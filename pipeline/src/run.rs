@@ -386,12 +386,8 @@ async fn attribute_and_write(
         non_clicks.clone().lazy().filter(ts_in(lo, hi)).select(columns.iter().map(|c| col(*c)).collect::<Vec<_>>())
     };
 
-    // Conversions over the widest span adjustments' targets need (their duplicate flags
-    // depend only on earlier conversions of the same order key within W, all inside the
-    // span for every conversion of the pass): the pass's own are cut from it, and so is the
-    // index adjustments are resolved against.
     progress.step("adjustments");
-    let (i_lo, a_lo) = (lo - lock - 2 * w, lo - lock - w);
+    let a_lo = lo - lock - w;
     let adj_df = write::collect(conversions::adjustments(non_click(&ADJUSTMENT_COLUMNS, a_lo, n_hi), p), "reading adjustments", inputs).await?;
     progress.done();
     let on = [col(hit::OFFER_ID), col(hit::EVENT), col(hit::ORDER_ID)];
@@ -409,7 +405,7 @@ async fn attribute_and_write(
     // adjustments are resolved against. Other conversions of the span are not sorted.
     progress.step("conversions");
     let prepared = write::collect(
-        conversions::prepare_selected(non_click(&ATTRIBUTION_COLUMNS, i_lo, n_hi), in_fresh.clone(), adjustment_keys.clone(), p),
+        conversions::prepare_selected(non_click(&ATTRIBUTION_COLUMNS, n_lo, n_hi), in_fresh.clone(), adjustment_keys.clone(), p),
         "deduplicating conversions",
         inputs,
     )

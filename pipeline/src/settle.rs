@@ -113,7 +113,7 @@ struct Candidate {
 }
 
 /// Resolves every adjustment (SPEC §7.1–2): its target among the non-duplicate conversions
-/// of `index` (the output of [`crate::stages::conversions::prepare`], holding every
+/// of `index` (the output of [`crate::stages::conversions::prepare_selected`], holding every
 /// conversion sharing a key with an adjustment) and its status.
 pub fn resolve(adjustments: &[Adjustment], index: &DataFrame, rules: &Rules, p: &Params) -> Result<Vec<Resolved>> {
     let (id, ts, offer, event, order, currency, dup) = (

@@ -31,9 +31,14 @@ fn escape(token: &str) -> String {
     token.chars().flat_map(|c| if c.is_ascii_alphanumeric() || c == '_' { vec![c] } else { vec!['\\', c] }).collect()
 }
 
+/// The tokens as one case-insensitive pattern.
+fn pattern() -> String {
+    format!("(?i){}", BOT_TOKENS.iter().map(|t| escape(t)).collect::<Vec<_>>().join("|"))
+}
+
 /// The bot expression over `user_agent`.
 pub fn is_bot() -> Expr {
-    let pattern = format!("(?i){}", BOT_TOKENS.iter().map(|t| escape(t)).collect::<Vec<_>>().join("|"));
+    let pattern = pattern();
     let ua = col(hit::USER_AGENT);
     ua.clone()
         .is_null()
@@ -44,11 +49,8 @@ pub fn is_bot() -> Expr {
 /// The bot test of [`is_bot`] as a compiled expression: the same pattern, compiled once.
 fn bot_regex() -> &'static regex::Regex {
     static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
-    RE.get_or_init(|| {
-        let pattern = format!("(?i){}", BOT_TOKENS.iter().map(|t| escape(t)).collect::<Vec<_>>().join("|"));
-        // The tokens are escaped literals: the pattern always compiles.
-        regex::Regex::new(&pattern).unwrap_or_else(|_| unreachable!("the bot pattern compiles"))
-    })
+    // The tokens are escaped literals: the pattern always compiles.
+    RE.get_or_init(|| regex::Regex::new(&pattern()).unwrap_or_else(|_| unreachable!("the bot pattern compiles")))
 }
 
 /// [`is_bot`] over `user_agent`, with each distinct user agent of a batch tested once: a

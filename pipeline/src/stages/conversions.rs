@@ -15,12 +15,6 @@ fn event_or_default() -> Expr {
         .alias(hit::EVENT)
 }
 
-/// Conversion hits deduplicated by `hit_id` (after the kind filter: copies of a hit share
-/// its kind), with `event`, `currency` and the join keys normalized.
-fn normalized(hits: LazyFrame, p: &Params) -> LazyFrame {
-    dedup::hits(hits.filter(is_conversion()), p).with_columns(normalizing())
-}
-
 fn is_conversion() -> Expr {
     col(hit::KIND).eq(lit(HitKind::Pixel.as_str())).or(col(hit::KIND).eq(lit(HitKind::Postback.as_str())))
 }
@@ -36,12 +30,15 @@ fn normalizing() -> [Expr; 4] {
     ]
 }
 
-/// [`prepare`] for the conversions `keep` selects and those sharing an order key
-/// `(offer_id, event, order_id)` with one of them or with a row of `keys` (a frame of
-/// those three columns), instead of every conversion of `hits`. A conversion's duplicate
-/// flag depends only on conversions of its key, all of which are kept, so the flags of
-/// those rows are what [`prepare`] gives. Copies of a hit share its key, so normalizing
-/// before deduplicating changes nothing either.
+/// The conversions (`pixel` and `postback` hits) `keep` selects and those sharing an order
+/// key `(offer_id, event, order_id)` with one of them or with a row of `keys` (a frame of
+/// those three columns), deduplicated by `hit_id`; `event` defaults to `purchase` (null or
+/// empty), `currency` upper case; adds [`work::CLICK_KEY`], [`work::VISITOR_KEY`] and
+/// [`work::DUPLICATE`]. `hits` must reach `W` before every kept conversion, so every
+/// earlier twin is present. A duplicate flag depends only on conversions of its key, all
+/// of which are kept, so the other conversions of `hits` need not be sorted. Copies of a
+/// hit share its kind and key, so filtering and normalizing before deduplicating changes
+/// nothing.
 pub fn prepare_selected(hits: LazyFrame, keep: Expr, keys: LazyFrame, p: &Params) -> LazyFrame {
     const KEYED: &str = "__keyed";
     let conv = hits.filter(is_conversion()).with_columns(normalizing());
@@ -60,22 +57,6 @@ pub fn prepare_selected(hits: LazyFrame, keep: Expr, keys: LazyFrame, p: &Params
         .filter(keep.or(col(KEYED).is_not_null()))
         .drop(by_name([KEYED], true, false));
     dedup::orders(dedup::hits(kept, p), p)
-}
-
-/// Keeps conversion hits; `event` defaults to `purchase` (null or empty); `currency` upper case; adds [`work::CLICK_KEY`],
-/// [`work::VISITOR_KEY`] and [`work::DUPLICATE`]. Deduplicates by `hit_id` after the kind
-/// filter (copies of a hit share its kind). `hits` must cover the range's lookback, so every
-/// earlier twin within `W` is present.
-pub fn prepare(hits: LazyFrame, p: &Params) -> LazyFrame {
-    dedup::orders(normalized(hits, p), p)
-}
-
-/// [`prepare`] restricted to the conversions whose `(offer_id, event, order_id)` is in `keys`
-/// (a frame of those three columns): the conversions adjustments may target, with their
-/// duplicate flags (which only depend on conversions of the same key).
-pub fn prepare_keyed(hits: LazyFrame, keys: LazyFrame, p: &Params) -> LazyFrame {
-    let on = [col(hit::OFFER_ID), col(hit::EVENT), col(hit::ORDER_ID)];
-    dedup::orders(normalized(hits, p).join(keys, on.clone(), on, JoinArgs::new(JoinType::Semi)), p)
 }
 
 /// Adjustment hits (SPEC §7), deduplicated by `hit_id`: `event` defaults to `purchase`,

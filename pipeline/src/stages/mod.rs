@@ -1,7 +1,7 @@
 //! The stages of attribution, each a pure `LazyFrame` → `LazyFrame` transformation over
 //! the hit columns of `lake::schema` (SPEC §4–5). Nothing here reads, collects or writes.
 //!
-//! Order: split by kind → conversions: [`conversions::prepare`] (which applies
+//! Order: split by kind → conversions: [`conversions::prepare_selected`] (which applies
 //! [`dedup::hits`] and [`dedup::orders`]); clicks: [`bots::flag`] for the clicks table
 //! (which counts distinct `hit_id`s), and [`sessions::key_filter`] then
 //! [`sessions::candidates`] and [`sessions::find`] for attribution →

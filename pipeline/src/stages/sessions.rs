@@ -39,7 +39,7 @@ fn by_visitor(live: LazyFrame) -> LazyFrame {
 }
 
 /// The clicks (any other kind of hit is dropped) that share a key with some conversion of
-/// `conv` (the output of [`super::conversions::prepare`]): its `click_id`, or its (offer,
+/// `conv` (the output of [`super::conversions::prepare_selected`]): its `click_id`, or its (offer,
 /// visitor) when it has no `click_id`. One pass over `hits`: two left joins against small
 /// key tables (unique keys, so no row repeats), flagged [`work::BY_CLICK`] and
 /// [`work::BY_VISITOR`], deduplicated by the click's `hit_id`.
@@ -72,7 +72,7 @@ pub fn candidates(hits: LazyFrame, conv: LazyFrame, _p: &Params) -> LazyFrame {
 }
 
 /// A filter on hits that keeps every click [`candidates`] can keep for `conv` (a collected
-/// output of [`super::conversions::prepare`]), and few others: its lower-cased
+/// output of [`super::conversions::prepare_selected`]), and few others: its lower-cased
 /// `click_id` is some live conversion's click key, or its `visitor_id` is the visitor of
 /// some live conversion without a click id (the offer is left to the join). Tested on the
 /// raw columns, so a scan decodes the other columns only for the rows it keeps: about one
@@ -121,7 +121,7 @@ pub fn key_filter(conv: &DataFrame) -> PolarsResult<Expr> {
     ))
 }
 
-/// `candidates`: the output of [`candidates`]; `conv`: of [`super::conversions::prepare`].
+/// `candidates`: the output of [`candidates`]; `conv`: of [`super::conversions::prepare_selected`].
 /// Returns one row per conversion with a session: `hit_id` and [`SESSION_COLUMNS`].
 pub fn find(candidates: LazyFrame, conv: LazyFrame, p: &Params) -> LazyFrame {
     let w = p.window.micros();
